@@ -1,0 +1,188 @@
+//! Identifiers for jobs, tasks, actors and objects.
+//!
+//! An object id embeds the id of the task that created it, as in Ray, so an owner can
+//! find the lineage of any object it owns from the id alone.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    for b in bytes {
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
+}
+
+fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let hex = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A job: one driver's session with the cluster.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[repr(C)]
+pub struct JobId(pub u32);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0.to_be_bytes())
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({self})")
+    }
+}
+
+/// A task: 4 bytes of job id followed by 12 bytes unique within the cluster.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[repr(C)]
+pub struct TaskId(pub [u8; 16]);
+
+static TASK_COUNTER: AtomicU64 = AtomicU64::new(1);
+
+impl TaskId {
+    /// A fresh task id. `process_salt` must differ between processes of one job
+    /// (the runtime uses its worker id), so ids never collide.
+    pub fn generate(job: JobId, process_salt: u32) -> Self {
+        let n = TASK_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&n.to_be_bytes());
+        b[8..12].copy_from_slice(&process_salt.to_be_bytes());
+        b[12..].copy_from_slice(&job.0.to_be_bytes());
+        TaskId(b)
+    }
+
+    /// The job this task belongs to.
+    pub fn job(&self) -> JobId {
+        JobId(u32::from_be_bytes([self.0[12], self.0[13], self.0[14], self.0[15]]))
+    }
+
+    /// Parses the hex form printed by `Display`.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        parse_hex(s).map(TaskId)
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({self})")
+    }
+}
+
+/// An actor.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[repr(C)]
+pub struct ActorId(pub [u8; 16]);
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActorId({self})")
+    }
+}
+
+/// An object: the id of the task that created it and an index.
+///
+/// Return values use indexes from 1; objects created by `put` inside a task use
+/// indexes with the top bit set, so the two never collide.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[repr(C)]
+pub struct ObjectId(pub [u8; 20]);
+
+/// The top bit of an object index marks an object created by `put`.
+pub const PUT_INDEX_FLAG: u32 = 1 << 31;
+
+impl ObjectId {
+    /// The object for return value `index` (from 1) of `task`, or a put when
+    /// `index` has [`PUT_INDEX_FLAG`] set.
+    pub fn new(task: TaskId, index: u32) -> Self {
+        let mut b = [0u8; 20];
+        b[..16].copy_from_slice(&task.0);
+        b[16..].copy_from_slice(&index.to_be_bytes());
+        ObjectId(b)
+    }
+
+    /// The task that created this object.
+    pub fn task(&self) -> TaskId {
+        let mut t = [0u8; 16];
+        t.copy_from_slice(&self.0[..16]);
+        TaskId(t)
+    }
+
+    /// The index within the creating task.
+    pub fn index(&self) -> u32 {
+        u32::from_be_bytes([self.0[16], self.0[17], self.0[18], self.0[19]])
+    }
+
+    /// Whether this object was created by `put`.
+    pub fn is_put(&self) -> bool {
+        self.index() & PUT_INDEX_FLAG != 0
+    }
+
+    /// Parses the hex form printed by `Display`.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        parse_hex(s).map(ObjectId)
+    }
+
+    /// Builds an id from raw bytes, if there are exactly 20 of them.
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        b.try_into().ok().map(ObjectId)
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectId({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_id_round_trips_task_and_index() {
+        let t = TaskId::generate(JobId(7), 42);
+        let o = ObjectId::new(t, 3);
+        assert_eq!(o.task(), t);
+        assert_eq!(o.index(), 3);
+        assert!(!o.is_put());
+        assert_eq!(t.job(), JobId(7));
+        assert!(ObjectId::new(t, PUT_INDEX_FLAG | 1).is_put());
+        assert_eq!(ObjectId::from_hex(&o.to_string()), Some(o));
+    }
+
+    #[test]
+    fn task_ids_are_unique() {
+        let a = TaskId::generate(JobId(1), 1);
+        let b = TaskId::generate(JobId(1), 1);
+        assert_ne!(a, b);
+    }
+}

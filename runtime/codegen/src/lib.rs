@@ -1,0 +1,306 @@
+//! Expansion of `#[ray::remote]`.
+//!
+//! One implementation serves two callers: the proc macro, for compiled programs, and
+//! the REPL's cell pre-expansion, which must hand evcxr plain Rust because
+//! rust-analyzer does not expand proc macros and could not infer the type of
+//! `square.remote(3)` otherwise. The two differ only in how a worker finds the
+//! generated trampoline ([`Mode`]).
+//!
+//! A remote function `f` becomes a unit struct `f` (so `f.remote(..)` reads like
+//! Ray's Python), an options wrapper with Ray's `.options(..)` setters, and an
+//! `extern "C"` trampoline that decodes arguments, runs the body and encodes the
+//! result.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, FnArg, Item, ItemFn, Lit, Meta, ReturnType, Token, Type};
+
+/// How workers find the trampolines of the expanded code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A compiled program: trampolines are registered in the executable's registry
+    /// and found by `module_path::name`.
+    Program,
+    /// A REPL cell library: trampolines are exported as unmangled symbols, found with
+    /// `dlsym` in the cell's library.
+    Cell,
+}
+
+/// Expands `#[ray::remote(attr)] item`. Errors become `compile_error!`s.
+pub fn expand(attr: TokenStream, item: TokenStream, mode: Mode) -> TokenStream {
+    let result = syn::parse2::<Item>(item.clone()).and_then(|item| match item {
+        Item::Fn(f) => expand_fn(attr, f, mode),
+        other => Err(syn::Error::new(
+            other.span(),
+            "#[ray::remote] applies to functions; actor structs and impls are not supported by this version yet",
+        )),
+    });
+    match result {
+        Ok(ts) => ts,
+        Err(e) => {
+            let err = e.to_compile_error();
+            quote! { #err #item }
+        }
+    }
+}
+
+/// Default options from the attribute's arguments.
+#[derive(Default)]
+struct DefaultOptions {
+    numbers: Vec<(String, Expr)>,
+    strings: Vec<(String, Expr)>,
+    resources: Vec<(String, Expr)>,
+}
+
+fn parse_options(attr: TokenStream) -> syn::Result<DefaultOptions> {
+    let mut out = DefaultOptions::default();
+    if attr.is_empty() {
+        return Ok(out);
+    }
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
+    for meta in metas {
+        match meta {
+            Meta::NameValue(nv) => {
+                let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+                match key.as_str() {
+                    "num_cpus" | "num_gpus" | "memory" | "max_retries" => {
+                        let v = &nv.value;
+                        out.numbers.push((key, syn::parse_quote!((#v) as f64)));
+                    }
+                    "retry_exceptions" => {
+                        let v = &nv.value;
+                        out.numbers.push((key, syn::parse_quote!(if #v { 1.0 } else { 0.0 })));
+                    }
+                    "name" => out.strings.push((key, nv.value.clone())),
+                    _ => {
+                        return Err(syn::Error::new(
+                            nv.path.span(),
+                            "unknown option; expected num_cpus, num_gpus, memory, max_retries, \
+                             retry_exceptions, name or resources(..)",
+                        ));
+                    }
+                }
+            }
+            Meta::List(list) if list.path.is_ident("resources") => {
+                let inner = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(list.tokens.clone())?;
+                for m in inner {
+                    let Meta::NameValue(nv) = m else {
+                        return Err(syn::Error::new(m.span(), "expected `Name = amount`"));
+                    };
+                    let name = match nv.path.get_ident() {
+                        Some(i) => i.to_string(),
+                        None => return Err(syn::Error::new(nv.path.span(), "expected a resource name")),
+                    };
+                    let v = &nv.value;
+                    out.resources.push((name, syn::parse_quote!((#v) as f64)));
+                }
+            }
+            other => return Err(syn::Error::new(other.span(), "expected `key = value` or `resources(..)`")),
+        }
+    }
+    Ok(out)
+}
+
+fn is_str_lit(e: &Expr) -> bool {
+    matches!(e, Expr::Lit(l) if matches!(l.lit, Lit::Str(_)))
+}
+
+fn expand_fn(attr: TokenStream, f: ItemFn, mode: Mode) -> syn::Result<TokenStream> {
+    let opts = parse_options(attr)?;
+    let sig = &f.sig;
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new(sig.generics.span(), "remote functions cannot be generic; use concrete types"));
+    }
+    if let Some(a) = &sig.asyncness {
+        return Err(syn::Error::new(a.span(), "remote functions must not be async; async methods belong to actors"));
+    }
+    if let Some(v) = &sig.variadic {
+        return Err(syn::Error::new(v.span(), "remote functions cannot be variadic"));
+    }
+    let vis = &f.vis;
+    let name = &sig.ident;
+    let name_str = name.to_string();
+    let options_ty = format_ident!("{}Options", name);
+    let trampoline = format_ident!("__ray_task_{}", name);
+    let symbol = trampoline.to_string();
+
+    let mut arg_types: Vec<Type> = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => return Err(syn::Error::new(r.span(), "a remote function takes no `self`")),
+            FnArg::Typed(pt) => {
+                if let Type::Reference(r) = &*pt.ty {
+                    return Err(syn::Error::new(
+                        r.span(),
+                        "remote function arguments must be owned values (they are sent to another \
+                         process); take `T` instead of `&T`",
+                    ));
+                }
+                if let Type::ImplTrait(t) = &*pt.ty {
+                    return Err(syn::Error::new(t.span(), "remote function arguments need concrete types"));
+                }
+                arg_types.push((*pt.ty).clone());
+            }
+        }
+    }
+    let ret: Type = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, t) => (**t).clone(),
+    };
+    let params: Vec<_> = (0..arg_types.len()).map(|i| format_ident!("arg{}", i)).collect();
+    let indexes: Vec<_> = (0..arg_types.len()).collect();
+
+    let inputs = &sig.inputs;
+    let body = &f.block;
+    let attrs = &f.attrs;
+    let unsafety = &sig.unsafety;
+
+    let numbers: Vec<_> = opts.numbers.iter().map(|(k, v)| quote!((#k, #v))).collect();
+    let mut strings = Vec::new();
+    for (k, v) in &opts.strings {
+        if !is_str_lit(v) {
+            return Err(syn::Error::new(v.span(), "`name` takes a string literal"));
+        }
+        strings.push(quote!((#k, #v)));
+    }
+    let resources: Vec<_> = opts.resources.iter().map(|(k, v)| quote!((#k, #v))).collect();
+
+    let span = Span::call_site();
+    let (symbol_lit, export) = match mode {
+        Mode::Program => (
+            String::new(),
+            quote_spanned! {span=>
+                #[::ray::__private::linkme::distributed_slice(::ray::__private::TASK_REGISTRY)]
+                #[linkme(crate = ::ray::__private::linkme)]
+                #[doc(hidden)]
+                static #trampoline: ::ray::__private::TaskEntry = ::ray::__private::TaskEntry {
+                    key: ::core::concat!(::core::module_path!(), "::", #name_str),
+                    func: #name::__trampoline,
+                };
+            },
+        ),
+        Mode::Cell => (
+            symbol.clone(),
+            quote_spanned! {span=>
+                #[doc(hidden)]
+                #[unsafe(no_mangle)]
+                pub unsafe extern "C" fn #trampoline(call: *const ::ray::__private::TaskCall) {
+                    // SAFETY: the host calls trampolines only with a valid TaskCall.
+                    unsafe { #name::__trampoline(call) }
+                }
+            },
+        ),
+    };
+
+    Ok(quote_spanned! {span=>
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug)]
+        #vis struct #name;
+
+        #[allow(non_camel_case_types)]
+        #[doc(hidden)]
+        #vis struct #options_ty(::ray::Options);
+
+        impl #name {
+            /// The function's name, as Ray shows it.
+            #vis const NAME: &'static str = #name_str;
+
+            #(#attrs)*
+            #[allow(clippy::too_many_arguments)]
+            #vis #unsafety fn call(#inputs) -> #ret #body
+
+            /// Runs the function as a task in a worker process and returns a ref to
+            /// its result. Each argument may be a value or an `ObjectRef` to one.
+            #[allow(clippy::too_many_arguments)]
+            #vis fn remote(&self, #(#params: impl ::ray::IntoArg<#arg_types>),*) -> ::ray::ObjectRef<#ret> {
+                self.options().remote(#(#params),*)
+            }
+
+            /// Per-call options, like Ray's `f.options(num_cpus=2)`.
+            #vis fn options(&self) -> #options_ty {
+                #options_ty(::ray::__private::default_options(&[#(#numbers),*], &[#(#strings),*], &[#(#resources),*]))
+            }
+
+            #[doc(hidden)]
+            unsafe extern "C" fn __trampoline(call: *const ::ray::__private::TaskCall) {
+                // SAFETY: `call` is the host's valid TaskCall, passed through unchanged.
+                unsafe {
+                    ::ray::__private::run_task(call, #name_str, |__args| {
+                        ::core::result::Result::Ok(#name::call(#(__args.arg::<#arg_types>(#indexes)?),*))
+                    })
+                }
+            }
+        }
+
+        impl #options_ty {
+            ::ray::__option_setters!();
+
+            /// Submits the call with these options.
+            #[allow(clippy::too_many_arguments)]
+            #vis fn remote(self, #(#params: impl ::ray::IntoArg<#arg_types>),*) -> ::ray::ObjectRef<#ret> {
+                ::ray::__private::submit(
+                    ::ray::__private::descriptor(
+                        #name_str,
+                        ::core::concat!(::core::module_path!(), "::", #name_str),
+                        #symbol_lit,
+                    ),
+                    ::std::vec![#(::ray::IntoArg::<#arg_types>::into_arg(#params)),*],
+                    self.0,
+                )
+            }
+        }
+
+        #export
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pretty(ts: TokenStream) -> String {
+        prettyplease::unparse(&syn::parse2(ts).expect("expansion parses as a file"))
+    }
+
+    #[test]
+    fn expands_a_function_into_a_callable_struct() {
+        let out = pretty(expand(
+            quote!(num_cpus = 2, resources(Custom1 = 1)),
+            quote!(
+                fn retrieve(item: usize, db: Vec<String>) -> (usize, String) {
+                    (item, db[item].clone())
+                }
+            ),
+            Mode::Program,
+        ));
+        assert!(out.contains("struct retrieve;"), "{out}");
+        assert!(out.contains("fn remote("), "{out}");
+        assert!(out.contains("TASK_REGISTRY"), "{out}");
+        assert!(out.contains("\"num_cpus\""), "{out}");
+        assert!(out.contains("\"Custom1\""), "{out}");
+        assert!(!out.contains("no_mangle"), "{out}");
+    }
+
+    #[test]
+    fn cell_mode_exports_an_unmangled_trampoline() {
+        let out = pretty(expand(quote!(), quote!(fn square(x: u64) -> u64 { x * x }), Mode::Cell));
+        assert!(out.contains("no_mangle"), "{out}");
+        assert!(out.contains("__ray_task_square"), "{out}");
+        assert!(!out.contains("TASK_REGISTRY"), "{out}");
+    }
+
+    #[test]
+    fn rejects_borrowed_arguments_with_a_clear_error() {
+        let out = expand(quote!(), quote!(fn f(x: &str) -> usize { x.len() }), Mode::Program).to_string();
+        assert!(out.contains("compile_error") && out.contains("owned values"), "{out}");
+    }
+
+    #[test]
+    fn rejects_unknown_options() {
+        let out = expand(quote!(num_cpu = 2), quote!(fn f() {}), Mode::Program).to_string();
+        assert!(out.contains("unknown option"), "{out}");
+    }
+}

@@ -1,0 +1,269 @@
+//! A node's shared-memory object store.
+//!
+//! Large objects must be shared by every process on a node without copies, and must
+//! give their memory back the moment nobody references them. Each object is one
+//! file in a per-node directory on tmpfs (`/dev/shm`): the creating process writes
+//! it through a shared mapping, readers on the node map it read-only (no copy), and
+//! freeing unlinks it, so the kernel returns the pages once the last mapping goes.
+//! The node daemon keeps the accounting ([`StoreIndex`]): capacity, which objects
+//! exist, and whether each is sealed (immutable and readable).
+
+use memmap2::{Mmap, MmapMut, MmapOptions};
+use ray_abi::{ObjectId, RayError};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Errors of the shared-memory store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not fit in the remaining capacity.
+    #[error("object store full: {requested} bytes requested, {used} of {capacity} in use")]
+    Full {
+        /// Object size.
+        requested: u64,
+        /// Bytes in use.
+        used: u64,
+        /// Capacity.
+        capacity: u64,
+    },
+    /// The object already exists.
+    #[error("object {0} already exists in the store")]
+    Exists(ObjectId),
+    /// The object is not in the store.
+    #[error("object {0} is not in the store")]
+    Missing(ObjectId),
+    /// A file operation failed.
+    #[error("object store I/O on {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl From<StoreError> for RayError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Full { requested, used, capacity } => RayError::ObjectStoreFull { requested, used, capacity },
+            StoreError::Missing(id) => {
+                RayError::ObjectLost { object: id.to_string(), detail: "not in the node's object store".into() }
+            }
+            other => RayError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// Where a node keeps its objects: tmpfs when the machine has it.
+pub fn default_root(session: &str, node: &str) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    base.join(format!("rayrepl-{session}-{node}"))
+}
+
+/// One object's bookkeeping.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    /// The object.
+    pub id: ObjectId,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its owner's address.
+    pub owner: String,
+    /// Whether it is complete and readable.
+    pub sealed: bool,
+    /// When it was last created or read, for eviction order.
+    pub last_used: Instant,
+}
+
+/// The node daemon's view of its store: capacity accounting and the object table.
+#[derive(Debug)]
+pub struct StoreIndex {
+    root: PathBuf,
+    capacity: u64,
+    used: u64,
+    objects: HashMap<ObjectId, StoredObject>,
+}
+
+impl StoreIndex {
+    /// A store under `root` holding at most `capacity` bytes. Creates `root`.
+    pub fn new(root: PathBuf, capacity: u64) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+        Ok(StoreIndex { root, capacity, used: 0, objects: HashMap::new() })
+    }
+
+    /// The directory holding the objects.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file of an object.
+    pub fn path_of(&self, id: &ObjectId) -> PathBuf {
+        self.root.join(id.to_string())
+    }
+
+    /// Capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes reserved by objects.
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// Objects in the store.
+    pub fn objects(&self) -> impl Iterator<Item = &StoredObject> {
+        self.objects.values()
+    }
+
+    /// Reserves space for a new object and returns the file the creator must write.
+    pub fn reserve(&mut self, id: ObjectId, size: u64, owner: &str) -> Result<PathBuf, StoreError> {
+        if self.objects.contains_key(&id) {
+            return Err(StoreError::Exists(id));
+        }
+        if self.used.saturating_add(size) > self.capacity {
+            return Err(StoreError::Full { requested: size, used: self.used, capacity: self.capacity });
+        }
+        self.used += size;
+        self.objects.insert(
+            id,
+            StoredObject { id, size, owner: owner.to_string(), sealed: false, last_used: Instant::now() },
+        );
+        Ok(self.path_of(&id))
+    }
+
+    /// Marks an object complete.
+    pub fn seal(&mut self, id: &ObjectId) -> Result<(), StoreError> {
+        let o = self.objects.get_mut(id).ok_or(StoreError::Missing(*id))?;
+        o.sealed = true;
+        o.last_used = Instant::now();
+        Ok(())
+    }
+
+    /// Removes an object and unlinks its file; its memory returns once no process
+    /// maps it any more. Unknown ids are ignored (frees may race with failures).
+    pub fn free(&mut self, id: &ObjectId) {
+        if let Some(o) = self.objects.remove(id) {
+            self.used = self.used.saturating_sub(o.size);
+            let path = self.path_of(id);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!("could not unlink {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Removes every object and the directory.
+    pub fn destroy(&mut self) {
+        self.objects.clear();
+        self.used = 0;
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Writes a new object's bytes into its shared-memory file.
+///
+/// `parts` are concatenated; writing happens through a shared mapping so the pages
+/// land in tmpfs directly, with one copy.
+pub fn write_object(path: &Path, parts: &[&[u8]]) -> Result<(), StoreError> {
+    let size: usize = parts.iter().map(|p| p.len()).sum();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.set_len(size as u64).map_err(io_err(path))?;
+    if size == 0 {
+        return Ok(());
+    }
+    // SAFETY: the file was just created exclusively by this process (create_new), so
+    // no one else maps or writes it until it is sealed; its length is `size`.
+    let mut map: MmapMut = unsafe { MmapOptions::new().len(size).populate().map_mut(&file) }.map_err(io_err(path))?;
+    let mut offset = 0;
+    for p in parts {
+        map[offset..offset + p.len()].copy_from_slice(p);
+        offset += p.len();
+    }
+    Ok(())
+}
+
+/// A read-only view of a sealed object, shared with every other reader.
+#[derive(Debug)]
+pub struct ObjectView {
+    map: Option<Mmap>,
+}
+
+impl ObjectView {
+    /// Maps the sealed object at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let file = File::open(path).map_err(io_err(path))?;
+        let len = file.metadata().map_err(io_err(path))?.len();
+        if len == 0 {
+            return Ok(ObjectView { map: None });
+        }
+        // SAFETY: sealed objects are immutable: the store never writes a file after
+        // its creator sealed it, and freeing unlinks rather than truncates, so the
+        // mapped bytes cannot change or vanish while this view lives.
+        let map = unsafe { MmapOptions::new().map(&file) }.map_err(io_err(path))?;
+        Ok(ObjectView { map: Some(map) })
+    }
+
+    /// The object's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> ObjectId {
+        ObjectId([n; 20])
+    }
+
+    #[test]
+    fn objects_are_written_read_and_freed() {
+        let dir = std::env::temp_dir().join(format!("rayrepl-store-test-{}", std::process::id()));
+        let mut store = StoreIndex::new(dir.clone(), 1 << 20).unwrap();
+        let path = store.reserve(id(1), 11, "owner").unwrap();
+        write_object(&path, &[b"hello ", b"world"]).unwrap();
+        store.seal(&id(1)).unwrap();
+        let view = ObjectView::open(&path).unwrap();
+        assert_eq!(view.bytes(), b"hello world");
+        assert_eq!(store.used(), 11);
+        store.free(&id(1));
+        assert_eq!(store.used(), 0);
+        assert!(!path.exists());
+        // The open view still reads the unlinked object.
+        assert_eq!(view.bytes(), b"hello world");
+        store.destroy();
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn capacity_is_enforced_with_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("rayrepl-store-cap-{}", std::process::id()));
+        let mut store = StoreIndex::new(dir, 100).unwrap();
+        store.reserve(id(1), 60, "o").unwrap();
+        let err = store.reserve(id(2), 50, "o").unwrap_err();
+        assert!(matches!(err, StoreError::Full { requested: 50, used: 60, capacity: 100 }));
+        let ray: RayError = err.into();
+        assert!(ray.to_string().contains("object_store_memory"));
+        store.free(&id(1));
+        store.reserve(id(2), 50, "o").unwrap();
+        store.destroy();
+    }
+}

@@ -1,0 +1,258 @@
+//! The gRPC protocol between rayrepl processes, and the few rules every service
+//! shares: how the cluster token is checked, how addresses are dialled and served,
+//! and how runtime errors map onto gRPC status codes (in one place, here).
+
+use ray_abi::RayError;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+mod generated {
+    tonic::include_proto!("rayrepl");
+}
+pub use generated::*;
+
+/// Metadata key that carries the cluster token on every call.
+pub const TOKEN_HEADER: &str = "x-rayrepl-token";
+
+/// Adds the cluster token to outgoing calls.
+#[derive(Clone, Debug)]
+pub struct AddToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl AddToken {
+    /// An interceptor for `token`.
+    pub fn new(token: &str) -> Result<Self, RayError> {
+        token
+            .parse()
+            .map(AddToken)
+            .map_err(|_| RayError::InvalidArgument("the cluster token must be printable ASCII".into()))
+    }
+}
+
+impl Interceptor for AddToken {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut().insert(TOKEN_HEADER, self.0.clone());
+        Ok(req)
+    }
+}
+
+/// Rejects calls that do not carry the cluster token.
+#[derive(Clone, Debug)]
+pub struct CheckToken(std::sync::Arc<str>);
+
+impl CheckToken {
+    /// An interceptor that accepts only `token`.
+    pub fn new(token: &str) -> Self {
+        CheckToken(token.into())
+    }
+}
+
+impl Interceptor for CheckToken {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        match req.metadata().get(TOKEN_HEADER).map(|v| v.as_bytes()) {
+            Some(t) if constant_time_eq(t, self.0.as_bytes()) => Ok(req),
+            Some(_) => Err(Status::unauthenticated("wrong cluster token")),
+            None => Err(Status::unauthenticated("missing cluster token")),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A channel whose calls carry the token.
+pub type AuthChannel = InterceptedService<Channel, AddToken>;
+/// A client of the head.
+pub type HeadClient = head_client::HeadClient<AuthChannel>;
+/// A client of a node daemon.
+pub type NodeClient = node_client::NodeClient<AuthChannel>;
+/// A client of a driver's or worker's CoreWorker service.
+pub type CoreWorkerClient = core_worker_client::CoreWorkerClient<AuthChannel>;
+
+/// Largest message accepted; objects bigger than this move as shared memory.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
+
+fn endpoint(addr: &str) -> Result<Endpoint, RayError> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map(|e| {
+            e.tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(5))
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_while_idle(true)
+        })
+        .map_err(|e| RayError::InvalidArgument(format!("bad address {addr:?}: {e}")))
+}
+
+/// A channel that connects on first use (it never fails here).
+pub fn lazy_channel(addr: &str, token: &str) -> Result<AuthChannel, RayError> {
+    let channel = endpoint(addr)?.connect_lazy();
+    Ok(InterceptedService::new(channel, AddToken::new(token)?))
+}
+
+/// A channel connected now, failing if `addr` does not answer.
+pub async fn connect(addr: &str, token: &str, what: &str) -> Result<AuthChannel, RayError> {
+    let channel = endpoint(addr)?
+        .connect()
+        .await
+        .map_err(|e| RayError::Connection { what: format!("{what} at {addr}"), detail: error_chain(&e) })?;
+    Ok(InterceptedService::new(channel, AddToken::new(token)?))
+}
+
+/// Makes a client with the message limits every service uses.
+#[macro_export]
+macro_rules! client {
+    ($client:ident, $channel:expr) => {
+        $crate::$client::new($channel)
+            .max_decoding_message_size($crate::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size($crate::MAX_MESSAGE_BYTES)
+    };
+}
+
+/// A head client for `addr`.
+pub fn head_client(channel: AuthChannel) -> HeadClient {
+    client!(HeadClient, channel)
+}
+
+/// A node client for `addr`.
+pub fn node_client(channel: AuthChannel) -> NodeClient {
+    client!(NodeClient, channel)
+}
+
+/// A core worker client for `addr`.
+pub fn core_worker_client(channel: AuthChannel) -> CoreWorkerClient {
+    client!(CoreWorkerClient, channel)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Maps a runtime error onto a gRPC status; the error travels in the details so the
+/// caller gets the same typed error back.
+pub fn to_status(e: &RayError) -> Status {
+    use tonic::Code;
+    let code = match e {
+        RayError::NotInitialized | RayError::AlreadyInitialized => Code::FailedPrecondition,
+        RayError::Timeout { .. } => Code::DeadlineExceeded,
+        RayError::ObjectStoreFull { .. } => Code::ResourceExhausted,
+        RayError::Infeasible { .. } | RayError::InvalidArgument(_) | RayError::TypeMismatch { .. } => {
+            Code::InvalidArgument
+        }
+        RayError::Cancelled { .. } => Code::Cancelled,
+        RayError::ObjectLost { .. } | RayError::OwnerDied { .. } | RayError::FunctionUnavailable { .. } => {
+            Code::NotFound
+        }
+        RayError::Connection { .. } | RayError::Startup(_) => Code::Unavailable,
+        RayError::Unauthenticated { .. } => Code::Unauthenticated,
+        RayError::Task(_) | RayError::WorkerCrashed { .. } => Code::Aborted,
+        RayError::Decode { .. } | RayError::Encode { .. } | RayError::Internal(_) => Code::Internal,
+    };
+    Status::with_details(code, e.to_string(), e.to_bytes().into())
+}
+
+/// Maps a gRPC status back to a runtime error; `what` names the peer.
+pub fn from_status(s: &Status, what: &str) -> RayError {
+    if !s.details().is_empty() {
+        return RayError::from_bytes(s.details());
+    }
+    match s.code() {
+        tonic::Code::Unauthenticated => RayError::Unauthenticated { detail: s.message().to_string() },
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+            RayError::Connection { what: what.to_string(), detail: s.message().to_string() }
+        }
+        _ => RayError::Internal(format!("{what}: {}", s.message())),
+    }
+}
+
+/// Resource list to map.
+pub fn resources_to_map(r: &[Resource]) -> BTreeMap<String, f64> {
+    r.iter().map(|r| (r.name.clone(), r.amount)).collect()
+}
+
+/// Resource map to list.
+pub fn resources_from_map(m: &BTreeMap<String, f64>) -> Vec<Resource> {
+    m.iter().map(|(k, v)| Resource { name: k.clone(), amount: *v }).collect()
+}
+
+/// Formats resources the way `ray status` does: `{CPU: 2, GPU: 1}`.
+pub fn format_resources(m: &BTreeMap<String, f64>) -> String {
+    let parts: Vec<String> = m
+        .iter()
+        .map(|(k, v)| {
+            if k == "memory" || k == "object_store_memory" {
+                format!("{k}: {}", format_bytes(*v as u64))
+            } else if v.fract() == 0.0 {
+                format!("{k}: {v:.0}")
+            } else {
+                format!("{k}: {v}")
+            }
+        })
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// Formats a byte count as `1.50 GiB`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.2} {}", UNITS[unit]) }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_survive_a_status_round_trip() {
+        let e = RayError::ObjectStoreFull { requested: 10, used: 5, capacity: 12 };
+        let s = to_status(&e);
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(from_status(&s, "node"), e);
+    }
+
+    #[test]
+    fn token_check_rejects_missing_and_wrong_tokens() {
+        let mut check = CheckToken::new("secret");
+        assert_eq!(check.call(Request::new(())).unwrap_err().code(), tonic::Code::Unauthenticated);
+        let mut req = Request::new(());
+        req.metadata_mut().insert(TOKEN_HEADER, "wrong".parse().unwrap());
+        assert_eq!(check.call(req).unwrap_err().code(), tonic::Code::Unauthenticated);
+        let mut req = Request::new(());
+        req.metadata_mut().insert(TOKEN_HEADER, "secret".parse().unwrap());
+        assert!(check.call(req).is_ok());
+    }
+
+    #[test]
+    fn resources_format_like_ray_status() {
+        let mut m = BTreeMap::new();
+        m.insert("CPU".to_string(), 2.0);
+        m.insert("GPU".to_string(), 0.5);
+        assert_eq!(format_resources(&m), "{CPU: 2, GPU: 0.5}");
+        assert_eq!(format_bytes(1536), "1.50 KiB");
+    }
+}
