@@ -1,1 +1,335 @@
-//! placeholder
+//! The head: rayrepl's control store, Ray's GCS.
+//!
+//! Every other process needs one place that knows the cluster: which nodes are
+//! alive and what they hold, which jobs (drivers) exist, and what happened to every
+//! task, which `rayrepl list`, `status` and `top` read. The head keeps that state in
+//! memory behind one gRPC service. It also relays worker output: node daemons
+//! publish lines per job and each driver subscribes to its own job's lines, so output
+//! reaches the driver whichever node the worker ran on.
+
+use ray_proto::head_server::{Head, HeadServer};
+use ray_proto::*;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, broadcast};
+use tokio_stream::wrappers::{BroadcastStream, TcpListenerStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+/// A node that sends no heartbeat for this long is marked dead.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many task records the head keeps; the oldest finished ones go first.
+const MAX_TASKS: usize = 100_000;
+
+struct NodeEntry {
+    info: NodeInfo,
+    last_heartbeat: Instant,
+}
+
+#[derive(Default)]
+struct Tables {
+    nodes: BTreeMap<Vec<u8>, NodeEntry>,
+    jobs: BTreeMap<u32, JobInfo>,
+    next_job: u32,
+    tasks: HashMap<(Vec<u8>, u32), TaskEvent>,
+    task_order: VecDeque<(Vec<u8>, u32)>,
+    log_channels: HashMap<u32, broadcast::Sender<LogBatch>>,
+}
+
+impl Tables {
+    fn record_task(&mut self, ev: TaskEvent) {
+        let key = (ev.task_id.to_vec(), ev.attempt);
+        match self.tasks.get_mut(&key) {
+            Some(existing) => merge_task_event(existing, ev),
+            None => {
+                self.task_order.push_back(key.clone());
+                self.tasks.insert(key, ev);
+                while self.task_order.len() > MAX_TASKS {
+                    if let Some(old) = self.task_order.pop_front() {
+                        self.tasks.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+
+    fn logs(&mut self, job: u32) -> broadcast::Sender<LogBatch> {
+        self.log_channels.entry(job).or_insert_with(|| broadcast::channel(4096).0).clone()
+    }
+}
+
+fn state_rank(state: &str) -> u8 {
+    match state {
+        "PENDING_ARGS_AVAIL" => 1,
+        "PENDING_NODE_ASSIGNMENT" => 2,
+        "SUBMITTED_TO_WORKER" => 3,
+        "RUNNING" => 4,
+        "FINISHED" | "FAILED" => 5,
+        _ => 0,
+    }
+}
+
+/// Events may arrive out of order (owner and worker report separately); a later
+/// state never goes back to an earlier one.
+fn merge_task_event(existing: &mut TaskEvent, ev: TaskEvent) {
+    if state_rank(&ev.state) >= state_rank(&existing.state) {
+        existing.state = ev.state;
+        existing.time_ms = ev.time_ms;
+    }
+    if !ev.node_id.is_empty() {
+        existing.node_id = ev.node_id;
+    }
+    if ev.worker_pid != 0 {
+        existing.worker_pid = ev.worker_pid;
+    }
+    if !ev.error_type.is_empty() {
+        existing.error_type = ev.error_type;
+        existing.error_message = ev.error_message;
+    }
+    if existing.name.is_empty() {
+        existing.name = ev.name;
+    }
+    if existing.func_name.is_empty() {
+        existing.func_name = ev.func_name;
+    }
+    if existing.required.is_empty() {
+        existing.required = ev.required;
+    }
+    if existing.parent_task_id.is_empty() {
+        existing.parent_task_id = ev.parent_task_id;
+    }
+}
+
+/// The head's gRPC service.
+#[derive(Clone)]
+pub struct HeadService {
+    tables: Arc<Mutex<Tables>>,
+    address: String,
+    session_dir: String,
+    start_ms: u64,
+    shutdown: Arc<Notify>,
+}
+
+impl HeadService {
+    /// A head that will advertise `address` and `session_dir`.
+    pub fn new(address: String, session_dir: String) -> Self {
+        HeadService {
+            tables: Arc::new(Mutex::new(Tables { next_job: 1, ..Tables::default() })),
+            address,
+            session_dir,
+            start_ms: now_ms(),
+            shutdown: Arc::new(Notify::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks nodes without recent heartbeats dead. Returns the ids newly marked.
+    pub fn check_node_liveness(&self) -> Vec<Vec<u8>> {
+        let mut t = self.lock();
+        let mut dead = Vec::new();
+        for (id, n) in t.nodes.iter_mut() {
+            if n.info.alive && n.last_heartbeat.elapsed() > NODE_TIMEOUT {
+                n.info.alive = false;
+                dead.push(id.clone());
+            }
+        }
+        dead
+    }
+
+    /// Resolves when a client asked the head to shut down.
+    pub async fn shutdown_requested(&self) {
+        self.shutdown.notified().await
+    }
+}
+
+type LogStream = std::pin::Pin<Box<dyn Stream<Item = Result<LogBatch, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Head for HeadService {
+    async fn register_node(&self, req: Request<RegisterNodeRequest>) -> Result<Response<RegisterNodeReply>, Status> {
+        let mut info = req.into_inner().node.ok_or_else(|| Status::invalid_argument("missing node"))?;
+        info.alive = true;
+        tracing::info!("node {} registered at {}", hex(&info.node_id), info.address);
+        self.lock().nodes.insert(info.node_id.to_vec(), NodeEntry { info, last_heartbeat: Instant::now() });
+        Ok(Response::new(RegisterNodeReply {}))
+    }
+
+    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {
+        let hb = req.into_inner();
+        let mut t = self.lock();
+        match t.nodes.get_mut(hb.node_id.as_ref()) {
+            Some(n) => {
+                n.last_heartbeat = Instant::now();
+                n.info.available = hb.available;
+                n.info.object_store_used = hb.object_store_used;
+                n.info.num_workers = hb.num_workers;
+                n.info.alive = true;
+                Ok(Response::new(HeartbeatReply {}))
+            }
+            None => Err(Status::not_found("unknown node; register first")),
+        }
+    }
+
+    async fn get_cluster_info(&self, _: Request<Empty>) -> Result<Response<ClusterInfo>, Status> {
+        let t = self.lock();
+        Ok(Response::new(ClusterInfo {
+            nodes: t.nodes.values().map(|n| n.info.clone()).collect(),
+            head_address: self.address.clone(),
+            session_dir: self.session_dir.clone(),
+            head_start_time_ms: self.start_ms,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    async fn register_job(&self, req: Request<RegisterJobRequest>) -> Result<Response<RegisterJobReply>, Status> {
+        let mut job = req.into_inner().job.ok_or_else(|| Status::invalid_argument("missing job"))?;
+        let mut t = self.lock();
+        let id = t.next_job;
+        t.next_job += 1;
+        job.job_id = id;
+        job.alive = true;
+        job.start_time_ms = now_ms();
+        t.jobs.insert(id, job);
+        Ok(Response::new(RegisterJobReply { job_id: id }))
+    }
+
+    async fn finish_job(&self, req: Request<FinishJobRequest>) -> Result<Response<Empty>, Status> {
+        let id = req.into_inner().job_id;
+        let mut t = self.lock();
+        if let Some(j) = t.jobs.get_mut(&id) {
+            j.alive = false;
+            j.end_time_ms = now_ms();
+        }
+        t.log_channels.remove(&id);
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<JobInfo>, Status> {
+        let id = req.into_inner().job_id;
+        self.lock()
+            .jobs
+            .get(&id)
+            .cloned()
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))
+    }
+
+    async fn list_jobs(&self, _: Request<Empty>) -> Result<Response<ListJobsReply>, Status> {
+        Ok(Response::new(ListJobsReply { jobs: self.lock().jobs.values().cloned().collect() }))
+    }
+
+    async fn report_task_events(&self, req: Request<TaskEventBatch>) -> Result<Response<Empty>, Status> {
+        let mut t = self.lock();
+        for ev in req.into_inner().events {
+            t.record_task(ev);
+        }
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_tasks(&self, req: Request<ListTasksRequest>) -> Result<Response<ListTasksReply>, Status> {
+        let limit = match req.into_inner().limit {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        let t = self.lock();
+        let tasks = t.task_order.iter().filter_map(|k| t.tasks.get(k)).take(limit).cloned().collect();
+        Ok(Response::new(ListTasksReply { tasks }))
+    }
+
+    async fn publish_logs(&self, req: Request<LogBatch>) -> Result<Response<Empty>, Status> {
+        let batch = req.into_inner();
+        let sender = self.lock().logs(batch.job_id);
+        // No subscriber is fine: the lines are also in the node's log files.
+        let _ = sender.send(batch);
+        Ok(Response::new(Empty {}))
+    }
+
+    type SubscribeLogsStream = LogStream;
+
+    async fn subscribe_logs(
+        &self,
+        req: Request<SubscribeLogsRequest>,
+    ) -> Result<Response<Self::SubscribeLogsStream>, Status> {
+        let job = req.into_inner().job_id;
+        let rx = self.lock().logs(job).subscribe();
+        let stream = BroadcastStream::new(rx).filter_map(|item| item.ok().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn shutdown(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        self.shutdown.notify_waiters();
+        self.shutdown.notify_one();
+        Ok(Response::new(Empty {}))
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Serves the head on `listener` until a client asks it to shut down or `stop`
+/// resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    token: &str,
+    session_dir: String,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let service = HeadService::new(address, session_dir);
+    let liveness = service.clone();
+    let monitor = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            for id in liveness.check_node_liveness() {
+                tracing::warn!("node {} missed its heartbeats; marked dead", hex(&id));
+            }
+        }
+    });
+    let shutdown = service.clone();
+    let server = tonic::service::interceptor::InterceptedService::new(
+        HeadServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        CheckToken::new(token),
+    );
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(server)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            tokio::select! {
+                () = stop => {}
+                () = shutdown.shutdown_requested() => {}
+            }
+        })
+        .await;
+    monitor.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_states_never_go_backwards() {
+        let mut t = Tables::default();
+        let ev = |state: &str| TaskEvent {
+            task_id: vec![1; 16].into(),
+            state: state.to_string(),
+            name: "f".into(),
+            ..TaskEvent::default()
+        };
+        t.record_task(ev("RUNNING"));
+        t.record_task(ev("PENDING_NODE_ASSIGNMENT"));
+        assert_eq!(t.tasks.values().next().unwrap().state, "RUNNING");
+        t.record_task(ev("FINISHED"));
+        assert_eq!(t.tasks.values().next().unwrap().state, "FINISHED");
+        assert_eq!(t.tasks.len(), 1);
+    }
+}

@@ -1,0 +1,457 @@
+//! Resource accounting, the worker pool and the lease queue.
+//!
+//! All scheduling decisions happen in [`Pool::dispatch`], under one lock and without
+//! awaiting, so they are easy to reason about and to test.
+
+use ray_proto::{Lease, LeaseReply, lease_reply};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Resources by name (`CPU`, `GPU`, `memory`, custom ones).
+pub type Resources = BTreeMap<String, f64>;
+
+const EPSILON: f64 = 1e-9;
+
+/// Whether `demand` fits in `available`.
+pub fn fits(available: &Resources, demand: &Resources) -> bool {
+    demand.iter().all(|(k, v)| available.get(k).copied().unwrap_or(0.0) + EPSILON >= *v)
+}
+
+fn subtract(available: &mut Resources, demand: &Resources) {
+    for (k, v) in demand {
+        *available.entry(k.clone()).or_insert(0.0) -= v;
+    }
+}
+
+fn add(available: &mut Resources, demand: &Resources) {
+    for (k, v) in demand {
+        *available.entry(k.clone()).or_insert(0.0) += v;
+    }
+}
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerState {
+    /// Spawned, not yet registered.
+    Starting,
+    /// Registered and free since the given time.
+    Idle(Instant),
+    /// Serving the given lease.
+    Leased(u64),
+}
+
+/// A worker process of this node.
+#[derive(Debug)]
+pub struct Worker {
+    /// Process id.
+    pub pid: u32,
+    /// The job whose executable it runs.
+    pub job: u32,
+    /// Its CoreWorker service, once registered.
+    pub address: String,
+    /// Its state.
+    pub state: WorkerState,
+}
+
+#[derive(Debug)]
+struct LeaseEntry {
+    worker_id: Vec<u8>,
+    resources: Resources,
+    /// CPUs given back while the worker is blocked in `get`/`wait`.
+    released_while_blocked: Option<Resources>,
+}
+
+/// A lease request waiting for resources or a worker.
+pub struct PendingLease {
+    /// The requesting job.
+    pub job: u32,
+    /// What the task holds while it runs.
+    pub resources: Resources,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<LeaseReply>,
+}
+
+/// What the caller must do after a scheduling pass.
+#[derive(Debug, Default, PartialEq)]
+pub struct Actions {
+    /// Jobs for which to start one worker each (a job may appear repeatedly).
+    pub spawn: Vec<u32>,
+}
+
+/// The node's scheduling state.
+pub struct Pool {
+    node_id: Vec<u8>,
+    total: Resources,
+    available: Resources,
+    workers: HashMap<Vec<u8>, Worker>,
+    leases: HashMap<u64, LeaseEntry>,
+    pending: VecDeque<PendingLease>,
+    next_lease: u64,
+    /// Upper bound on workers per job, so a burst cannot fork-bomb the machine.
+    max_workers_per_job: usize,
+}
+
+impl Pool {
+    /// A pool for a node with `total` resources.
+    pub fn new(node_id: Vec<u8>, total: Resources) -> Self {
+        let cpus = total.get("CPU").copied().unwrap_or(1.0).ceil().max(1.0) as usize;
+        Pool {
+            node_id,
+            available: total.clone(),
+            total,
+            workers: HashMap::new(),
+            leases: HashMap::new(),
+            pending: VecDeque::new(),
+            next_lease: 1,
+            max_workers_per_job: (cpus * 4).max(16),
+        }
+    }
+
+    /// Everything this node has.
+    pub fn total(&self) -> &Resources {
+        &self.total
+    }
+
+    /// What is free now.
+    pub fn available(&self) -> &Resources {
+        &self.available
+    }
+
+    /// Workers by id.
+    pub fn workers(&self) -> impl Iterator<Item = (&Vec<u8>, &Worker)> {
+        self.workers.iter()
+    }
+
+    /// Answers every queued request of `job` with `why`: its workers cannot start.
+    pub fn fail_job(&mut self, job: u32, why: &str) {
+        let (failed, kept): (VecDeque<_>, VecDeque<_>) = self.pending.drain(..).partition(|p| p.job == job);
+        self.pending = kept;
+        for p in failed {
+            let _ = p.reply.send(LeaseReply { result: Some(lease_reply::Result::Infeasible(why.to_string())) });
+        }
+    }
+
+    /// Queues a lease request.
+    pub fn enqueue(&mut self, lease: PendingLease) {
+        self.pending.push_back(lease);
+    }
+
+    /// Records a spawned worker.
+    pub fn worker_spawned(&mut self, worker_id: Vec<u8>, pid: u32, job: u32) {
+        self.workers.insert(worker_id, Worker { pid, job, address: String::new(), state: WorkerState::Starting });
+    }
+
+    /// A worker announced its address and is ready.
+    pub fn worker_registered(&mut self, worker_id: &[u8], address: String) -> bool {
+        match self.workers.get_mut(worker_id) {
+            Some(w) => {
+                w.address = address;
+                w.state = WorkerState::Idle(Instant::now());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A worker process exited; its lease, if any, gives its resources back.
+    pub fn worker_exited(&mut self, worker_id: &[u8]) -> Option<Worker> {
+        let w = self.workers.remove(worker_id)?;
+        if let WorkerState::Leased(lease) = w.state {
+            self.finish_lease(lease);
+        }
+        Some(w)
+    }
+
+    fn finish_lease(&mut self, lease_id: u64) -> Option<Vec<u8>> {
+        let entry = self.leases.remove(&lease_id)?;
+        match &entry.released_while_blocked {
+            // The CPU was already given back while blocked; return only the rest.
+            Some(released) => {
+                let mut rest = entry.resources.clone();
+                subtract(&mut rest, released);
+                add(&mut self.available, &rest);
+            }
+            None => add(&mut self.available, &entry.resources),
+        }
+        Some(entry.worker_id)
+    }
+
+    /// The owner is done with a lease; the worker goes back to the idle pool.
+    pub fn return_lease(&mut self, lease_id: u64) -> Option<u32> {
+        let worker_id = self.finish_lease(lease_id)?;
+        let w = self.workers.get_mut(&worker_id)?;
+        w.state = WorkerState::Idle(Instant::now());
+        Some(w.pid)
+    }
+
+    /// The pid serving a lease.
+    pub fn lease_worker_pid(&self, lease_id: u64) -> Option<u32> {
+        let e = self.leases.get(&lease_id)?;
+        self.workers.get(&e.worker_id).map(|w| w.pid)
+    }
+
+    /// A leased worker blocked in `get`/`wait` (or woke up): its CPUs go back to
+    /// the pool meanwhile, as Ray does, so the tasks it waits for can run.
+    pub fn set_blocked(&mut self, worker_id: &[u8], blocked: bool) {
+        let Some(WorkerState::Leased(lease_id)) = self.workers.get(worker_id).map(|w| w.state.clone()) else {
+            return;
+        };
+        let Some(entry) = self.leases.get_mut(&lease_id) else { return };
+        let cpu: Resources = entry.resources.iter().filter(|(k, _)| *k == "CPU").map(|(k, v)| (k.clone(), *v)).collect();
+        match (blocked, entry.released_while_blocked.is_some()) {
+            (true, false) => {
+                add(&mut self.available, &cpu);
+                entry.released_while_blocked = Some(cpu);
+            }
+            (false, true) => {
+                // Taking the CPU back may oversubscribe briefly; Ray does the same.
+                subtract(&mut self.available, &cpu);
+                entry.released_while_blocked = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Idle workers that have been idle longer than `max_idle`, beyond `keep` per job.
+    pub fn idle_to_reap(&self, max_idle: std::time::Duration, keep: usize) -> Vec<(Vec<u8>, u32)> {
+        let mut by_job: HashMap<u32, Vec<(&Vec<u8>, &Worker, Instant)>> = HashMap::new();
+        for (id, w) in &self.workers {
+            if let WorkerState::Idle(since) = w.state {
+                by_job.entry(w.job).or_default().push((id, w, since));
+            }
+        }
+        let mut out = Vec::new();
+        for (_, mut ws) in by_job {
+            ws.sort_by_key(|(_, _, since)| std::cmp::Reverse(*since));
+            for (id, w, since) in ws.into_iter().skip(keep) {
+                if since.elapsed() > max_idle {
+                    out.push((id.clone(), w.pid));
+                }
+            }
+        }
+        out
+    }
+
+    /// Worker pids of a job.
+    pub fn job_workers(&self, job: u32) -> Vec<(Vec<u8>, u32)> {
+        self.workers.iter().filter(|(_, w)| w.job == job).map(|(id, w)| (id.clone(), w.pid)).collect()
+    }
+
+    /// Jobs that have workers here.
+    pub fn jobs(&self) -> Vec<u32> {
+        let mut j: Vec<u32> = self.workers.values().map(|w| w.job).collect();
+        j.sort_unstable();
+        j.dedup();
+        j
+    }
+
+    /// Grants every lease that can be granted now, and says which workers to start.
+    pub fn dispatch(&mut self) -> Actions {
+        let mut actions = Actions::default();
+        let mut starting: HashMap<u32, usize> = HashMap::new();
+        for w in self.workers.values() {
+            if w.state == WorkerState::Starting {
+                *starting.entry(w.job).or_default() += 1;
+            }
+        }
+        let mut wanting: HashMap<u32, usize> = HashMap::new();
+        // What would be left if every request waiting for a worker got one: only
+        // requests that fit in it justify starting a worker.
+        let mut shadow = self.available.clone();
+        let mut still_pending = VecDeque::with_capacity(self.pending.len());
+        while let Some(p) = self.pending.pop_front() {
+            if p.reply.is_closed() {
+                continue;
+            }
+            if !fits(&self.available, &p.resources) {
+                still_pending.push_back(p);
+                continue;
+            }
+            let idle = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.job == p.job && matches!(w.state, WorkerState::Idle(_)))
+                .max_by_key(|(_, w)| match w.state {
+                    WorkerState::Idle(since) => since,
+                    _ => Instant::now(),
+                })
+                .map(|(id, _)| id.clone());
+            match idle {
+                Some(worker_id) => {
+                    let lease_id = self.next_lease;
+                    self.next_lease += 1;
+                    let w = self.workers.get_mut(&worker_id).expect("idle worker exists");
+                    w.state = WorkerState::Leased(lease_id);
+                    let reply = LeaseReply {
+                        result: Some(lease_reply::Result::Lease(Lease {
+                            lease_id,
+                            worker_address: w.address.clone(),
+                            worker_pid: w.pid,
+                            worker_id: worker_id.clone().into(),
+                            node_id: self.node_id.clone().into(),
+                        })),
+                    };
+                    subtract(&mut self.available, &p.resources);
+                    subtract(&mut shadow, &p.resources);
+                    self.leases.insert(
+                        lease_id,
+                        LeaseEntry { worker_id, resources: p.resources.clone(), released_while_blocked: None },
+                    );
+                    if let Err(reply) = p.reply.send(reply) {
+                        // The requester went away; undo the grant.
+                        if let Some(lease_reply::Result::Lease(l)) = reply.result {
+                            self.return_lease(l.lease_id);
+                        }
+                    }
+                }
+                None => {
+                    if fits(&shadow, &p.resources) {
+                        subtract(&mut shadow, &p.resources);
+                        *wanting.entry(p.job).or_default() += 1;
+                    }
+                    still_pending.push_back(p);
+                }
+            }
+        }
+        self.pending = still_pending;
+        for (job, want) in wanting {
+            let have_starting = starting.get(&job).copied().unwrap_or(0);
+            let job_total = self.workers.values().filter(|w| w.job == job).count();
+            let room = self.max_workers_per_job.saturating_sub(job_total);
+            for _ in 0..want.saturating_sub(have_starting).min(room) {
+                actions.spawn.push(job);
+            }
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn res(cpu: f64) -> Resources {
+        [("CPU".to_string(), cpu)].into_iter().collect()
+    }
+
+    fn request(pool: &mut Pool, job: u32, cpu: f64) -> oneshot::Receiver<LeaseReply> {
+        let (tx, rx) = oneshot::channel();
+        pool.enqueue(PendingLease { job, resources: res(cpu), reply: tx });
+        rx
+    }
+
+    fn granted(rx: &mut oneshot::Receiver<LeaseReply>) -> Option<Lease> {
+        match rx.try_recv().ok()?.result? {
+            lease_reply::Result::Lease(l) => Some(l),
+            lease_reply::Result::Infeasible(_) => None,
+        }
+    }
+
+    #[test]
+    fn leases_wait_for_workers_then_resources() {
+        let mut pool = Pool::new(vec![1], res(2.0));
+        let mut a = request(&mut pool, 1, 1.0);
+        let mut b = request(&mut pool, 1, 1.0);
+        let mut c = request(&mut pool, 1, 1.0);
+        assert_eq!(pool.dispatch().spawn, vec![1, 1]);
+        pool.worker_spawned(vec![10], 100, 1);
+        pool.worker_spawned(vec![11], 101, 1);
+        assert!(pool.dispatch().spawn.is_empty(), "workers are already starting");
+        pool.worker_registered(&[10], "w10".into());
+        pool.worker_registered(&[11], "w11".into());
+        pool.dispatch();
+        let la = granted(&mut a).expect("a granted");
+        assert!(granted(&mut b).is_some());
+        assert!(granted(&mut c).is_none(), "only two CPUs");
+        assert_eq!(pool.available()["CPU"], 0.0);
+        pool.return_lease(la.lease_id);
+        pool.dispatch();
+        assert!(granted(&mut c).is_some());
+    }
+
+    #[test]
+    fn a_blocked_worker_lends_its_cpu() {
+        let mut pool = Pool::new(vec![1], res(1.0));
+        pool.worker_spawned(vec![10], 100, 1);
+        pool.worker_registered(&[10], "w10".into());
+        let mut a = request(&mut pool, 1, 1.0);
+        pool.dispatch();
+        let la = granted(&mut a).unwrap();
+        let mut nested = request(&mut pool, 1, 1.0);
+        assert!(pool.dispatch().spawn.is_empty(), "no CPU is free yet");
+        pool.set_blocked(&[10], true);
+        assert_eq!(pool.dispatch().spawn, vec![1]);
+        pool.worker_spawned(vec![11], 101, 1);
+        pool.worker_registered(&[11], "w11".into());
+        pool.dispatch();
+        let ln = granted(&mut nested).expect("nested task runs while its parent is blocked");
+        pool.return_lease(ln.lease_id);
+        pool.set_blocked(&[10], false);
+        pool.return_lease(la.lease_id);
+        assert_eq!(pool.available()["CPU"], 1.0);
+    }
+
+    #[test]
+    fn dead_workers_give_their_resources_back() {
+        let mut pool = Pool::new(vec![1], res(1.0));
+        pool.worker_spawned(vec![10], 100, 1);
+        pool.worker_registered(&[10], "w10".into());
+        let mut a = request(&mut pool, 1, 1.0);
+        pool.dispatch();
+        let la = granted(&mut a).unwrap();
+        pool.worker_exited(&[10]);
+        assert_eq!(pool.available()["CPU"], 1.0);
+        assert_eq!(pool.return_lease(la.lease_id), None, "a late return is harmless");
+        assert_eq!(pool.available()["CPU"], 1.0);
+    }
+
+    proptest! {
+        /// Whatever the order of grants, returns, blocking and deaths, resources are
+        /// never lost or created once every lease ends.
+        #[test]
+        fn resources_are_conserved(ops in proptest::collection::vec((0u8..5, 0usize..6, 1u8..4), 1..60)) {
+            let total = 3.0;
+            let mut pool = Pool::new(vec![1], res(total));
+            let mut receivers = Vec::new();
+            let mut leases: Vec<Lease> = Vec::new();
+            let mut next_worker = 0u8;
+            for (op, pick, cpu) in ops {
+                match op {
+                    0 => receivers.push(request(&mut pool, 1, f64::from(cpu) / 2.0)),
+                    1 => {
+                        next_worker += 1;
+                        pool.worker_spawned(vec![next_worker], u32::from(next_worker), 1);
+                        pool.worker_registered(&[next_worker], format!("w{next_worker}"));
+                    }
+                    2 => if !leases.is_empty() {
+                        let l = leases.remove(pick % leases.len());
+                        pool.return_lease(l.lease_id);
+                    },
+                    3 => if !leases.is_empty() {
+                        let l = &leases[pick % leases.len()];
+                        pool.set_blocked(&l.worker_id, pick % 2 == 0);
+                    },
+                    _ => if !leases.is_empty() {
+                        let l = leases.remove(pick % leases.len());
+                        pool.worker_exited(&l.worker_id);
+                    },
+                }
+                pool.dispatch();
+                for rx in receivers.iter_mut() {
+                    if let Some(l) = granted(rx) {
+                        leases.push(l);
+                    }
+                }
+                let cpu_avail = pool.available().get("CPU").copied().unwrap_or(0.0);
+                prop_assert!(cpu_avail <= total + 1e-6);
+            }
+            for l in leases {
+                pool.set_blocked(&l.worker_id, false);
+                pool.return_lease(l.lease_id);
+            }
+            prop_assert!((pool.available()["CPU"] - total).abs() < 1e-6);
+        }
+    }
+}

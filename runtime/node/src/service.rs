@@ -1,0 +1,600 @@
+//! The node daemon's gRPC service and its background duties: registering with the
+//! head and sending heartbeats, starting workers and relaying their output, and
+//! noticing when a job's driver is gone so its workers can go too.
+
+use crate::pool::{Pool, PendingLease, Resources, WorkerState, fits};
+use ray_abi::ObjectId;
+use ray_object_store::StoreIndex;
+use ray_proto::node_server::{Node, NodeServer};
+use ray_proto::*;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+/// Marker a worker prints (on stdout and stderr) when it starts a task, so the
+/// node can prefix the task's output with its name, as Ray's log monitor does.
+pub const TASK_MARKER: &str = "\u{1e}RAYREPL_TASK:";
+
+/// Errors that stop a node daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The head could not be reached or refused us.
+    #[error("cannot register with the head at {address}: {detail}")]
+    Head {
+        /// Head address.
+        address: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The object store could not be set up.
+    #[error(transparent)]
+    Store(#[from] ray_object_store::StoreError),
+    /// The gRPC server failed.
+    #[error("node service failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The head's address.
+    pub head_address: String,
+    /// The cluster token.
+    pub token: String,
+    /// This node's IP, as others should reach it.
+    pub ip: String,
+    /// What this node offers (`CPU`, `GPU`, custom).
+    pub resources: Resources,
+    /// Object store capacity in bytes.
+    pub object_store_memory: u64,
+    /// The session directory (logs live under it).
+    pub session_dir: PathBuf,
+    /// Whether this node runs beside the head.
+    pub is_head: bool,
+}
+
+struct Shared {
+    config: NodeConfig,
+    node_id: Vec<u8>,
+    address: String,
+    pool: Mutex<Pool>,
+    store: Mutex<StoreIndex>,
+    jobs: Mutex<HashMap<u32, JobInfo>>,
+    head: HeadClient,
+    spawner: std::sync::mpsc::Sender<SpawnRequest>,
+    logs: mpsc::UnboundedSender<(u32, LogLine)>,
+    shutdown: Notify,
+    children: Mutex<HashMap<u32, Vec<u8>>>,
+}
+
+impl Shared {
+    fn pool(&self) -> MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn store(&self) -> MutexGuard<'_, StoreIndex> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a scheduling pass and starts the workers it asks for.
+    fn dispatch(self: &Arc<Self>) {
+        let actions = self.pool().dispatch();
+        for job in actions.spawn {
+            let this = self.clone();
+            tokio::spawn(async move { this.spawn_worker(job).await });
+        }
+    }
+
+    async fn job_info(&self, job: u32) -> Result<JobInfo, Status> {
+        if let Some(j) = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(&job) {
+            return Ok(j.clone());
+        }
+        let info = self.head.clone().get_job(GetJobRequest { job_id: job }).await?.into_inner();
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(job, info.clone());
+        Ok(info)
+    }
+
+    async fn spawn_worker(self: Arc<Self>, job: u32) {
+        let info = match self.job_info(job).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!("cannot start a worker for job {job}: {e}");
+                return;
+            }
+        };
+        let worker_id: [u8; 16] = rand::random();
+        let (tx, rx) = oneshot::channel();
+        let request = SpawnRequest {
+            executable: info.worker_executable.clone(),
+            env: vec![
+                ("RAYREPL_ROLE".into(), "worker".into()),
+                ("RAYREPL_NODE_ADDRESS".into(), self.address.clone()),
+                ("RAYREPL_HEAD_ADDRESS".into(), self.config.head_address.clone()),
+                ("RAYREPL_TOKEN".into(), self.config.token.clone()),
+                ("RAYREPL_JOB_ID".into(), job.to_string()),
+                ("RAYREPL_WORKER_ID".into(), hex(&worker_id)),
+                ("RAYREPL_NODE_IP".into(), self.config.ip.clone()),
+                ("RAYREPL_SESSION_DIR".into(), self.config.session_dir.display().to_string()),
+            ],
+            reply: tx,
+        };
+        // Register the worker before it can possibly call RegisterWorker.
+        let child = {
+            if self.spawner.send(request).is_err() {
+                return;
+            }
+            match rx.await {
+                Ok(Ok(child)) => child,
+                Ok(Err(e)) => {
+                    tracing::error!("cannot start worker {}: {e}", info.worker_executable);
+                    self.fail_job_leases(job, format!("cannot start worker `{}`: {e}", info.worker_executable));
+                    return;
+                }
+                Err(_) => return,
+            }
+        };
+        self.watch_worker(child, worker_id.to_vec(), job);
+    }
+
+    fn fail_job_leases(&self, job: u32, why: String) {
+        self.pool().fail_job(job, &why);
+    }
+
+    fn watch_worker(self: &Arc<Self>, mut child: tokio::process::Child, worker_id: Vec<u8>, job: u32) {
+        let pid = child.id().unwrap_or(0);
+        self.pool().worker_spawned(worker_id.clone(), pid, job);
+        self.children.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, worker_id.clone());
+        let current_task = Arc::new(Mutex::new(String::new()));
+        let log_dir = self.config.session_dir.join("logs");
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(forward_output(
+                out,
+                false,
+                pid,
+                job,
+                current_task.clone(),
+                self.logs.clone(),
+                log_dir.join(format!("worker-{pid}.out")),
+                self.config.ip.clone(),
+            ));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward_output(
+                err,
+                true,
+                pid,
+                job,
+                current_task,
+                self.logs.clone(),
+                log_dir.join(format!("worker-{pid}.err")),
+                self.config.ip.clone(),
+            ));
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            tracing::debug!("worker {pid} exited: {status:?}");
+            this.children.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
+            this.pool().worker_exited(&worker_id);
+            this.dispatch();
+        });
+    }
+
+    fn kill_all_workers(&self) {
+        let pids: Vec<u32> = self.children.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        for pid in pids {
+            kill(pid);
+        }
+    }
+}
+
+fn kill(pid: u32) {
+    if pid == 0 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety requirements; the pid is one of our
+    // children, which we have not reaped yet, so it cannot name another process.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks for existence.
+    pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward_output(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    is_stderr: bool,
+    pid: u32,
+    job: u32,
+    current_task: Arc<Mutex<String>>,
+    sink: mpsc::UnboundedSender<(u32, LogLine)>,
+    log_path: PathBuf,
+    ip: String,
+) {
+    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&log_path).await.ok();
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(name) = line.strip_prefix(TASK_MARKER) {
+            *current_task.lock().unwrap_or_else(|p| p.into_inner()) = name.to_string();
+            continue;
+        }
+        if let Some(f) = file.as_mut() {
+            let _ = f.write_all(line.as_bytes()).await;
+            let _ = f.write_all(b"\n").await;
+        }
+        let task_name = current_task.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let _ = sink.send((job, LogLine { pid, task_name, is_stderr, line, ip: ip.clone() }));
+    }
+}
+
+/// Batches worker output per job and publishes it to the head.
+async fn publish_logs(mut rx: mpsc::UnboundedReceiver<(u32, LogLine)>, head: HeadClient) {
+    while let Some(first) = rx.recv().await {
+        let mut batches: HashMap<u32, Vec<LogLine>> = HashMap::new();
+        batches.entry(first.0).or_default().push(first.1);
+        // Gather what is already queued, so bursts go out in few messages.
+        while let Ok((job, line)) = rx.try_recv() {
+            batches.entry(job).or_default().push(line);
+            if batches.values().map(Vec::len).sum::<usize>() >= 1000 {
+                break;
+            }
+        }
+        for (job_id, lines) in batches {
+            if let Err(e) = head.clone().publish_logs(LogBatch { job_id, lines }).await {
+                tracing::debug!("could not publish logs: {e}");
+            }
+        }
+    }
+}
+
+struct SpawnRequest {
+    executable: String,
+    env: Vec<(String, String)>,
+    reply: oneshot::Sender<std::io::Result<tokio::process::Child>>,
+}
+
+/// Workers are started from one long-lived thread: the kernel's parent-death
+/// signal is tied to the thread that forked, so that thread must outlive them.
+fn start_spawner(rt: tokio::runtime::Handle) -> std::sync::mpsc::Sender<SpawnRequest> {
+    let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
+    std::thread::Builder::new()
+        .name("worker-spawner".into())
+        .spawn(move || {
+            let _guard = rt.enter();
+            for req in rx {
+                let mut cmd = tokio::process::Command::new(&req.executable);
+                cmd.env_remove("RAYREPL_ADDRESS")
+                    .envs(req.env)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .kill_on_drop(true);
+                // SAFETY: the closure runs in the forked child before exec and calls
+                // only prctl(2), which is async-signal-safe.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                let _ = req.reply.send(cmd.spawn());
+            }
+        })
+        .expect("spawn the worker-spawner thread");
+    tx
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[derive(Clone)]
+struct NodeService(Arc<Shared>);
+
+fn infeasible_message(demand: &Resources, nodes: &[NodeInfo]) -> Option<String> {
+    let alive: Vec<&NodeInfo> = nodes.iter().filter(|n| n.alive).collect();
+    if alive.iter().any(|n| fits(&resources_to_map(&n.total), demand)) {
+        return None;
+    }
+    let mut totals: Resources = Resources::new();
+    for n in &alive {
+        for r in &n.total {
+            *totals.entry(r.name.clone()).or_insert(0.0) += r.amount;
+        }
+    }
+    Some(format_resources(&totals))
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn register_worker(
+        &self,
+        req: Request<RegisterWorkerRequest>,
+    ) -> Result<Response<RegisterWorkerReply>, Status> {
+        let r = req.into_inner();
+        if !self.0.pool().worker_registered(&r.worker_id, r.address) {
+            return Err(Status::not_found("unknown worker id; workers are started by their node"));
+        }
+        self.0.dispatch();
+        Ok(Response::new(RegisterWorkerReply {
+            node_id: self.0.node_id.clone().into(),
+            session_dir: self.0.config.session_dir.display().to_string(),
+            head_address: self.0.config.head_address.clone(),
+            ip: self.0.config.ip.clone(),
+        }))
+    }
+
+    async fn request_lease(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseReply>, Status> {
+        let r = req.into_inner();
+        let demand = resources_to_map(&r.resources);
+        let local_total = self.0.pool().total().clone();
+        if !fits(&local_total, &demand) {
+            let nodes = self.0.head.clone().get_cluster_info(Empty {}).await?.into_inner().nodes;
+            if let Some(totals) = infeasible_message(&demand, &nodes) {
+                return Ok(Response::new(LeaseReply {
+                    result: Some(lease_reply::Result::Infeasible(format!(
+                        "task `{}` asks for {}, but no node in the cluster has that much (cluster totals: {totals})",
+                        r.function_name,
+                        format_resources(&demand)
+                    ))),
+                }));
+            }
+        }
+        // Make sure we know how to start this job's workers before queueing.
+        self.0.job_info(r.job_id).await?;
+        let (tx, rx) = oneshot::channel();
+        self.0.pool().enqueue(PendingLease { job: r.job_id, resources: demand, reply: tx });
+        self.0.dispatch();
+        let reply = rx.await.map_err(|_| Status::unavailable("node is shutting down"))?;
+        Ok(Response::new(reply))
+    }
+
+    async fn return_lease(&self, req: Request<ReturnLeaseRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        if r.worker_failed {
+            let pid = self.0.pool().lease_worker_pid(r.lease_id);
+            if let Some(pid) = pid {
+                kill(pid);
+            }
+        } else {
+            self.0.pool().return_lease(r.lease_id);
+        }
+        self.0.dispatch();
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn notify_blocked(&self, req: Request<BlockedRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.0.pool().set_blocked(&r.worker_id, r.blocked);
+        if r.blocked {
+            self.0.dispatch();
+        }
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn create_object(&self, req: Request<CreateObjectRequest>) -> Result<Response<CreateObjectReply>, Status> {
+        let r = req.into_inner();
+        let id = ObjectId::from_slice(&r.object_id).ok_or_else(|| Status::invalid_argument("bad object id"))?;
+        let path = self
+            .0
+            .store()
+            .reserve(id, r.size, &r.owner_address)
+            .map_err(|e| to_status(&ray_abi::RayError::from(e)))?;
+        Ok(Response::new(CreateObjectReply { path: path.display().to_string() }))
+    }
+
+    async fn seal_object(&self, req: Request<SealObjectRequest>) -> Result<Response<Empty>, Status> {
+        let id = ObjectId::from_slice(&req.into_inner().object_id)
+            .ok_or_else(|| Status::invalid_argument("bad object id"))?;
+        self.0.store().seal(&id).map_err(|e| to_status(&ray_abi::RayError::from(e)))?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn free_objects(&self, req: Request<FreeObjectsRequest>) -> Result<Response<Empty>, Status> {
+        let ids: Vec<ObjectId> = req.into_inner().object_ids.iter().filter_map(|b| ObjectId::from_slice(b)).collect();
+        // Unlinking is file-system work; keep it off the async threads.
+        let this = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = this.store();
+            for id in &ids {
+                store.free(id);
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn get_stats(&self, _: Request<Empty>) -> Result<Response<NodeStats>, Status> {
+        let (capacity, used, objects) = {
+            let s = self.0.store();
+            let objects: Vec<StoredObject> = s
+                .objects()
+                .map(|o| StoredObject {
+                    object_id: o.id.0.to_vec().into(),
+                    size: o.size,
+                    owner_address: o.owner.clone(),
+                    sealed: o.sealed,
+                })
+                .collect();
+            (s.capacity(), s.used(), objects)
+        };
+        let pool = self.0.pool();
+        let pids: Vec<u32> = pool.workers().map(|(_, w)| w.pid).collect();
+        let idle = pool.workers().filter(|(_, w)| matches!(w.state, WorkerState::Idle(_))).count();
+        Ok(Response::new(NodeStats {
+            object_store_capacity: capacity,
+            object_store_used: used,
+            num_objects: objects.len() as u32,
+            objects,
+            num_workers: pids.len() as u32,
+            num_idle_workers: idle as u32,
+            worker_pids: pids,
+        }))
+    }
+
+    async fn kill_worker(&self, req: Request<KillWorkerRequest>) -> Result<Response<Empty>, Status> {
+        let pid = req.into_inner().pid;
+        if self.0.children.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&pid) {
+            kill(pid);
+            Ok(Response::new(Empty {}))
+        } else {
+            Err(Status::not_found(format!("pid {pid} is not a worker of this node")))
+        }
+    }
+
+    async fn shutdown(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        self.0.shutdown.notify_one();
+        Ok(Response::new(Empty {}))
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(1000));
+    loop {
+        tick.tick().await;
+        let (available, workers) = {
+            let pool = shared.pool();
+            (resources_from_map(pool.available()), pool.workers().count() as u32)
+        };
+        let used = shared.store().used();
+        let hb = HeartbeatRequest {
+            node_id: shared.node_id.clone().into(),
+            available,
+            object_store_used: used,
+            num_workers: workers,
+        };
+        if let Err(e) = shared.head.clone().heartbeat(hb).await {
+            tracing::debug!("heartbeat failed: {e}");
+        }
+    }
+}
+
+/// Stops workers whose driver is gone, and workers idle for long.
+async fn reaper_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let jobs = shared.pool().jobs();
+        for job in jobs {
+            let info = shared.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(&job).cloned();
+            let Some(info) = info else { continue };
+            let local_driver = info.driver_ip == shared.config.ip || info.driver_ip == "127.0.0.1";
+            let mut gone = local_driver && !pid_alive(info.driver_pid);
+            if !gone {
+                gone = matches!(
+                    shared.head.clone().get_job(GetJobRequest { job_id: job }).await,
+                    Ok(r) if !r.get_ref().alive
+                );
+            } else {
+                let _ = shared.head.clone().finish_job(FinishJobRequest { job_id: job }).await;
+            }
+            if gone {
+                for (_, pid) in shared.pool().job_workers(job) {
+                    kill(pid);
+                }
+                shared.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&job);
+            }
+        }
+        let cpus = shared.config.resources.get("CPU").copied().unwrap_or(1.0).ceil() as usize;
+        for (_, pid) in shared.pool().idle_to_reap(Duration::from_secs(30), cpus) {
+            kill(pid);
+        }
+    }
+}
+
+/// Runs a node daemon on `listener` until `stop` resolves or it is told to stop.
+pub async fn run(
+    config: NodeConfig,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let address = format!("{}:{}", config.ip, listener.local_addr().map(|a| a.port()).unwrap_or(0));
+    let node_id: [u8; 16] = rand::random();
+    let session_name = config.session_dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let store = StoreIndex::new(
+        ray_object_store::default_root(&session_name, &hex(&node_id[..4])),
+        config.object_store_memory,
+    )?;
+    std::fs::create_dir_all(config.session_dir.join("logs")).ok();
+    let channel = connect(&config.head_address, &config.token, "the head")
+        .await
+        .map_err(|e| NodeError::Head { address: config.head_address.clone(), detail: e.to_string() })?;
+    let head = head_client(channel);
+    let (log_tx, log_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        pool: Mutex::new(Pool::new(node_id.to_vec(), config.resources.clone())),
+        store: Mutex::new(store),
+        jobs: Mutex::new(HashMap::new()),
+        head: head.clone(),
+        spawner: start_spawner(tokio::runtime::Handle::current()),
+        logs: log_tx,
+        shutdown: Notify::new(),
+        children: Mutex::new(HashMap::new()),
+        node_id: node_id.to_vec(),
+        address: address.clone(),
+        config: config.clone(),
+    });
+    let hostname = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    head.clone()
+        .register_node(RegisterNodeRequest {
+            node: Some(NodeInfo {
+                node_id: node_id.to_vec().into(),
+                address: address.clone(),
+                ip: config.ip.clone(),
+                total: resources_from_map(&config.resources),
+                available: resources_from_map(&config.resources),
+                alive: true,
+                session_dir: config.session_dir.display().to_string(),
+                object_store_capacity: config.object_store_memory,
+                object_store_used: 0,
+                pid: std::process::id(),
+                start_time_ms: now_ms(),
+                num_workers: 0,
+                hostname,
+                is_head: config.is_head,
+            }),
+        })
+        .await
+        .map_err(|e| NodeError::Head { address: config.head_address.clone(), detail: e.message().to_string() })?;
+    let background = [
+        tokio::spawn(heartbeat_loop(shared.clone())),
+        tokio::spawn(reaper_loop(shared.clone())),
+        tokio::spawn(publish_logs(log_rx, head)),
+    ];
+    let server = tonic::service::interceptor::InterceptedService::new(
+        NodeServer::new(NodeService(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        CheckToken::new(&config.token),
+    );
+    let stopper = shared.clone();
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(server)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            tokio::select! {
+                () = stop => {}
+                () = stopper.shutdown.notified() => {}
+            }
+        })
+        .await;
+    for task in background {
+        task.abort();
+    }
+    shared.kill_all_workers();
+    shared.store().destroy();
+    result.map_err(NodeError::from)
+}
