@@ -176,6 +176,7 @@ fn expand_fn(attr: TokenStream, f: ItemFn, mode: Mode) -> syn::Result<TokenStrea
                 #[::ray::__private::linkme::distributed_slice(::ray::__private::TASK_REGISTRY)]
                 #[linkme(crate = ::ray::__private::linkme)]
                 #[doc(hidden)]
+                #[allow(non_upper_case_globals)]
                 static #trampoline: ::ray::__private::TaskEntry = ::ray::__private::TaskEntry {
                     key: ::core::concat!(::core::module_path!(), "::", #name_str),
                     func: #name::__trampoline,

@@ -1,1 +1,635 @@
-//! placeholder
+//! The core worker: the part of the runtime inside every driver and worker process.
+//!
+//! A Ray program's processes are peers: drivers and workers alike submit tasks, own
+//! the objects those tasks return, borrow objects others own, and (workers) execute
+//! tasks. This crate does all of that for one process, as Ray's `core_worker` does:
+//!
+//! - [`refs`]: the ownership and reference-count table;
+//! - [`submit`]: resolving a task's dependencies, leasing workers from the node
+//!   daemon, pushing tasks to them directly, retries and cancellation;
+//! - [`execute`]: running pushed tasks in a worker;
+//! - [`service`]: the gRPC service through which peers push tasks and ask about
+//!   objects this process owns.
+//!
+//! Its API is plain Rust over bytes; `ray-runtime` exposes it to the `ray` crate
+//! through the C-ABI table.
+
+pub mod execute;
+pub mod refs;
+pub mod service;
+pub mod submit;
+
+use bytes::Bytes;
+use ray_abi::ids::{JobId, PUT_INDEX_FLAG};
+use ray_abi::{ObjectId, RayError, RuntimeContext, TaskId};
+use ray_object_store::ObjectView;
+use ray_proto::*;
+use refs::{Effects, RefTable, State, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+/// Objects up to this size travel inline; larger ones go to shared memory.
+pub const INLINE_MAX: usize = 100 * 1024;
+
+/// How long an idle lease is kept for the next task of the same shape, so a
+/// stream of synchronous calls does not pay a lease round trip each.
+pub const LEASE_IDLE: Duration = Duration::from_millis(30);
+
+/// An object's bytes, lent to a reader.
+#[derive(Debug, Clone)]
+pub enum ObjectData {
+    /// Held in memory.
+    Inline(Bytes),
+    /// Mapped from the node's shared memory, without a copy.
+    Mapped(Arc<ObjectView>),
+}
+
+impl ObjectData {
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            ObjectData::Inline(b) => b,
+            ObjectData::Mapped(v) => v.bytes(),
+        }
+    }
+}
+
+/// Prints worker output as it arrives; the default writes Ray-style prefixed lines
+/// to this process's stdout and stderr.
+pub type LogSink = Box<dyn Fn(&LogLine) + Send + Sync>;
+
+/// How a process joins the cluster.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Head address.
+    pub head_address: String,
+    /// Local node daemon address.
+    pub node_address: String,
+    /// That node's id.
+    pub node_id: Bytes,
+    /// Cluster token.
+    pub token: String,
+    /// This process's IP as peers reach it.
+    pub ip: String,
+}
+
+/// Drivers record the task they "are", so objects they `put` get ids too.
+#[derive(Debug, Clone)]
+pub(crate) struct CurrentTask {
+    pub(crate) id: TaskId,
+    pub(crate) name: String,
+}
+
+pub(crate) struct Inner {
+    pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) is_worker: bool,
+    pub(crate) job: JobId,
+    pub(crate) salt: u32,
+    pub(crate) address: String,
+    pub(crate) conn: Connection,
+    pub(crate) head: HeadClient,
+    pub(crate) node: NodeClient,
+    pub(crate) worker_id: Bytes,
+    pub(crate) refs: Mutex<RefTable>,
+    pub(crate) sched: Mutex<submit::Scheduler>,
+    pub(crate) peers: Mutex<HashMap<String, CoreWorkerClient>>,
+    pub(crate) events: Mutex<Vec<TaskEvent>>,
+    pub(crate) current: Mutex<CurrentTask>,
+    pub(crate) put_counter: AtomicU32,
+    pub(crate) log_sink: RwLock<Option<LogSink>>,
+    pub(crate) shut_down: AtomicBool,
+    pub(crate) last_log: Mutex<Instant>,
+    pub(crate) executor: Mutex<Option<std::sync::mpsc::Sender<execute::Job>>>,
+}
+
+/// This process's core worker. Cheap to clone.
+#[derive(Clone)]
+pub struct CoreWorker(pub(crate) Arc<Inner>);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs a future on the runtime and waits for it from a plain thread. Works even
+/// when called from inside another tokio runtime (a notebook cell's), unlike
+/// `Handle::block_on`.
+pub(crate) fn block_on<F>(rt: &tokio::runtime::Handle, fut: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rt.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().expect("the runtime dropped a blocking call")
+}
+
+/// Options for starting a core worker.
+pub struct StartOptions {
+    /// How to reach the cluster.
+    pub connection: Connection,
+    /// The job; a driver passes `None` and registers a new one.
+    pub job: Option<JobId>,
+    /// Whether this process executes tasks.
+    pub is_worker: bool,
+    /// This worker's id (workers only).
+    pub worker_id: Bytes,
+    /// Namespace, for the job record.
+    pub namespace: String,
+    /// Forward worker output to this process (drivers).
+    pub log_to_driver: bool,
+}
+
+impl CoreWorker {
+    /// Starts the core worker: its gRPC service, and for a driver the job record and
+    /// the log subscription.
+    pub async fn start(opts: StartOptions) -> Result<CoreWorker, RayError> {
+        let conn = opts.connection;
+        let head = head_client(connect(&conn.head_address, &conn.token, "the head").await?);
+        let node = node_client(connect(&conn.node_address, &conn.token, "the node daemon").await?);
+        let listener = tokio::net::TcpListener::bind((conn.ip.as_str(), 0))
+            .await
+            .map_err(|e| RayError::Startup(format!("cannot listen on {}: {e}", conn.ip)))?;
+        let address = format!("{}:{}", conn.ip, listener.local_addr().map(|a| a.port()).unwrap_or(0));
+        let job = match opts.job {
+            Some(j) => j,
+            None => {
+                let exe = std::env::current_exe()
+                    .map_err(|e| RayError::Startup(format!("cannot find this program's executable: {e}")))?;
+                let reply = head
+                    .clone()
+                    .register_job(RegisterJobRequest {
+                        job: Some(JobInfo {
+                            driver_address: address.clone(),
+                            driver_pid: std::process::id(),
+                            entrypoint: std::env::args().collect::<Vec<_>>().join(" "),
+                            worker_executable: exe.display().to_string(),
+                            driver_ip: conn.ip.clone(),
+                            namespace: opts.namespace.clone(),
+                            ..JobInfo::default()
+                        }),
+                    })
+                    .await
+                    .map_err(|s| from_status(&s, "the head"))?;
+                JobId(reply.into_inner().job_id)
+            }
+        };
+        let salt: u32 = rand::random();
+        let driver_task = TaskId::generate(job, salt);
+        let inner = Arc::new(Inner {
+            rt: tokio::runtime::Handle::current(),
+            is_worker: opts.is_worker,
+            job,
+            salt,
+            address,
+            conn,
+            head,
+            node,
+            worker_id: opts.worker_id,
+            refs: Mutex::new(RefTable::default()),
+            sched: Mutex::new(submit::Scheduler::default()),
+            peers: Mutex::new(HashMap::new()),
+            events: Mutex::new(Vec::new()),
+            current: Mutex::new(CurrentTask { id: driver_task, name: "driver".into() }),
+            put_counter: AtomicU32::new(0),
+            log_sink: RwLock::new(None),
+            shut_down: AtomicBool::new(false),
+            last_log: Mutex::new(Instant::now()),
+            executor: Mutex::new(None),
+        });
+        let cw = CoreWorker(inner);
+        service::serve(cw.clone(), listener);
+        tokio::spawn(submit::flush_events_loop(cw.clone()));
+        if !opts.is_worker && opts.log_to_driver {
+            tokio::spawn(subscribe_logs(cw.clone()));
+        }
+        Ok(cw)
+    }
+
+    /// This process's CoreWorker address (the owner address of its objects).
+    pub fn address(&self) -> &str {
+        &self.0.address
+    }
+
+    /// The job.
+    pub fn job(&self) -> JobId {
+        self.0.job
+    }
+
+    /// The runtime handle this worker runs on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.0.rt
+    }
+
+    /// Replaces how worker output is shown (the REPL draws it above its viewport).
+    pub fn set_log_sink(&self, sink: LogSink) {
+        *self.0.log_sink.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    }
+
+    /// Facts for `ray::runtime_context()`.
+    pub fn context(&self) -> RuntimeContext {
+        let info = block_on(&self.0.rt, {
+            let mut head = self.0.head.clone();
+            async move { head.get_cluster_info(Empty {}).await }
+        });
+        let mut ctx = RuntimeContext {
+            address: self.0.conn.head_address.clone(),
+            job_id: self.0.job.0,
+            is_worker: self.0.is_worker,
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..RuntimeContext::default()
+        };
+        if self.0.is_worker {
+            ctx.task_name = Some(lock(&self.0.current).name.clone());
+        }
+        if let Ok(info) = info {
+            for n in info.into_inner().nodes.iter().filter(|n| n.alive) {
+                ctx.nodes += 1;
+                let total = resources_to_map(&n.total);
+                ctx.cpus += total.get("CPU").copied().unwrap_or(0.0);
+                ctx.gpus += total.get("GPU").copied().unwrap_or(0.0);
+                ctx.object_store_memory += n.object_store_capacity;
+            }
+        }
+        ctx
+    }
+
+    fn next_put_id(&self) -> ObjectId {
+        let n = self.0.put_counter.fetch_add(1, Ordering::Relaxed) + 1;
+        ObjectId::new(lock(&self.0.current).id, PUT_INDEX_FLAG | n)
+    }
+
+    /// Stores bytes as a new owned object (Ray's `put`).
+    pub fn put(&self, parts: &[&[u8]], contained: Vec<ObjectId>) -> Result<ObjectId, RayError> {
+        let id = self.next_put_id();
+        let value = self.store_value(id, parts, &self.0.address)?;
+        lock(&self.0.refs).add_owned(id, State::Ready(value), contained);
+        Ok(id)
+    }
+
+    /// Keeps small values inline and writes large ones to the node's shared memory.
+    pub(crate) fn store_value(&self, id: ObjectId, parts: &[&[u8]], owner: &str) -> Result<Value, RayError> {
+        let size: usize = parts.iter().map(|p| p.len()).sum();
+        if size <= INLINE_MAX {
+            let mut v = Vec::with_capacity(size);
+            for p in parts {
+                v.extend_from_slice(p);
+            }
+            return Ok(Value::Inline(v.into()));
+        }
+        let mut node = self.0.node.clone();
+        let request = CreateObjectRequest {
+            object_id: id.0.to_vec().into(),
+            size: size as u64,
+            owner_address: owner.to_string(),
+        };
+        let path = block_on(&self.0.rt, async move { node.create_object(request).await })
+            .map_err(|s| from_status(&s, "the node daemon"))?
+            .into_inner()
+            .path;
+        ray_object_store::write_object(std::path::Path::new(&path), parts)?;
+        let mut node = self.0.node.clone();
+        let seal = SealObjectRequest { object_id: id.0.to_vec().into() };
+        block_on(&self.0.rt, async move { node.seal_object(seal).await })
+            .map_err(|s| from_status(&s, "the node daemon"))?;
+        Ok(Value::Shm {
+            path,
+            size: size as u64,
+            node_id: self.0.conn.node_id.clone(),
+            node_address: self.0.conn.node_address.clone(),
+        })
+    }
+
+    /// One more local handle to `id`.
+    pub fn add_local_ref(&self, id: &ObjectId) {
+        lock(&self.0.refs).add_local(id);
+    }
+
+    /// One local handle to `id` fewer; may free the object.
+    pub fn remove_local_ref(&self, id: &ObjectId) {
+        if self.0.shut_down.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut fx = Effects::default();
+        lock(&self.0.refs).remove_local(id, &mut fx);
+        self.apply(fx);
+    }
+
+    /// The owner address of an object held here.
+    pub fn owner_of(&self, id: &ObjectId) -> Result<String, RayError> {
+        match lock(&self.0.refs).get(id) {
+            Some(e) => Ok(e.owner.clone().unwrap_or_else(|| self.0.address.clone())),
+            None => Err(RayError::ObjectLost {
+                object: id.to_string(),
+                detail: "this process holds no reference to it".into(),
+            }),
+        }
+    }
+
+    /// Registers a ref that was just deserialized here.
+    pub fn adopt_ref(&self, id: ObjectId, owner: &str) {
+        lock(&self.0.refs).adopt(id, owner, &self.0.address, false);
+        execute::note_adopted(id);
+    }
+
+    /// Carries out table effects: frees, borrower releases, callbacks.
+    pub(crate) fn apply(&self, mut fx: Effects) {
+        fx.run_callbacks();
+        if !fx.free_shm.is_empty() {
+            let mut by_node: HashMap<String, Vec<ObjectId>> = HashMap::new();
+            for (id, node) in fx.free_shm {
+                by_node.entry(node).or_default().push(id);
+            }
+            for (node_addr, ids) in by_node {
+                let client = if node_addr == self.0.conn.node_address {
+                    Ok(self.0.node.clone())
+                } else {
+                    lazy_channel(&node_addr, &self.0.conn.token).map(node_client)
+                };
+                if let Ok(mut client) = client {
+                    let req = FreeObjectsRequest { object_ids: ids.iter().map(|i| i.0.to_vec().into()).collect() };
+                    self.0.rt.spawn(async move {
+                        let _ = client.free_objects(req).await;
+                    });
+                }
+            }
+        }
+        for (owner, id) in fx.remove_borrower {
+            let me = self.0.address.clone();
+            if let Some(mut client) = self.peer(&owner) {
+                self.0.rt.spawn(async move {
+                    let _ = client
+                        .remove_borrower(BorrowerRequest { object_ids: vec![id.0.to_vec().into()], borrower_address: me })
+                        .await;
+                });
+            }
+        }
+    }
+
+    /// A client for a peer's CoreWorker service, cached by address.
+    pub(crate) fn peer(&self, address: &str) -> Option<CoreWorkerClient> {
+        let mut peers = lock(&self.0.peers);
+        if let Some(c) = peers.get(address) {
+            return Some(c.clone());
+        }
+        let c = core_worker_client(lazy_channel(address, &self.0.conn.token).ok()?);
+        peers.insert(address.to_string(), c.clone());
+        Some(c)
+    }
+
+    /// Starts fetching a borrowed object's value from its owner, once.
+    fn fetch_if_borrowed(&self, id: &ObjectId) {
+        let owner = {
+            let mut refs = lock(&self.0.refs);
+            match refs.get_mut(id) {
+                Some(e) if e.owner.is_some() && matches!(e.state, State::Pending) && !e.fetching => {
+                    e.fetching = true;
+                    e.owner.clone()
+                }
+                _ => None,
+            }
+        };
+        let Some(owner) = owner else { return };
+        let cw = self.clone();
+        let id = *id;
+        self.0.rt.spawn(async move {
+            let state = match cw.peer(&owner) {
+                None => State::Failed(RayError::OwnerDied { object: id.to_string(), owner: owner.clone() }),
+                Some(mut client) => {
+                    let req = GetObjectRequest { object_id: id.0.to_vec().into(), timeout_ms: -1 };
+                    match client.get_object(req).await {
+                        Ok(reply) => location_to_state(reply.into_inner().location),
+                        Err(s) => State::Failed(match from_status(&s, "the object's owner") {
+                            RayError::Connection { .. } => {
+                                RayError::OwnerDied { object: id.to_string(), owner: owner.clone() }
+                            }
+                            other => other,
+                        }),
+                    }
+                }
+            };
+            let mut fx = Effects::default();
+            lock(&cw.0.refs).settle(&id, state, &mut fx);
+            cw.apply(fx);
+        });
+    }
+
+    /// Runs `cb` once the object is ready or failed (fetching it if borrowed).
+    pub fn on_ready(&self, id: &ObjectId, cb: refs::Waiter) {
+        let leftover = lock(&self.0.refs).on_settled(id, cb);
+        match leftover {
+            Some(cb) => cb(),
+            None => self.fetch_if_borrowed(id),
+        }
+    }
+
+    /// Ray's `get` for one object: waits up to `timeout` and returns its bytes.
+    pub fn get(&self, id: &ObjectId, timeout: Option<Duration>) -> Result<ObjectData, RayError> {
+        if let Some(r) = self.try_read(id) {
+            return r;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.on_ready(id, Box::new(move || {
+            let _ = tx.send(());
+        }));
+        let blocked = self.set_blocked(true);
+        let outcome = match timeout {
+            None => rx.recv().map_err(|_| ()),
+            Some(t) => rx.recv_timeout(t).map_err(|_| ()),
+        };
+        if blocked {
+            self.set_blocked(false);
+        }
+        match outcome {
+            Ok(()) => self.try_read(id).unwrap_or_else(|| Err(RayError::Internal("object settled but unreadable".into()))),
+            Err(()) => Err(RayError::Timeout { timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0), pending: 1 }),
+        }
+    }
+
+    /// A worker blocked in `get`/`wait` lends its CPU to others, as in Ray.
+    fn set_blocked(&self, blocked: bool) -> bool {
+        if !self.0.is_worker || !execute::in_task() {
+            return false;
+        }
+        let mut node = self.0.node.clone();
+        let req = BlockedRequest { worker_id: self.0.worker_id.clone(), blocked };
+        let _ = block_on(&self.0.rt, async move { node.notify_blocked(req).await });
+        true
+    }
+
+    /// The object's bytes if it has settled.
+    fn try_read(&self, id: &ObjectId) -> Option<Result<ObjectData, RayError>> {
+        let state = match lock(&self.0.refs).get(id) {
+            None => {
+                return Some(Err(RayError::ObjectLost {
+                    object: id.to_string(),
+                    detail: "no reference to it is held here (was it freed?)".into(),
+                }));
+            }
+            Some(e) => e.state.clone(),
+        };
+        match state {
+            State::Pending => None,
+            State::Failed(e) => Some(Err(e)),
+            State::Ready(Value::Inline(b)) => Some(Ok(ObjectData::Inline(b))),
+            State::Ready(Value::Shm { path, .. }) => Some(
+                ObjectView::open(std::path::Path::new(&path))
+                    .map(|v| ObjectData::Mapped(Arc::new(v)))
+                    .map_err(|e| RayError::ObjectLost { object: id.to_string(), detail: e.to_string() }),
+            ),
+        }
+    }
+
+    /// Ray's `wait`: marks which of `ids` are ready once `num_returns` are, or the
+    /// timeout passes.
+    pub fn wait(&self, ids: &[ObjectId], num_returns: usize, timeout: Option<Duration>) -> Vec<bool> {
+        let (tx, rx) = std::sync::mpsc::channel::<usize>();
+        for (i, id) in ids.iter().enumerate() {
+            let tx = tx.clone();
+            self.on_ready(id, Box::new(move || {
+                let _ = tx.send(i);
+            }));
+        }
+        drop(tx);
+        let mut ready = vec![false; ids.len()];
+        let mut count = 0;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        // Collect what is ready right away, then block only if needed.
+        while let Ok(i) = rx.try_recv() {
+            if !ready[i] {
+                ready[i] = true;
+                count += 1;
+            }
+        }
+        let blocked = count < num_returns && self.set_blocked(true);
+        while count < num_returns {
+            let next = match deadline {
+                None => rx.recv().ok(),
+                Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())).ok(),
+            };
+            match next {
+                Some(i) if !ready[i] => {
+                    ready[i] = true;
+                    count += 1;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if blocked {
+            self.set_blocked(false);
+        }
+        // Anything else that settled meanwhile counts as ready too.
+        while let Ok(i) = rx.try_recv() {
+            ready[i] = true;
+        }
+        ready
+    }
+
+    /// Disconnects: returns leases, finishes the job (drivers) and stops serving.
+    pub fn shutdown(&self) {
+        if self.0.shut_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let cw = self.clone();
+        let _ = block_on(&self.0.rt, async move {
+            submit::flush_events(&cw).await;
+            submit::return_all_leases(&cw).await;
+            if !cw.0.is_worker {
+                drain_logs(&cw).await;
+                let _ = cw.0.head.clone().finish_job(FinishJobRequest { job_id: cw.0.job.0 }).await;
+            }
+        });
+    }
+
+    /// Number of objects this process owns or borrows (for tests and stats).
+    pub fn num_refs(&self) -> usize {
+        lock(&self.0.refs).len()
+    }
+}
+
+pub(crate) fn location_to_state(loc: Option<ObjectLocation>) -> State {
+    match loc.and_then(|l| l.kind) {
+        Some(object_location::Kind::Inline(b)) => State::Ready(Value::Inline(b)),
+        Some(object_location::Kind::Shm(s)) => State::Ready(Value::Shm {
+            path: s.path,
+            size: s.size,
+            node_id: s.node_id,
+            node_address: s.node_address,
+        }),
+        Some(object_location::Kind::Error(e)) => State::Failed(RayError::from_bytes(&e)),
+        None => State::Failed(RayError::Internal("empty object location".into())),
+    }
+}
+
+pub(crate) fn state_to_location(state: &State) -> Option<ObjectLocation> {
+    let kind = match state {
+        State::Pending => return None,
+        State::Ready(Value::Inline(b)) => object_location::Kind::Inline(b.clone()),
+        State::Ready(Value::Shm { path, size, node_id, node_address }) => object_location::Kind::Shm(SharedMemory {
+            node_id: node_id.clone(),
+            path: path.clone(),
+            size: *size,
+            node_address: node_address.clone(),
+        }),
+        State::Failed(e) => object_location::Kind::Error(e.to_bytes().into()),
+    };
+    Some(ObjectLocation { kind: Some(kind) })
+}
+
+/// Prints a worker's output line as Ray does: `(name pid=123) line`.
+pub fn format_log_line(line: &LogLine, local_ip: &str) -> String {
+    let name = if line.task_name.is_empty() { "worker" } else { &line.task_name };
+    if line.ip.is_empty() || line.ip == local_ip {
+        format!("({name} pid={}) {}", line.pid, line.line)
+    } else {
+        format!("({name} pid={}, ip={}) {}", line.pid, line.ip, line.line)
+    }
+}
+
+async fn subscribe_logs(cw: CoreWorker) {
+    let mut head = cw.0.head.clone();
+    let Ok(stream) = head.subscribe_logs(SubscribeLogsRequest { job_id: cw.0.job.0 }).await else {
+        return;
+    };
+    let mut stream = stream.into_inner();
+    while let Ok(Some(batch)) = stream.message().await {
+        *lock(&cw.0.last_log) = Instant::now();
+        let sink = cw.0.log_sink.read().unwrap_or_else(|p| p.into_inner());
+        for line in &batch.lines {
+            match sink.as_ref() {
+                Some(f) => f(line),
+                None => {
+                    use std::io::Write;
+                    let text = format_log_line(line, &cw.0.conn.ip);
+                    if line.is_stderr {
+                        let _ = writeln!(std::io::stderr().lock(), "{text}");
+                    } else {
+                        let _ = writeln!(std::io::stdout().lock(), "{text}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Gives in-flight worker output a moment to arrive before the driver goes.
+async fn drain_logs(cw: &CoreWorker) {
+    let start = Instant::now();
+    loop {
+        // Lines travel worker -> node -> head -> here; give them a moment, then wait
+        // for a quiet spell, but never hold up the exit for long.
+        let quiet = lock(&cw.0.last_log).elapsed();
+        let waited = start.elapsed();
+        if (waited >= Duration::from_millis(50) && quiet >= Duration::from_millis(50))
+            || waited >= Duration::from_millis(500)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

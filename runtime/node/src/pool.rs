@@ -128,7 +128,7 @@ impl Pool {
         let (failed, kept): (VecDeque<_>, VecDeque<_>) = self.pending.drain(..).partition(|p| p.job == job);
         self.pending = kept;
         for p in failed {
-            let _ = p.reply.send(LeaseReply { result: Some(lease_reply::Result::Infeasible(why.to_string())) });
+            let _ = p.reply.send(LeaseReply { result: Some(lease_reply::Result::WorkerStartFailed(why.to_string())) });
         }
     }
 
@@ -345,7 +345,7 @@ mod tests {
     fn granted(rx: &mut oneshot::Receiver<LeaseReply>) -> Option<Lease> {
         match rx.try_recv().ok()?.result? {
             lease_reply::Result::Lease(l) => Some(l),
-            lease_reply::Result::Infeasible(_) => None,
+            _ => None,
         }
     }
 

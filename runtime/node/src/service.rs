@@ -120,6 +120,7 @@ impl Shared {
                 ("RAYREPL_JOB_ID".into(), job.to_string()),
                 ("RAYREPL_WORKER_ID".into(), hex(&worker_id)),
                 ("RAYREPL_NODE_IP".into(), self.config.ip.clone()),
+                ("RAYREPL_NODE_ID".into(), hex(&self.node_id)),
                 ("RAYREPL_SESSION_DIR".into(), self.config.session_dir.display().to_string()),
             ],
             reply: tx,
@@ -343,13 +344,7 @@ impl Node for NodeService {
         if !fits(&local_total, &demand) {
             let nodes = self.0.head.clone().get_cluster_info(Empty {}).await?.into_inner().nodes;
             if let Some(totals) = infeasible_message(&demand, &nodes) {
-                return Ok(Response::new(LeaseReply {
-                    result: Some(lease_reply::Result::Infeasible(format!(
-                        "task `{}` asks for {}, but no node in the cluster has that much (cluster totals: {totals})",
-                        r.function_name,
-                        format_resources(&demand)
-                    ))),
-                }));
+                return Ok(Response::new(LeaseReply { result: Some(lease_reply::Result::Infeasible(totals)) }));
             }
         }
         // Make sure we know how to start this job's workers before queueing.
@@ -516,10 +511,12 @@ async fn reaper_loop(shared: Arc<Shared>) {
 }
 
 /// Runs a node daemon on `listener` until `stop` resolves or it is told to stop.
+/// `on_ready(address, node_id)` runs once the node is registered with the head.
 pub async fn run(
     config: NodeConfig,
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()>,
+    on_ready: impl FnOnce(&str, &[u8]),
 ) -> Result<(), NodeError> {
     let address = format!("{}:{}", config.ip, listener.local_addr().map(|a| a.port()).unwrap_or(0));
     let node_id: [u8; 16] = rand::random();
@@ -569,6 +566,7 @@ pub async fn run(
         })
         .await
         .map_err(|e| NodeError::Head { address: config.head_address.clone(), detail: e.message().to_string() })?;
+    on_ready(&address, &node_id);
     let background = [
         tokio::spawn(heartbeat_loop(shared.clone())),
         tokio::spawn(reaper_loop(shared.clone())),
@@ -595,6 +593,13 @@ pub async fn run(
         task.abort();
     }
     shared.kill_all_workers();
+    // Wait until every worker has been reaped, so none outlives the node.
+    for _ in 0..300 {
+        if shared.children.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     shared.store().destroy();
     result.map_err(NodeError::from)
 }

@@ -32,7 +32,7 @@ impl<T: Serialize + Any> IntoArg<T> for T {
 
 impl<T> IntoArg<T> for ObjectRef<T> {
     fn into_arg(self) -> Result<ArgSubmission, RayError> {
-        (&self).into_arg()
+        IntoArg::<T>::into_arg(&self)
     }
 }
 

@@ -1,0 +1,113 @@
+//! The CoreWorker gRPC service every driver and worker runs: owners push tasks to
+//! workers through it, and borrowers ask owners for objects and report when they
+//! hold or release them.
+
+use crate::refs::Effects;
+use crate::{CoreWorker, lock};
+use ray_abi::{ObjectId, RayError, TaskId};
+use ray_proto::core_worker_server::{CoreWorker as CoreWorkerApi, CoreWorkerServer};
+use ray_proto::*;
+use std::time::Duration;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+struct Service(CoreWorker);
+
+fn object_id(b: &[u8]) -> Result<ObjectId, Status> {
+    ObjectId::from_slice(b).ok_or_else(|| Status::invalid_argument("bad object id"))
+}
+
+#[tonic::async_trait]
+impl CoreWorkerApi for Service {
+    async fn push_task(&self, req: Request<PushTaskRequest>) -> Result<Response<PushTaskReply>, Status> {
+        let spec = req.into_inner().spec.ok_or_else(|| Status::invalid_argument("missing task spec"))?;
+        self.0.execute(spec).await.map(Response::new).map_err(|e| to_status(&e))
+    }
+
+    async fn get_object(&self, req: Request<GetObjectRequest>) -> Result<Response<GetObjectReply>, Status> {
+        let r = req.into_inner();
+        let id = object_id(&r.object_id)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let leftover = lock(&self.0.0.refs).on_settled(&id, Box::new(move || {
+            let _ = tx.send(());
+        }));
+        if let Some(cb) = leftover {
+            cb();
+        }
+        let settled = if r.timeout_ms < 0 {
+            rx.await.is_ok()
+        } else {
+            matches!(tokio::time::timeout(Duration::from_millis(r.timeout_ms as u64), rx).await, Ok(Ok(())))
+        };
+        if !settled {
+            return Ok(Response::new(GetObjectReply { location: None, timed_out: true }));
+        }
+        let location = match lock(&self.0.0.refs).get(&id) {
+            Some(e) => crate::state_to_location(&e.state),
+            None => crate::state_to_location(&crate::refs::State::Failed(RayError::ObjectLost {
+                object: id.to_string(),
+                detail: "its owner no longer holds it (all references were dropped)".into(),
+            })),
+        };
+        Ok(Response::new(GetObjectReply { location, timed_out: false }))
+    }
+
+    async fn add_borrower(&self, req: Request<BorrowerRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        let mut refs = lock(&self.0.0.refs);
+        for b in &r.object_ids {
+            refs.add_borrower(&object_id(b)?, &r.borrower_address);
+        }
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn remove_borrower(&self, req: Request<BorrowerRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        let mut fx = Effects::default();
+        {
+            let mut refs = lock(&self.0.0.refs);
+            for b in &r.object_ids {
+                refs.remove_borrower(&object_id(b)?, &r.borrower_address, &mut fx);
+            }
+        }
+        self.0.apply(fx);
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn cancel_task(&self, req: Request<CancelRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        let tid = TaskId(r.task_id.as_ref().try_into().map_err(|_| Status::invalid_argument("bad task id"))?);
+        self.0.cancel(&ObjectId::new(tid, 1), r.force).map_err(|e| to_status(&e))?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn exit(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            std::process::exit(0);
+        });
+        Ok(Response::new(Empty {}))
+    }
+}
+
+/// Serves the CoreWorker service on `listener` in the background.
+pub(crate) fn serve(cw: CoreWorker, listener: tokio::net::TcpListener) {
+    let token = cw.0.conn.token.clone();
+    let server = tonic::service::interceptor::InterceptedService::new(
+        CoreWorkerServer::new(Service(cw))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        CheckToken::new(&token),
+    );
+    tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(server)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+        if let Err(e) = result {
+            tracing::error!("core worker service stopped: {e}");
+        }
+    });
+}

@@ -1,0 +1,582 @@
+//! Submitting tasks: dependencies, leases, pushing, retries and cancellation.
+//!
+//! A submitted task first waits for its `ObjectRef` arguments (Ray schedules a task
+//! only once its inputs exist). It then joins the queue of its *scheduling key*, the
+//! shape of resources it needs. For each key the owner leases workers from the node
+//! daemon, as many as there are queued tasks, and pushes tasks straight to leased
+//! workers, one at a time each. A lease outlives its task briefly ([`LEASE_IDLE`])
+//! so a stream of calls reuses it without asking the node again. A worker that dies
+//! mid-task fails the push; the task is retried up to `max_retries` times.
+
+use crate::refs::{Effects, State};
+use crate::{CoreWorker, LEASE_IDLE, lock};
+use ray_abi::{ArgSubmission, FunctionDescriptor, ObjectId, RayError, TaskError, TaskId, TaskSubmission};
+use ray_proto::*;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Upper bound on leases one owner holds per scheduling key.
+const MAX_LEASES_PER_KEY: usize = 64;
+/// Ray's default for `max_retries`.
+const DEFAULT_MAX_RETRIES: u32 = 3;
+
+type SchedKey = String;
+
+/// A task this process submitted and has not seen finish.
+pub(crate) struct PendingTask {
+    id: TaskId,
+    name: String,
+    function: FunctionDescriptor,
+    args: Vec<ArgSubmission>,
+    resources: BTreeMap<String, f64>,
+    max_retries: u32,
+    retry_exceptions: bool,
+    attempt: u32,
+    return_id: ObjectId,
+    /// Objects this task keeps alive until it finishes: its ref arguments and
+    /// the refs nested in its value arguments.
+    deps: Vec<ObjectId>,
+    spec: Option<TaskSpec>,
+    cancelled: bool,
+    running: Option<(u32, u64)>,
+    key: SchedKey,
+}
+
+struct Slot {
+    slot_id: u64,
+    lease_id: u64,
+    address: String,
+    pid: u32,
+    client: CoreWorkerClient,
+    busy: Option<TaskId>,
+    idle_since: Instant,
+}
+
+#[derive(Default)]
+struct KeyState {
+    ready: VecDeque<TaskId>,
+    slots: Vec<Slot>,
+    requesting: usize,
+    resources: BTreeMap<String, f64>,
+}
+
+/// All tasks in flight from this process, and the leases serving them.
+#[derive(Default)]
+pub(crate) struct Scheduler {
+    tasks: HashMap<TaskId, PendingTask>,
+    keys: HashMap<SchedKey, KeyState>,
+    next_slot: u64,
+}
+
+fn key_of(resources: &BTreeMap<String, f64>) -> SchedKey {
+    format_resources(resources)
+}
+
+fn event(task: &PendingTask, job: u32, state: &str) -> TaskEvent {
+    TaskEvent {
+        task_id: task.id.0.to_vec().into(),
+        job_id: job,
+        name: task.name.clone(),
+        func_name: task.function.name.clone(),
+        state: state.to_string(),
+        time_ms: now_ms(),
+        attempt: task.attempt,
+        required: resources_from_map(&task.resources),
+        ..TaskEvent::default()
+    }
+}
+
+impl CoreWorker {
+    pub(crate) fn record_event(&self, ev: TaskEvent) {
+        lock(&self.0.events).push(ev);
+    }
+
+    /// Submits a task; returns the id of its return object, owned here.
+    pub fn submit(&self, sub: TaskSubmission) -> Result<ObjectId, RayError> {
+        if self.0.shut_down.load(Ordering::Relaxed) {
+            return Err(RayError::NotInitialized);
+        }
+        let id = TaskId::generate(self.0.job, self.0.salt);
+        let return_id = ObjectId::new(id, 1);
+        let mut deps = Vec::new();
+        let mut top_level = Vec::new();
+        for a in &sub.args {
+            match a {
+                ArgSubmission::Ref(r) => {
+                    deps.push(*r);
+                    top_level.push(*r);
+                }
+                ArgSubmission::Value { contained, .. } => deps.extend(contained.iter().copied()),
+            }
+        }
+        {
+            let mut refs = lock(&self.0.refs);
+            if let Some(missing) = deps.iter().find(|d| refs.get(d).is_none()) {
+                return Err(RayError::ObjectLost {
+                    object: missing.to_string(),
+                    detail: "an argument refers to an object this process no longer holds".into(),
+                });
+            }
+            for d in &deps {
+                refs.add_submitted(d);
+            }
+            refs.add_owned(return_id, State::Pending, vec![]);
+        }
+        let resources = sub.options.resource_demand();
+        let task = PendingTask {
+            id,
+            name: sub.options.name.clone().unwrap_or_else(|| sub.function.name.clone()),
+            function: sub.function,
+            args: sub.args,
+            key: key_of(&resources),
+            resources,
+            max_retries: sub.options.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+            retry_exceptions: sub.options.retry_exceptions,
+            attempt: 0,
+            return_id,
+            deps,
+            spec: None,
+            cancelled: false,
+            running: None,
+        };
+        self.record_event(event(&task, self.0.job.0, "PENDING_ARGS_AVAIL"));
+        lock(&self.0.sched).tasks.insert(id, task);
+        top_level.sort();
+        top_level.dedup();
+        if top_level.is_empty() {
+            self.deps_ready(id);
+        } else {
+            let remaining = Arc::new(AtomicUsize::new(top_level.len()));
+            for dep in top_level {
+                let remaining = remaining.clone();
+                let cw = self.clone();
+                self.on_ready(
+                    &dep,
+                    Box::new(move || {
+                        if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            // Building the spec takes locks; do it off the callback.
+                            let rt = cw.0.rt.clone();
+                            rt.spawn(async move { cw.deps_ready(id) });
+                        }
+                    }),
+                );
+            }
+        }
+        Ok(return_id)
+    }
+
+    /// All ref arguments exist: build the spec, or fail with the upstream error.
+    fn deps_ready(&self, id: TaskId) {
+        let (args, function, name, attempt) = {
+            let sched = lock(&self.0.sched);
+            let Some(t) = sched.tasks.get(&id) else { return };
+            if t.cancelled {
+                return;
+            }
+            (t.args.clone(), t.function.clone(), t.name.clone(), t.attempt)
+        };
+        let mut task_args = Vec::with_capacity(args.len());
+        let mut upstream: Option<RayError> = None;
+        {
+            let refs = lock(&self.0.refs);
+            let info = |oid: &ObjectId| ObjectRefInfo {
+                object_id: oid.0.to_vec().into(),
+                owner_address: refs
+                    .get(oid)
+                    .and_then(|e| e.owner.clone())
+                    .unwrap_or_else(|| self.0.address.clone()),
+            };
+            for a in &args {
+                match a {
+                    ArgSubmission::Value { data, contained } => task_args.push(TaskArg {
+                        kind: Some(task_arg::Kind::Value(data.clone().into())),
+                        nested: contained.iter().map(info).collect(),
+                    }),
+                    ArgSubmission::Ref(r) => match refs.get(r).map(|e| &e.state) {
+                        Some(State::Failed(e)) => {
+                            upstream.get_or_insert_with(|| e.clone());
+                        }
+                        Some(state @ State::Ready(_)) => task_args.push(TaskArg {
+                            kind: crate::state_to_location(state).map(task_arg::Kind::Object),
+                            nested: vec![],
+                        }),
+                        _ => {
+                            upstream.get_or_insert_with(|| RayError::ObjectLost {
+                                object: r.to_string(),
+                                detail: "an argument disappeared before the task could run".into(),
+                            });
+                        }
+                    },
+                }
+            }
+        }
+        if let Some(cause) = upstream {
+            let message = match &cause {
+                RayError::Task(t) => format!("its argument came from task `{}`, which failed", t.function),
+                other => format!("an argument failed: {other}"),
+            };
+            let err = RayError::Task(TaskError {
+                function: name,
+                message,
+                location: None,
+                pid: std::process::id(),
+                ip: self.0.conn.ip.clone(),
+                cause: Some(Box::new(cause)),
+            });
+            self.finish(id, State::Failed(err), None);
+            return;
+        }
+        let spec = TaskSpec {
+            task_id: id.0.to_vec().into(),
+            job_id: self.0.job.0,
+            name: name.clone(),
+            function: Some(ray_proto::FunctionDescriptor {
+                name: function.name,
+                key: function.key,
+                symbol: function.symbol,
+                artifact: function.artifact.unwrap_or_default(),
+            }),
+            args: task_args,
+            owner_address: self.0.address.clone(),
+            attempt,
+            parent_task_id: lock(&self.0.current).id.0.to_vec().into(),
+        };
+        let key = {
+            let mut sched = lock(&self.0.sched);
+            let Some(t) = sched.tasks.get_mut(&id) else { return };
+            t.spec = Some(spec);
+            let key = t.key.clone();
+            let resources = t.resources.clone();
+            self.record_event(event(t, self.0.job.0, "PENDING_NODE_ASSIGNMENT"));
+            let ks = sched.keys.entry(key.clone()).or_default();
+            ks.resources = resources;
+            ks.ready.push_back(id);
+            key
+        };
+        self.pump(&key);
+    }
+
+    /// Pushes queued tasks to idle leases and asks for more leases if needed.
+    fn pump(&self, key: &str) {
+        let mut pushes = Vec::new();
+        let lease_requests;
+        let mut resources = BTreeMap::new();
+        let mut name = String::new();
+        {
+            let mut sched = lock(&self.0.sched);
+            let Scheduler { tasks, keys, .. } = &mut *sched;
+            let Some(ks) = keys.get_mut(key) else { return };
+            loop {
+                let Some(slot) = ks.slots.iter_mut().find(|s| s.busy.is_none()) else { break };
+                let Some(tid) = ks.ready.pop_front() else { break };
+                let Some(task) = tasks.get_mut(&tid) else { continue };
+                if task.cancelled {
+                    continue;
+                }
+                let Some(spec) = task.spec.clone() else { continue };
+                slot.busy = Some(tid);
+                task.running = Some((slot.pid, slot.lease_id));
+                let mut running = event(task, self.0.job.0, "RUNNING");
+                running.worker_pid = slot.pid;
+                running.node_id = self.0.conn.node_id.clone();
+                lock(&self.0.events).push(running);
+                pushes.push((slot.slot_id, slot.client.clone(), slot.address.clone(), tid, spec));
+            }
+            let wanted = ks.ready.len().saturating_sub(ks.requesting);
+            let room = MAX_LEASES_PER_KEY.saturating_sub(ks.slots.len() + ks.requesting);
+            lease_requests = wanted.min(room);
+            ks.requesting += lease_requests;
+            if lease_requests > 0 {
+                resources = ks.resources.clone();
+                name = ks.ready.front().and_then(|t| tasks.get(t)).map(|t| t.name.clone()).unwrap_or_default();
+            }
+        }
+        for (slot_id, client, address, tid, spec) in pushes {
+            let cw = self.clone();
+            let key = key.to_string();
+            self.0.rt.spawn(async move { cw.push(key, slot_id, client, address, tid, spec).await });
+        }
+        for _ in 0..lease_requests {
+            let cw = self.clone();
+            let key = key.to_string();
+            let resources = resources.clone();
+            let name = name.clone();
+            self.0.rt.spawn(async move { cw.request_lease(key, resources, name).await });
+        }
+    }
+
+    async fn request_lease(&self, key: String, resources: BTreeMap<String, f64>, name: String) {
+        let req = LeaseRequest { job_id: self.0.job.0, resources: resources_from_map(&resources), function_name: name.clone() };
+        let reply = self.0.node.clone().request_lease(req).await;
+        let failure = match reply.map(|r| r.into_inner().result) {
+            Ok(Some(lease_reply::Result::Lease(lease))) => {
+                let client = self.peer(&lease.worker_address);
+                let mut sched = lock(&self.0.sched);
+                let slot_id = sched.next_slot;
+                sched.next_slot += 1;
+                let ks = sched.keys.entry(key.clone()).or_default();
+                ks.requesting = ks.requesting.saturating_sub(1);
+                match client {
+                    Some(client) => {
+                        ks.slots.push(Slot {
+                            slot_id,
+                            lease_id: lease.lease_id,
+                            address: lease.worker_address.clone(),
+                            pid: lease.worker_pid,
+                            client,
+                            busy: None,
+                            idle_since: Instant::now(),
+                        });
+                        drop(sched);
+                        self.pump(&key);
+                        self.schedule_idle_return(key, slot_id);
+                        return;
+                    }
+                    None => RayError::Connection { what: "a leased worker".into(), detail: lease.worker_address },
+                }
+            }
+            Ok(Some(lease_reply::Result::Infeasible(totals))) => RayError::Infeasible {
+                function: name,
+                requested: format_resources(&resources),
+                available: totals,
+            },
+            Ok(Some(lease_reply::Result::WorkerStartFailed(why))) => {
+                RayError::FunctionUnavailable { function: name, detail: why }
+            }
+            Ok(None) => RayError::Internal("empty lease reply".into()),
+            Err(s) => from_status(&s, "the node daemon"),
+        };
+        // The lease cannot be had: fail what waits for it.
+        let failed: Vec<TaskId> = {
+            let mut sched = lock(&self.0.sched);
+            let ks = sched.keys.entry(key).or_default();
+            ks.requesting = ks.requesting.saturating_sub(1);
+            if ks.requesting == 0 && ks.slots.is_empty() { ks.ready.drain(..).collect() } else { Vec::new() }
+        };
+        for t in failed {
+            self.finish(t, State::Failed(failure.clone()), None);
+        }
+    }
+
+    async fn push(&self, key: String, slot_id: u64, mut client: CoreWorkerClient, address: String, tid: TaskId, spec: TaskSpec) {
+        let result = client.push_task(PushTaskRequest { spec: Some(spec) }).await;
+        match result {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                self.task_replied(tid, &address, reply).await;
+                {
+                    let mut sched = lock(&self.0.sched);
+                    if let Some(slot) = sched.keys.get_mut(&key).and_then(|k| k.slots.iter_mut().find(|s| s.slot_id == slot_id)) {
+                        slot.busy = None;
+                        slot.idle_since = Instant::now();
+                    }
+                }
+                self.pump(&key);
+                self.schedule_idle_return(key, slot_id);
+            }
+            Err(status) => {
+                // The worker is gone (or unreachable): drop its lease, maybe retry.
+                let lease_id = {
+                    let mut sched = lock(&self.0.sched);
+                    let ks = sched.keys.entry(key.clone()).or_default();
+                    let pos = ks.slots.iter().position(|s| s.slot_id == slot_id);
+                    pos.map(|p| ks.slots.remove(p).lease_id)
+                };
+                if let Some(lease_id) = lease_id {
+                    let _ = self.0.node.clone().return_lease(ReturnLeaseRequest { lease_id, worker_failed: true }).await;
+                }
+                let retry = {
+                    let mut sched = lock(&self.0.sched);
+                    match sched.tasks.get_mut(&tid) {
+                        Some(t) if !t.cancelled && t.attempt < t.max_retries => {
+                            t.attempt += 1;
+                            t.running = None;
+                            if let Some(spec) = t.spec.as_mut() {
+                                spec.attempt = t.attempt;
+                            }
+                            let ev = event(t, self.0.job.0, "PENDING_NODE_ASSIGNMENT");
+                            lock(&self.0.events).push(ev);
+                            sched.keys.entry(key.clone()).or_default().ready.push_front(tid);
+                            None
+                        }
+                        Some(t) if t.cancelled => Some(RayError::Cancelled { function: t.name.clone() }),
+                        Some(t) => Some(RayError::WorkerCrashed {
+                            function: t.name.clone(),
+                            attempts: t.attempt + 1,
+                            detail: format!("{}", status.message()),
+                        }),
+                        None => None,
+                    }
+                };
+                if let Some(err) = retry {
+                    self.finish(tid, State::Failed(err), None);
+                }
+                self.pump(&key);
+            }
+        }
+    }
+
+    async fn task_replied(&self, tid: TaskId, worker_address: &str, reply: PushTaskReply) {
+        let result = reply.result.unwrap_or_default();
+        let state = crate::location_to_state(result.location);
+        // A panicking task may be retried if the caller asked for it.
+        if let State::Failed(RayError::Task(_)) = &state {
+            let mut sched = lock(&self.0.sched);
+            if let Some(t) = sched.tasks.get_mut(&tid)
+                && t.retry_exceptions
+                && !t.cancelled
+                && t.attempt < t.max_retries
+            {
+                t.attempt += 1;
+                if let Some(spec) = t.spec.as_mut() {
+                    spec.attempt = t.attempt;
+                }
+                let key = t.key.clone();
+                sched.keys.entry(key).or_default().ready.push_back(tid);
+                return;
+            }
+        }
+        // The worker still holds some of our objects (or others'): it borrows them.
+        for b in &reply.borrowed {
+            let Some(oid) = ObjectId::from_slice(&b.object_id) else { continue };
+            let owned_here = lock(&self.0.refs).add_borrower(&oid, worker_address);
+            if !owned_here && let Some(mut owner) = self.peer(&b.owner_address) {
+                let req = BorrowerRequest { object_ids: vec![b.object_id.clone()], borrower_address: worker_address.to_string() };
+                let _ = owner.add_borrower(req).await;
+            }
+        }
+        let contained: Vec<(ObjectId, String)> = result
+            .contained
+            .iter()
+            .filter_map(|c| ObjectId::from_slice(&c.object_id).map(|i| (i, c.owner_address.clone())))
+            .collect();
+        self.finish(tid, state, Some((reply.worker_pid, contained)));
+    }
+
+    /// Settles a task's return object and releases what it kept alive.
+    fn finish(&self, tid: TaskId, state: State, outcome: Option<(u32, Vec<(ObjectId, String)>)>) {
+        let Some(task) = lock(&self.0.sched).tasks.remove(&tid) else { return };
+        let mut ev = event(
+            &task,
+            self.0.job.0,
+            if matches!(state, State::Failed(_)) { "FAILED" } else { "FINISHED" },
+        );
+        if let State::Failed(e) = &state {
+            ev.error_type = error_type(e).to_string();
+            ev.error_message = e.to_string();
+        }
+        let (pid, contained) = outcome.unwrap_or_default();
+        ev.worker_pid = pid;
+        self.record_event(ev);
+        let mut fx = Effects::default();
+        {
+            let mut refs = lock(&self.0.refs);
+            if task.cancelled && !matches!(state, State::Failed(RayError::Cancelled { .. })) {
+                // Cancelled while running: the result is discarded.
+            } else {
+                for (cid, owner) in &contained {
+                    refs.adopt(*cid, owner, &self.0.address, true);
+                }
+                if let Some(e) = refs.get_mut(&task.return_id) {
+                    e.contained = contained.iter().map(|(c, _)| *c).collect();
+                }
+                refs.settle(&task.return_id, state, &mut fx);
+            }
+            for d in &task.deps {
+                refs.remove_submitted(d, &mut fx);
+            }
+        }
+        self.apply(fx);
+    }
+
+    fn schedule_idle_return(&self, key: String, slot_id: u64) {
+        let cw = self.clone();
+        self.0.rt.spawn(async move {
+            tokio::time::sleep(LEASE_IDLE).await;
+            let lease = {
+                let mut sched = lock(&cw.0.sched);
+                let Some(ks) = sched.keys.get_mut(&key) else { return };
+                let pos = ks
+                    .slots
+                    .iter()
+                    .position(|s| s.slot_id == slot_id && s.busy.is_none() && s.idle_since.elapsed() >= LEASE_IDLE);
+                match pos {
+                    Some(p) if ks.ready.is_empty() => ks.slots.remove(p).lease_id,
+                    _ => return,
+                }
+            };
+            let _ = cw.0.node.clone().return_lease(ReturnLeaseRequest { lease_id: lease, worker_failed: false }).await;
+        });
+    }
+
+    /// Ray's `cancel`: drops a queued task; a running one is abandoned, and with
+    /// `force` its worker is killed.
+    pub fn cancel(&self, object: &ObjectId, force: bool) -> Result<(), RayError> {
+        let tid = object.task();
+        let (name, running) = {
+            let mut sched = lock(&self.0.sched);
+            let Some(t) = sched.tasks.get_mut(&tid) else { return Ok(()) };
+            t.cancelled = true;
+            let key = t.key.clone();
+            let out = (t.name.clone(), t.running);
+            if let Some(ks) = sched.keys.get_mut(&key) {
+                ks.ready.retain(|x| *x != tid);
+            }
+            out
+        };
+        if force && let Some((pid, _)) = running {
+            let mut node = self.0.node.clone();
+            self.0.rt.spawn(async move {
+                let _ = node.kill_worker(KillWorkerRequest { pid }).await;
+            });
+        }
+        self.finish(tid, State::Failed(RayError::Cancelled { function: name }), None);
+        Ok(())
+    }
+
+    /// Objects owned here that are freed when nothing references them, for tests.
+    pub fn pending_tasks(&self) -> usize {
+        lock(&self.0.sched).tasks.len()
+    }
+}
+
+fn error_type(e: &RayError) -> &'static str {
+    match e {
+        RayError::Task(_) => "TASK_EXECUTION_EXCEPTION",
+        RayError::WorkerCrashed { .. } => "WORKER_DIED",
+        RayError::Cancelled { .. } => "TASK_CANCELLED",
+        RayError::Infeasible { .. } => "TASK_UNSCHEDULABLE_ERROR",
+        RayError::ObjectLost { .. } | RayError::OwnerDied { .. } => "OBJECT_LOST",
+        _ => "RUNTIME_ERROR",
+    }
+}
+
+/// Sends buffered task events to the head.
+pub(crate) async fn flush_events(cw: &CoreWorker) {
+    let events = std::mem::take(&mut *lock(&cw.0.events));
+    if !events.is_empty() {
+        let _ = cw.0.head.clone().report_task_events(TaskEventBatch { events }).await;
+    }
+}
+
+pub(crate) async fn flush_events_loop(cw: CoreWorker) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        flush_events(&cw).await;
+    }
+}
+
+/// Gives every lease back, on shutdown.
+pub(crate) async fn return_all_leases(cw: &CoreWorker) {
+    let leases: Vec<u64> = {
+        let mut sched = lock(&cw.0.sched);
+        sched.keys.values_mut().flat_map(|k| k.slots.drain(..).map(|s| s.lease_id)).collect()
+    };
+    for lease_id in leases {
+        let _ = cw.0.node.clone().return_lease(ReturnLeaseRequest { lease_id, worker_failed: false }).await;
+    }
+}
+

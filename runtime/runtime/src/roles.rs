@@ -1,0 +1,224 @@
+//! The processes a cluster is made of, started from one executable.
+//!
+//! A compiled Ray program is its own cluster: `ray::init()` re-executes the
+//! program with `RAYREPL_ROLE=head|node|worker`, and the program's `ray::init()`
+//! call then becomes that process. The `rayrepl` binary runs the same roles. Roles
+//! read their settings from `RAYREPL_*` variables so no argument parsing is needed
+//! inside a user's program.
+
+use crate::{HOST, Host, TABLE};
+use bytes::Bytes;
+use ray_abi::RayError;
+use ray_abi::ids::JobId;
+use ray_core::{Connection, CoreWorker, StartOptions};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Line a daemon prints on stdout once it serves: `RAYREPL_READY <address> [node id]`.
+pub const READY_PREFIX: &str = "RAYREPL_READY ";
+
+fn env(name: &str) -> Result<String, RayError> {
+    std::env::var(name).map_err(|_| RayError::Startup(format!("{name} is not set for this role")))
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+}
+
+/// The role this process was started in, if any.
+pub fn requested_role() -> Option<String> {
+    std::env::var("RAYREPL_ROLE").ok().filter(|r| !r.is_empty())
+}
+
+/// Runs the role named by `RAYREPL_ROLE` and exits the process. Returns only if no
+/// role was requested.
+pub fn run_requested_role() {
+    let Some(role) = requested_role() else { return };
+    let result = match role.as_str() {
+        "worker" => run_worker(),
+        "head" => run_head(),
+        "node" => run_node(),
+        other => Err(RayError::Startup(format!("unknown RAYREPL_ROLE {other:?}"))),
+    };
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("rayrepl {role}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAYREPL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn daemon_runtime(threads: usize) -> Result<tokio::runtime::Runtime, RayError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("rayrepl")
+        .enable_all()
+        .build()
+        .map_err(|e| RayError::Startup(format!("cannot start the async runtime: {e}")))
+}
+
+/// Resolves when the lifeline pipe from the starting driver closes (the driver
+/// exited or was killed), or when this process gets SIGTERM or SIGINT.
+async fn stop_signal() {
+    let lifeline = async {
+        match std::env::var("RAYREPL_LIFELINE_FD").ok().and_then(|v| v.parse::<i32>().ok()) {
+            Some(fd) => {
+                let _ = tokio::task::spawn_blocking(move || {
+                    let mut buf = [0u8; 1];
+                    loop {
+                        // SAFETY: `fd` is the read end of the lifeline pipe, inherited
+                        // from the driver and owned by this process; `buf` is valid.
+                        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 1) };
+                        if n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sigterm = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = lifeline => {}
+        () = sigterm => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{READY_PREFIX}{line}");
+    let _ = out.flush();
+}
+
+fn run_head() -> Result<(), RayError> {
+    init_tracing();
+    let rt = daemon_runtime(1)?;
+    let token = env("RAYREPL_TOKEN")?;
+    let ip = env_or("RAYREPL_NODE_IP", "127.0.0.1");
+    let port: u16 = env_or("RAYREPL_PORT", "0").parse().map_err(|_| RayError::Startup("bad RAYREPL_PORT".into()))?;
+    let session = env_or("RAYREPL_SESSION_DIR", "");
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((ip.as_str(), port))
+            .await
+            .map_err(|e| RayError::Startup(format!("the head cannot listen on {ip}:{port}: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| RayError::Startup(e.to_string()))?;
+        announce(&addr.to_string());
+        ray_head::serve(listener, &token, session, stop_signal())
+            .await
+            .map_err(|e| RayError::Startup(format!("head stopped: {e}")))
+    })
+}
+
+fn run_node() -> Result<(), RayError> {
+    init_tracing();
+    let rt = daemon_runtime(2)?;
+    let resources: BTreeMap<String, f64> = serde_json::from_str(&env_or("RAYREPL_RESOURCES", "{}"))
+        .map_err(|e| RayError::Startup(format!("bad RAYREPL_RESOURCES: {e}")))?;
+    let config = ray_node::NodeConfig {
+        head_address: env("RAYREPL_HEAD_ADDRESS")?,
+        token: env("RAYREPL_TOKEN")?,
+        ip: env_or("RAYREPL_NODE_IP", "127.0.0.1"),
+        resources,
+        object_store_memory: env_or("RAYREPL_OBJECT_STORE_MEMORY", &default_store_memory().to_string())
+            .parse()
+            .map_err(|_| RayError::Startup("bad RAYREPL_OBJECT_STORE_MEMORY".into()))?,
+        session_dir: PathBuf::from(env("RAYREPL_SESSION_DIR")?),
+        is_head: env_or("RAYREPL_IS_HEAD", "0") == "1",
+    };
+    let port: u16 = env_or("RAYREPL_NODE_PORT", "0").parse().map_err(|_| RayError::Startup("bad RAYREPL_NODE_PORT".into()))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((config.ip.as_str(), port))
+            .await
+            .map_err(|e| RayError::Startup(format!("the node cannot listen on {}: {e}", config.ip)))?;
+        ray_node::run(config, listener, stop_signal(), |addr, id| {
+            announce(&format!("{addr} {}", hex(id)));
+        })
+        .await
+        .map_err(|e| RayError::Startup(e.to_string()))
+    })
+}
+
+/// Default object store size: 30% of memory, as Ray does, at most 200 GiB.
+pub fn default_store_memory() -> u64 {
+    // SAFETY: sysconf has no memory-safety requirements.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let total = (pages.max(0) as u64).saturating_mul(page.max(0) as u64);
+    (total / 10 * 3).clamp(64 << 20, 200 << 30)
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub(crate) fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+}
+
+fn run_worker() -> Result<(), RayError> {
+    let rt = daemon_runtime(1)?;
+    let connection = Connection {
+        head_address: env("RAYREPL_HEAD_ADDRESS")?,
+        node_address: env("RAYREPL_NODE_ADDRESS")?,
+        node_id: Bytes::from(unhex(&env("RAYREPL_NODE_ID")?)),
+        token: env("RAYREPL_TOKEN")?,
+        ip: env_or("RAYREPL_NODE_IP", "127.0.0.1"),
+    };
+    let job = JobId(env("RAYREPL_JOB_ID")?.parse().map_err(|_| RayError::Startup("bad RAYREPL_JOB_ID".into()))?);
+    let worker_id = Bytes::from(unhex(&env("RAYREPL_WORKER_ID")?));
+    let node_address = connection.node_address.clone();
+    let token = connection.token.clone();
+    let core = rt.block_on(CoreWorker::start(StartOptions {
+        connection,
+        job: Some(job),
+        is_worker: true,
+        worker_id: worker_id.clone(),
+        namespace: String::new(),
+        log_to_driver: false,
+    }))?;
+    core.start_executor(&TABLE);
+    *HOST.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Host { core: core.clone(), cluster: None }));
+    let address = core.address().to_string();
+    rt.block_on(async move {
+        let mut node = ray_proto::node_client(ray_proto::connect(&node_address, &token, "the node daemon").await?);
+        node.register_worker(ray_proto::RegisterWorkerRequest {
+            pid: std::process::id(),
+            address,
+            worker_id,
+            job_id: job.0,
+        })
+        .await
+        .map_err(|s| ray_proto::from_status(&s, "the node daemon"))?;
+        // Serve until the node goes away (it also kills us via the parent-death signal).
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            if node.get_stats(ray_proto::Empty {}).await.is_err() {
+                return Ok::<(), RayError>(());
+            }
+        }
+    })?;
+    // Keep the runtime alive until here; `rt` drops after the loop ends.
+    drop(rt);
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Session directories: where a cluster keeps its token, its process list and
+//! its logs, as Ray's `/tmp/ray/session_*` do.
+//!
+//! `rayrepl start --head` points `/tmp/rayrepl/session_latest` at its session, so
+//! drivers and `rayrepl status|stop` on the same machine find the cluster and its
+//! token without flags.
+
+use ray_abi::RayError;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Root of all sessions on this machine (override with `RAYREPL_TEMP_DIR`).
+pub fn root() -> PathBuf {
+    std::env::var_os("RAYREPL_TEMP_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/rayrepl"))
+}
+
+/// The session `rayrepl start --head` created last.
+pub fn latest() -> PathBuf {
+    root().join("session_latest")
+}
+
+/// A new, empty session directory.
+pub fn create() -> Result<PathBuf, RayError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let dir = root().join(format!("session_{stamp}_{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("logs"))
+        .map_err(|e| RayError::Startup(format!("cannot create session directory {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// A fresh random cluster token.
+pub fn new_token() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `contents` to `dir/name` readable only by this user (0600).
+pub fn write_private(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, RayError> {
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| RayError::Startup(format!("cannot write {}: {e}", path.display())))?;
+    f.write_all(contents.as_bytes())
+        .map_err(|e| RayError::Startup(format!("cannot write {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+/// Reads `dir/name`, trimmed.
+pub fn read(dir: &Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(dir.join(name)).ok().map(|s| s.trim().to_string())
+}
+
+/// Finds the token for a cluster: explicit, then `RAYREPL_TOKEN`, then
+/// `RAYREPL_TOKEN_FILE`, then the latest session's token if its head is `address`.
+pub fn find_token(explicit: Option<&str>, address: &str) -> Result<String, RayError> {
+    if let Some(t) = explicit.filter(|t| !t.is_empty()) {
+        return Ok(t.to_string());
+    }
+    if let Ok(t) = std::env::var("RAYREPL_TOKEN")
+        && !t.is_empty()
+    {
+        return Ok(t);
+    }
+    if let Ok(f) = std::env::var("RAYREPL_TOKEN_FILE") {
+        return std::fs::read_to_string(&f)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| RayError::Startup(format!("cannot read RAYREPL_TOKEN_FILE {f}: {e}")));
+    }
+    let latest = latest();
+    let head = read(&latest, "head_address");
+    if let Some(head) = head
+        && same_address(&head, address)
+        && let Some(t) = read(&latest, "token")
+    {
+        return Ok(t);
+    }
+    Err(RayError::Unauthenticated {
+        detail: format!(
+            "no token for the cluster at {address}: set RAYREPL_TOKEN, or RAYREPL_TOKEN_FILE to the \
+             session's token file"
+        ),
+    })
+}
+
+fn same_address(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.replace("localhost", "127.0.0.1");
+    norm(a) == norm(b)
+}
