@@ -1,1 +1,383 @@
-fn main() {}
+//! Driver programs for the integration tests.
+//!
+//! Each scenario is a small real Ray program: `scenarios <name>` starts a local
+//! cluster (or attaches, with `RAYREPL_ADDRESS`), runs, and prints what the test
+//! checks. The binary is also its own worker executable, like any Ray program.
+
+use ray::prelude::*;
+use ray::{Config, RayError};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+#[ray::remote]
+fn pid_of_worker() -> u32 {
+    std::process::id()
+}
+
+#[ray::remote]
+fn add(x: i64, y: i64) -> i64 {
+    x + y
+}
+
+#[ray::remote]
+fn slow_value(ms: u64, value: i64) -> (i64, u128) {
+    sleep(Duration::from_millis(ms));
+    (value, now_ms())
+}
+
+#[ray::remote]
+fn started_at(input: (i64, u128)) -> (u128, u128) {
+    (input.1, now_ms())
+}
+
+#[ray::remote]
+fn sum_refs(refs: Vec<ObjectRef<i64>>) -> (String, i64) {
+    let shown = format!("{refs:?}");
+    let values = ray::get(&refs).expect("nested refs resolve inside the task");
+    (shown, values.iter().sum())
+}
+
+#[ray::remote]
+fn make_blob(len: usize) -> ObjectRef<Vec<u8>> {
+    ray::put(&vec![7u8; len]).expect("put inside a task")
+}
+
+#[ray::remote]
+fn parent(depth: u32) -> u32 {
+    if depth == 0 {
+        return 1;
+    }
+    let children: Vec<_> = (0..2).map(|_| parent.remote(depth - 1)).collect();
+    ray::get(&children).expect("children finish").iter().sum::<u32>() + 1
+}
+
+#[ray::remote]
+fn sleep_ms(ms: u64) -> u64 {
+    sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[ray::remote]
+fn timed_sleep(ms: u64) -> (u128, u128) {
+    let start = now_ms();
+    sleep(Duration::from_millis(ms));
+    (start, now_ms())
+}
+
+#[ray::remote]
+fn boom(message: String) -> i64 {
+    panic!("{message}");
+}
+
+#[ray::remote]
+fn after_boom(x: i64) -> i64 {
+    x + 1
+}
+
+#[ray::remote]
+fn die_first_time(marker: String) -> String {
+    let path = PathBuf::from(&marker);
+    if !path.exists() {
+        std::fs::write(&path, b"attempted").expect("write marker");
+        // SAFETY: sending SIGKILL to ourselves has no memory-safety implications.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+    format!("survived in pid {}", std::process::id())
+}
+
+#[ray::remote]
+fn always_die() -> i64 {
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    0
+}
+
+#[ray::remote]
+fn noisy(n: u32) -> u32 {
+    println!("hello from stdout {n}");
+    eprintln!("hello from stderr {n}");
+    n
+}
+
+#[ray::remote]
+fn blob_len(blob: Vec<u8>) -> usize {
+    blob.len()
+}
+
+#[ray::remote]
+fn flaky_panic(marker: String) -> String {
+    let path = PathBuf::from(&marker);
+    if !path.exists() {
+        std::fs::write(&path, b"x").expect("write marker");
+        panic!("first attempt fails");
+    }
+    "second attempt".to_string()
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Row {
+    id: u32,
+    name: String,
+}
+
+#[ray::remote]
+fn rows(n: u32) -> Vec<Row> {
+    (0..n).map(|id| Row { id, name: format!("row{id}") }).collect()
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+}
+
+fn shm_bytes() -> u64 {
+    let me = format!("_{}-", std::process::id());
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir("/dev/shm") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("rayrepl-") && name.contains(&me) {
+                for f in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                    total += f.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+        }
+    }
+    total
+}
+
+fn init_default() -> Result<ray::RuntimeContext, RayError> {
+    match std::env::var("SCENARIO_CPUS").ok().and_then(|v| v.parse().ok()) {
+        Some(cpus) => ray::init_with(Config::new().num_cpus(cpus)),
+        None => ray::init(),
+    }
+}
+
+fn run(name: &str) -> Result<(), RayError> {
+    match name {
+        "pids" => {
+            init_default()?;
+            let refs: Vec<_> = (0..4).map(|_| pid_of_worker.remote()).collect();
+            let pids = ray::get(&refs)?;
+            println!("driver={}", std::process::id());
+            println!("workers={pids:?}");
+        }
+        "deps" => {
+            init_default()?;
+            let producer = slow_value.remote(300, 5);
+            let consumer = started_at.remote(&producer);
+            let (produced, consumed) = ray::get(&consumer)?;
+            println!("producer_done={produced}");
+            println!("consumer_start={consumed}");
+            let chained = add.remote(add.remote(1, 2), add.remote(3, 4));
+            println!("chained={}", ray::get(&chained)?);
+        }
+        "nested_refs" => {
+            init_default()?;
+            let (a, b, c) = (ray::put(&1i64)?, ray::put(&2i64)?, ray::put(&3i64)?);
+            let (shown, total) = ray::get(&sum_refs.remote(vec![a.clone(), b, c]))?;
+            println!("args: {shown}");
+            println!("sum={total}");
+            println!("a_hex={}", a.hex());
+        }
+        "return_refs" => {
+            init_default()?;
+            let outer = make_blob.remote(200_000);
+            let inner: ObjectRef<Vec<u8>> = ray::get(&outer)?;
+            drop(outer);
+            let blob = ray::get(&inner)?;
+            println!("inner_len={} first={}", blob.len(), blob[0]);
+            println!("len_in_task={}", ray::get(&blob_len.remote(&inner))?);
+        }
+        "nested_tasks" => {
+            init_default()?;
+            let roots: Vec<_> = (0..2).map(|_| parent.remote(2)).collect();
+            let counts = ray::get_timeout(&roots, Duration::from_secs(60))?;
+            println!("counts={counts:?}");
+        }
+        "put_get" => {
+            init_default()?;
+            let r = ray::put(&"hello".to_string())?;
+            println!("single={}", ray::get(&r)?);
+            let refs = [ray::put(&1u32)?, ray::put(&2u32)?];
+            println!("slice={:?}", ray::get(&refs[..])?);
+            println!("rows={:?}", ray::get(&rows.remote(2))?);
+            let slow = sleep_ms.remote(2_000);
+            match ray::get_timeout(&slow, Duration::from_millis(200)) {
+                Err(RayError::Timeout { .. }) => println!("timeout=ok"),
+                other => println!("timeout=unexpected {other:?}"),
+            }
+            ray::cancel(&slow, true)?;
+            let refs: Vec<_> = [50u64, 1500, 100, 1600].into_iter().map(|ms| sleep_ms.remote(ms)).collect();
+            let start = Instant::now();
+            let (ready, rest) = ray::wait(&refs, 2, Some(Duration::from_secs(10)))?;
+            println!(
+                "wait2 ready={:?} rest={} elapsed_ms={}",
+                ray::get(&ready)?,
+                rest.len(),
+                start.elapsed().as_millis()
+            );
+            let (ready, rest) = ray::wait(&rest, 2, Some(Duration::from_millis(10)))?;
+            println!("wait_timeout ready={} rest={}", ready.len(), rest.len());
+            let (ready, rest) = ray::wait(&refs, 4, None)?;
+            println!("wait_all ready={} rest={}", ready.len(), rest.len());
+            match ray::wait(&refs, 5, None) {
+                Err(RayError::InvalidArgument(m)) => println!("wait_too_many={m}"),
+                other => println!("wait_too_many=unexpected {other:?}"),
+            }
+        }
+        "await" => {
+            init_default()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let v = rt.block_on(async { add.remote(20, 22).await })?;
+            let both = rt.block_on(async {
+                let a = sleep_ms.remote(200);
+                let b = sleep_ms.remote(100);
+                let (a, b) = tokio::join!(a.into_future(), b.into_future());
+                Ok::<_, RayError>(a? + b?)
+            })?;
+            println!("await={v} joined={both}");
+        }
+        "cancel" => {
+            ray::init_with(Config::new().num_cpus(1.0))?;
+            let running = sleep_ms.remote(5_000);
+            sleep(Duration::from_millis(300));
+            let queued = sleep_ms.remote(10);
+            ray::cancel(&queued, false)?;
+            match ray::get(&queued) {
+                Err(RayError::Cancelled { function }) => println!("queued_cancelled={function}"),
+                other => println!("queued=unexpected {other:?}"),
+            }
+            let start = Instant::now();
+            ray::cancel(&running, true)?;
+            match ray::get(&running) {
+                Err(RayError::Cancelled { .. }) => println!("running_cancelled=ok"),
+                other => println!("running=unexpected {other:?}"),
+            }
+            // The CPU is free again right away: a new task runs promptly.
+            println!("after={} elapsed_ms={}", ray::get(&add.remote(1, 1))?, start.elapsed().as_millis());
+        }
+        "resources" => {
+            ray::init_with(Config::new().num_cpus(1.0).resource("Custom1", 1.0))?;
+            let half: Vec<_> = (0..2).map(|_| timed_sleep.options().num_cpus(0.5).remote(1500)).collect();
+            let spans = ray::get(&half)?;
+            println!("half_cpu_overlap={}", spans[0].0 < spans[1].1 && spans[1].0 < spans[0].1);
+            let custom: Vec<_> =
+                (0..2).map(|_| timed_sleep.options().num_cpus(0.0).resource("Custom1", 1.0).remote(300)).collect();
+            let spans = ray::get(&custom)?;
+            println!("custom_overlap={}", spans[0].0 < spans[1].1 && spans[1].0 < spans[0].1);
+            match ray::get(&add.options().num_gpus(1.0).remote(1, 2)) {
+                Err(e @ RayError::Infeasible { .. }) => println!("gpu_infeasible={e}"),
+                other => println!("gpu=unexpected {other:?}"),
+            }
+            match ray::get(&add.options().resource("Custom2", 1.0).remote(1, 2)) {
+                Err(RayError::Infeasible { .. }) => println!("custom2_infeasible=ok"),
+                other => println!("custom2=unexpected {other:?}"),
+            }
+            println!("named={}", ray::get(&noisy.options().name("renamed").remote(7))?);
+        }
+        "store" => {
+            ray::init_with(Config::new().object_store_memory(64 << 20))?;
+            let baseline = shm_bytes();
+            let small = ray::put(&vec![1u8; 1000])?;
+            println!("small_in_shm={}", shm_bytes() > baseline);
+            let big: Vec<f64> = (0..1_000_000).map(|i| i as f64).collect();
+            let r = ray::put(&big)?;
+            let during = shm_bytes();
+            println!("big_in_shm={}", during >= 8_000_000);
+            let back: Vec<f64> = ray::get(&r)?;
+            println!("big_roundtrip={}", back == big);
+            let len = ray::get(&blob_len.remote(&ray::put(&vec![3u8; 5_000_000])?))?;
+            println!("task_read_len={len}");
+            match ray::put(&vec![0u8; 80 << 20]) {
+                Err(e @ RayError::ObjectStoreFull { .. }) => println!("full={e}"),
+                other => println!("full=unexpected {other:?}"),
+            }
+            drop(r);
+            drop(small);
+            // Frees are asynchronous; give them a moment.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while shm_bytes() > baseline && Instant::now() < deadline {
+                sleep(Duration::from_millis(20));
+            }
+            println!("after_drop={} baseline={baseline}", shm_bytes());
+        }
+        "errors" => {
+            init_default()?;
+            match ray::get(&boom.remote("kaboom")) {
+                Err(RayError::Task(t)) => {
+                    println!("panic_fn={} msg={} loc={}", t.function, t.message, t.location.unwrap_or_default())
+                }
+                other => println!("panic=unexpected {other:?}"),
+            }
+            let failed = boom.remote("upstream broke");
+            match ray::get(&after_boom.remote(&failed)) {
+                Err(e @ RayError::Task(_)) => {
+                    println!("chain={}", e.to_string().replace('\n', " | "))
+                }
+                other => println!("chain=unexpected {other:?}"),
+            }
+            let n = ray::put(&42u64)?;
+            match ray::get(&n.clone().cast::<String>()) {
+                Err(e @ RayError::TypeMismatch { .. }) => println!("mismatch={e}"),
+                other => println!("mismatch=unexpected {other:?}"),
+            }
+            let marker = std::env::temp_dir().join(format!("rayrepl-die-{}", std::process::id()));
+            let _ = std::fs::remove_file(&marker);
+            println!("retried={}", ray::get(&die_first_time.remote(marker.display().to_string()))?);
+            let _ = std::fs::remove_file(&marker);
+            match ray::get(&always_die.options().max_retries(1).remote()) {
+                Err(e @ RayError::WorkerCrashed { .. }) => println!("crashed={e}"),
+                other => println!("crashed=unexpected {other:?}"),
+            }
+            let marker2 = std::env::temp_dir().join(format!("rayrepl-flaky-{}", std::process::id()));
+            let _ = std::fs::remove_file(&marker2);
+            let r = flaky_panic.options().retry_exceptions(true).max_retries(2).remote(marker2.display().to_string());
+            println!("retry_exceptions={}", ray::get(&r)?);
+            let _ = std::fs::remove_file(&marker2);
+        }
+        "logs" => {
+            init_default()?;
+            let refs: Vec<_> = (0..2).map(|n| noisy.remote(n)).collect();
+            ray::get(&refs)?;
+        }
+        "attach" => {
+            let ctx = ray::init()?;
+            println!("attached nodes={} cpus={}", ctx.nodes, ctx.cpus);
+            println!("sum={}", ray::get(&add.remote(40, 2))?);
+        }
+        "hang" => {
+            init_default()?;
+            ray::get(&pid_of_worker.remote())?;
+            println!("READY");
+            sleep(Duration::from_secs(600));
+        }
+        "not_initialized" => match ray::get(&add.remote(1, 2)) {
+            Err(e) => println!("error={e}"),
+            Ok(v) => println!("unexpected={v}"),
+        },
+        other => {
+            eprintln!("unknown scenario {other}");
+            std::process::exit(2);
+        }
+    }
+    ray::shutdown();
+    Ok(())
+}
+
+fn main() {
+    // In worker processes (this binary is its own worker), init() never returns.
+    if std::env::var_os("RAYREPL_ROLE").is_some() {
+        let _ = ray::init();
+    }
+    let name = std::env::args().nth(1).unwrap_or_default();
+    if let Err(e) = run(&name) {
+        eprintln!("scenario {name} failed: {e}");
+        std::process::exit(1);
+    }
+}

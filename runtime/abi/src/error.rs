@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Everything that can go wrong in a Ray call.
-#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+///
+/// `Debug` prints the same message as `Display`, so `fn main() -> Result<(), RayError>`
+/// and `.unwrap()` show people a sentence rather than a struct dump.
+#[derive(Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 pub enum RayError {
     /// The API was used before `ray::init()`.
     #[error("ray is not initialized: call ray::init() (or ray::init_with(..)) first")]
@@ -172,6 +175,12 @@ pub enum RayError {
     Internal(String),
 }
 
+impl fmt::Debug for RayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 impl RayError {
     /// Encodes the error for the C-ABI or the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -207,12 +216,8 @@ pub struct TaskError {
 impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.cause {
-            Some(cause) => write!(
-                f,
-                "task `{}` (pid={}, ip={}) could not run because an argument failed: {}",
-                self.function, self.pid, self.ip, self.message
-            )
-            .and_then(|()| write!(f, "\n  caused by: {cause}")),
+            // The task never ran, so there is no worker to name.
+            Some(cause) => write!(f, "task `{}` could not run: {}\n  caused by: {cause}", self.function, self.message),
             None => {
                 write!(f, "task `{}` (pid={}, ip={}) panicked: {}", self.function, self.pid, self.ip, self.message)?;
                 if let Some(loc) = &self.location {

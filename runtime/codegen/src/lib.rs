@@ -92,13 +92,17 @@ fn parse_options(attr: TokenStream) -> syn::Result<DefaultOptions> {
                     };
                     let name = match nv.path.get_ident() {
                         Some(i) => i.to_string(),
-                        None => return Err(syn::Error::new(nv.path.span(), "expected a resource name")),
+                        None => {
+                            return Err(syn::Error::new(nv.path.span(), "expected a resource name"));
+                        }
                     };
                     let v = &nv.value;
                     out.resources.push((name, syn::parse_quote!((#v) as f64)));
                 }
             }
-            other => return Err(syn::Error::new(other.span(), "expected `key = value` or `resources(..)`")),
+            other => {
+                return Err(syn::Error::new(other.span(), "expected `key = value` or `resources(..)`"));
+            }
         }
     }
     Ok(out)
@@ -130,7 +134,9 @@ fn expand_fn(attr: TokenStream, f: ItemFn, mode: Mode) -> syn::Result<TokenStrea
     let mut arg_types: Vec<Type> = Vec::new();
     for input in &sig.inputs {
         match input {
-            FnArg::Receiver(r) => return Err(syn::Error::new(r.span(), "a remote function takes no `self`")),
+            FnArg::Receiver(r) => {
+                return Err(syn::Error::new(r.span(), "a remote function takes no `self`"));
+            }
             FnArg::Typed(pt) => {
                 if let Type::Reference(r) = &*pt.ty {
                     return Err(syn::Error::new(
@@ -287,7 +293,15 @@ mod tests {
 
     #[test]
     fn cell_mode_exports_an_unmangled_trampoline() {
-        let out = pretty(expand(quote!(), quote!(fn square(x: u64) -> u64 { x * x }), Mode::Cell));
+        let out = pretty(expand(
+            quote!(),
+            quote!(
+                fn square(x: u64) -> u64 {
+                    x * x
+                }
+            ),
+            Mode::Cell,
+        ));
         assert!(out.contains("no_mangle"), "{out}");
         assert!(out.contains("__ray_task_square"), "{out}");
         assert!(!out.contains("TASK_REGISTRY"), "{out}");
@@ -295,13 +309,29 @@ mod tests {
 
     #[test]
     fn rejects_borrowed_arguments_with_a_clear_error() {
-        let out = expand(quote!(), quote!(fn f(x: &str) -> usize { x.len() }), Mode::Program).to_string();
+        let out = expand(
+            quote!(),
+            quote!(
+                fn f(x: &str) -> usize {
+                    x.len()
+                }
+            ),
+            Mode::Program,
+        )
+        .to_string();
         assert!(out.contains("compile_error") && out.contains("owned values"), "{out}");
     }
 
     #[test]
     fn rejects_unknown_options() {
-        let out = expand(quote!(num_cpu = 2), quote!(fn f() {}), Mode::Program).to_string();
+        let out = expand(
+            quote!(num_cpu = 2),
+            quote!(
+                fn f() {}
+            ),
+            Mode::Program,
+        )
+        .to_string();
         assert!(out.contains("unknown option"), "{out}");
     }
 }

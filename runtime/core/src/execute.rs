@@ -47,17 +47,20 @@ pub(crate) struct Job {
     reply: oneshot::Sender<PushTaskReply>,
 }
 
+/// A task's encoded return value and the refs nested in it, or its failure.
+pub type TaskResult = Result<(Vec<u8>, Vec<ObjectId>), RayError>;
+
 /// What a trampoline reported.
 #[derive(Default)]
 pub struct Outcome {
-    result: Option<Result<(Vec<u8>, Vec<ObjectId>), RayError>>,
+    result: Option<TaskResult>,
 }
 
 /// Stores a trampoline's result into the outcome behind `ctx`.
 ///
 /// # Safety
 /// `ctx` must be the `TaskCall::ctx` of a call in progress on this thread.
-pub unsafe fn complete(ctx: *mut c_void, result: Result<(Vec<u8>, Vec<ObjectId>), RayError>) {
+pub unsafe fn complete(ctx: *mut c_void, result: TaskResult) {
     // SAFETY: the executor passes a pointer to its live `Outcome` as ctx and nothing
     // else touches it during the call.
     let outcome = unsafe { &mut *(ctx as *mut Outcome) };
@@ -84,7 +87,8 @@ impl CoreWorker {
     /// Runs a pushed task and returns the reply for its owner.
     pub(crate) async fn execute(&self, spec: TaskSpec) -> Result<PushTaskReply, RayError> {
         let (tx, rx) = oneshot::channel();
-        let sender = lock(&self.0.executor).clone().ok_or_else(|| RayError::Internal("this process runs no tasks".into()))?;
+        let sender =
+            lock(&self.0.executor).clone().ok_or_else(|| RayError::Internal("this process runs no tasks".into()))?;
         sender.send(Job { spec, reply: tx }).map_err(|_| RayError::Internal("executor stopped".into()))?;
         rx.await.map_err(|_| RayError::Internal("executor dropped a task".into()))
     }
@@ -119,9 +123,13 @@ impl CoreWorker {
             Ok((bytes, contained)) => match self.store_value(return_id, &[&bytes], &spec.owner_address) {
                 Ok(value) => {
                     let infos = self.hand_over_contained(&contained, &spec.owner_address);
+                    self.unpin(&contained);
                     (crate::state_to_location(&State::Ready(value)), infos)
                 }
-                Err(e) => (crate::state_to_location(&State::Failed(e)), vec![]),
+                Err(e) => {
+                    self.unpin(&contained);
+                    (crate::state_to_location(&State::Failed(e)), vec![])
+                }
             },
             Err(mut e) => {
                 if let RayError::Task(t) = &mut e {
@@ -145,7 +153,7 @@ impl CoreWorker {
         table: &'static HostTable,
         spec: &TaskSpec,
         function: &ray_proto::FunctionDescriptor,
-    ) -> Result<(Vec<u8>, Vec<ObjectId>), RayError> {
+    ) -> TaskResult {
         let func = if function.artifact.is_empty() {
             ray_abi::find_task(&function.key).ok_or_else(|| RayError::FunctionUnavailable {
                 function: function.name.clone(),
@@ -166,12 +174,15 @@ impl CoreWorker {
                 Some(task_arg::Kind::Value(b)) => ObjectData::Inline(b.clone()),
                 Some(task_arg::Kind::Object(loc)) => match crate::location_to_state(Some(loc.clone())) {
                     State::Ready(crate::refs::Value::Inline(b)) => ObjectData::Inline(b),
-                    State::Ready(crate::refs::Value::Shm { path, .. }) => ObjectData::Mapped(Arc::new(
-                        ObjectView::open(std::path::Path::new(&path))
-                            .map_err(|e| RayError::ObjectLost { object: format!("argument {i}"), detail: e.to_string() })?,
-                    )),
+                    State::Ready(crate::refs::Value::Shm { path, .. }) => {
+                        ObjectData::Mapped(Arc::new(ObjectView::open(std::path::Path::new(&path)).map_err(|e| {
+                            RayError::ObjectLost { object: format!("argument {i}"), detail: e.to_string() }
+                        })?))
+                    }
                     State::Failed(e) => return Err(e),
-                    State::Pending => return Err(RayError::Internal(format!("argument {i} was not resolved"))),
+                    State::Pending => {
+                        return Err(RayError::Internal(format!("argument {i} was not resolved")));
+                    }
                 },
                 None => return Err(RayError::Internal(format!("argument {i} is empty"))),
             });
@@ -208,10 +219,15 @@ impl CoreWorker {
                 owner
             };
             match owner {
-                None => infos.push(ObjectRefInfo { object_id: id.0.to_vec().into(), owner_address: self.0.address.clone() }),
+                None => {
+                    infos.push(ObjectRefInfo { object_id: id.0.to_vec().into(), owner_address: self.0.address.clone() })
+                }
                 Some(owner) => {
                     if let Some(mut client) = self.peer(&owner) {
-                        let req = BorrowerRequest { object_ids: vec![id.0.to_vec().into()], borrower_address: caller.to_string() };
+                        let req = BorrowerRequest {
+                            object_ids: vec![id.0.to_vec().into()],
+                            borrower_address: caller.to_string(),
+                        };
                         let _ = block_on(&self.0.rt, async move { client.add_borrower(req).await });
                     }
                     infos.push(ObjectRefInfo { object_id: id.0.to_vec().into(), owner_address: owner });

@@ -319,6 +319,26 @@ impl CoreWorker {
         self.apply(fx);
     }
 
+    /// Holds an extra local reference on each object (see [`CoreWorker::unpin`]).
+    pub fn pin(&self, ids: &[ObjectId]) {
+        let mut refs = lock(&self.0.refs);
+        for id in ids {
+            refs.add_local(id);
+        }
+    }
+
+    /// Drops the references [`CoreWorker::pin`] took.
+    pub fn unpin(&self, ids: &[ObjectId]) {
+        let mut fx = Effects::default();
+        {
+            let mut refs = lock(&self.0.refs);
+            for id in ids {
+                refs.remove_local(id, &mut fx);
+            }
+        }
+        self.apply(fx);
+    }
+
     /// The owner address of an object held here.
     pub fn owner_of(&self, id: &ObjectId) -> Result<String, RayError> {
         match lock(&self.0.refs).get(id) {
@@ -363,7 +383,10 @@ impl CoreWorker {
             if let Some(mut client) = self.peer(&owner) {
                 self.0.rt.spawn(async move {
                     let _ = client
-                        .remove_borrower(BorrowerRequest { object_ids: vec![id.0.to_vec().into()], borrower_address: me })
+                        .remove_borrower(BorrowerRequest {
+                            object_ids: vec![id.0.to_vec().into()],
+                            borrower_address: me,
+                        })
                         .await;
                 });
             }
@@ -433,9 +456,12 @@ impl CoreWorker {
             return r;
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.on_ready(id, Box::new(move || {
-            let _ = tx.send(());
-        }));
+        self.on_ready(
+            id,
+            Box::new(move || {
+                let _ = tx.send(());
+            }),
+        );
         let blocked = self.set_blocked(true);
         let outcome = match timeout {
             None => rx.recv().map_err(|_| ()),
@@ -445,8 +471,12 @@ impl CoreWorker {
             self.set_blocked(false);
         }
         match outcome {
-            Ok(()) => self.try_read(id).unwrap_or_else(|| Err(RayError::Internal("object settled but unreadable".into()))),
-            Err(()) => Err(RayError::Timeout { timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0), pending: 1 }),
+            Ok(()) => {
+                self.try_read(id).unwrap_or_else(|| Err(RayError::Internal("object settled but unreadable".into())))
+            }
+            Err(()) => {
+                Err(RayError::Timeout { timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0), pending: 1 })
+            }
         }
     }
 
@@ -490,9 +520,12 @@ impl CoreWorker {
         let (tx, rx) = std::sync::mpsc::channel::<usize>();
         for (i, id) in ids.iter().enumerate() {
             let tx = tx.clone();
-            self.on_ready(id, Box::new(move || {
-                let _ = tx.send(i);
-            }));
+            self.on_ready(
+                id,
+                Box::new(move || {
+                    let _ = tx.send(i);
+                }),
+            );
         }
         drop(tx);
         let mut ready = vec![false; ids.len()];
@@ -536,7 +569,7 @@ impl CoreWorker {
             return;
         }
         let cw = self.clone();
-        let _ = block_on(&self.0.rt, async move {
+        block_on(&self.0.rt, async move {
             submit::flush_events(&cw).await;
             submit::return_all_leases(&cw).await;
             if !cw.0.is_worker {
@@ -555,12 +588,9 @@ impl CoreWorker {
 pub(crate) fn location_to_state(loc: Option<ObjectLocation>) -> State {
     match loc.and_then(|l| l.kind) {
         Some(object_location::Kind::Inline(b)) => State::Ready(Value::Inline(b)),
-        Some(object_location::Kind::Shm(s)) => State::Ready(Value::Shm {
-            path: s.path,
-            size: s.size,
-            node_id: s.node_id,
-            node_address: s.node_address,
-        }),
+        Some(object_location::Kind::Shm(s)) => {
+            State::Ready(Value::Shm { path: s.path, size: s.size, node_id: s.node_id, node_address: s.node_address })
+        }
         Some(object_location::Kind::Error(e)) => State::Failed(RayError::from_bytes(&e)),
         None => State::Failed(RayError::Internal("empty object location".into())),
     }

@@ -248,7 +248,9 @@ impl RefTable {
     }
 
     fn maybe_free(&mut self, id: &ObjectId, fx: &mut Effects) {
-        let Some(e) = self.entries.get(id) else { return };
+        let Some(e) = self.entries.get(id) else {
+            return;
+        };
         if e.local > 0 || e.submitted > 0 || !e.borrowers.is_empty() {
             return;
         }
@@ -341,7 +343,15 @@ mod tests {
         let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
         t.add_owned(id(1), State::Pending, vec![]);
         let h = hits.clone();
-        assert!(t.on_settled(&id(1), Box::new(move || { h.fetch_add(1, std::sync::atomic::Ordering::SeqCst); })).is_none());
+        assert!(
+            t.on_settled(
+                &id(1),
+                Box::new(move || {
+                    h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                })
+            )
+            .is_none()
+        );
         t.settle(&id(1), State::Failed(RayError::Internal("x".into())), &mut fx);
         fx.run_callbacks();
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);

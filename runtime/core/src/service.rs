@@ -8,7 +8,6 @@ use ray_abi::{ObjectId, RayError, TaskId};
 use ray_proto::core_worker_server::{CoreWorker as CoreWorkerApi, CoreWorkerServer};
 use ray_proto::*;
 use std::time::Duration;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 struct Service(CoreWorker);
@@ -28,9 +27,12 @@ impl CoreWorkerApi for Service {
         let r = req.into_inner();
         let id = object_id(&r.object_id)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let leftover = lock(&self.0.0.refs).on_settled(&id, Box::new(move || {
-            let _ = tx.send(());
-        }));
+        let leftover = lock(&self.0.0.refs).on_settled(
+            &id,
+            Box::new(move || {
+                let _ = tx.send(());
+            }),
+        );
         if let Some(cb) = leftover {
             cb();
         }
@@ -104,7 +106,7 @@ pub(crate) fn serve(cw: CoreWorker, listener: tokio::net::TcpListener) {
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(server)
-            .serve_with_incoming(TcpListenerStream::new(listener))
+            .serve_with_incoming(ray_proto::incoming(listener))
             .await;
         if let Err(e) = result {
             tracing::error!("core worker service stopped: {e}");

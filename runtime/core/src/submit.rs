@@ -54,6 +54,14 @@ struct Slot {
     idle_since: Instant,
 }
 
+/// The leased worker a task is pushed to.
+struct Worker {
+    slot_id: u64,
+    pid: u32,
+    client: CoreWorkerClient,
+    address: String,
+}
+
 #[derive(Default)]
 struct KeyState {
     ready: VecDeque<TaskId>,
@@ -145,7 +153,13 @@ impl CoreWorker {
         lock(&self.0.sched).tasks.insert(id, task);
         top_level.sort();
         top_level.dedup();
-        if top_level.is_empty() {
+        // Inputs that already exist need no callback, and resolving them inline
+        // keeps tasks in submission order.
+        let all_settled = {
+            let refs = lock(&self.0.refs);
+            top_level.iter().all(|d| refs.get(d).is_some_and(|e| !matches!(e.state, State::Pending)))
+        };
+        if all_settled {
             self.deps_ready(id);
         } else {
             let remaining = Arc::new(AtomicUsize::new(top_level.len()));
@@ -171,7 +185,9 @@ impl CoreWorker {
     fn deps_ready(&self, id: TaskId) {
         let (args, function, name, attempt) = {
             let sched = lock(&self.0.sched);
-            let Some(t) = sched.tasks.get(&id) else { return };
+            let Some(t) = sched.tasks.get(&id) else {
+                return;
+            };
             if t.cancelled {
                 return;
             }
@@ -183,10 +199,7 @@ impl CoreWorker {
             let refs = lock(&self.0.refs);
             let info = |oid: &ObjectId| ObjectRefInfo {
                 object_id: oid.0.to_vec().into(),
-                owner_address: refs
-                    .get(oid)
-                    .and_then(|e| e.owner.clone())
-                    .unwrap_or_else(|| self.0.address.clone()),
+                owner_address: refs.get(oid).and_then(|e| e.owner.clone()).unwrap_or_else(|| self.0.address.clone()),
             };
             for a in &args {
                 match a {
@@ -214,7 +227,9 @@ impl CoreWorker {
         }
         if let Some(cause) = upstream {
             let message = match &cause {
-                RayError::Task(t) => format!("its argument came from task `{}`, which failed", t.function),
+                RayError::Task(t) => {
+                    format!("its argument came from task `{}`, which failed", t.function)
+                }
                 other => format!("an argument failed: {other}"),
             };
             let err = RayError::Task(TaskError {
@@ -245,7 +260,9 @@ impl CoreWorker {
         };
         let key = {
             let mut sched = lock(&self.0.sched);
-            let Some(t) = sched.tasks.get_mut(&id) else { return };
+            let Some(t) = sched.tasks.get_mut(&id) else {
+                return;
+            };
             t.spec = Some(spec);
             let key = t.key.clone();
             let resources = t.resources.clone();
@@ -268,21 +285,26 @@ impl CoreWorker {
             let mut sched = lock(&self.0.sched);
             let Scheduler { tasks, keys, .. } = &mut *sched;
             let Some(ks) = keys.get_mut(key) else { return };
-            loop {
-                let Some(slot) = ks.slots.iter_mut().find(|s| s.busy.is_none()) else { break };
-                let Some(tid) = ks.ready.pop_front() else { break };
-                let Some(task) = tasks.get_mut(&tid) else { continue };
+            while let Some(slot) = ks.slots.iter_mut().find(|s| s.busy.is_none()) {
+                let Some(tid) = ks.ready.pop_front() else {
+                    break;
+                };
+                let Some(task) = tasks.get_mut(&tid) else {
+                    continue;
+                };
                 if task.cancelled {
                     continue;
                 }
-                let Some(spec) = task.spec.clone() else { continue };
+                let Some(spec) = task.spec.clone() else {
+                    continue;
+                };
                 slot.busy = Some(tid);
                 task.running = Some((slot.pid, slot.lease_id));
                 let mut running = event(task, self.0.job.0, "RUNNING");
                 running.worker_pid = slot.pid;
                 running.node_id = self.0.conn.node_id.clone();
                 lock(&self.0.events).push(running);
-                pushes.push((slot.slot_id, slot.client.clone(), slot.address.clone(), tid, spec));
+                pushes.push((slot.slot_id, slot.pid, slot.client.clone(), slot.address.clone(), tid, spec));
             }
             let wanted = ks.ready.len().saturating_sub(ks.requesting);
             let room = MAX_LEASES_PER_KEY.saturating_sub(ks.slots.len() + ks.requesting);
@@ -293,10 +315,11 @@ impl CoreWorker {
                 name = ks.ready.front().and_then(|t| tasks.get(t)).map(|t| t.name.clone()).unwrap_or_default();
             }
         }
-        for (slot_id, client, address, tid, spec) in pushes {
+        for (slot_id, pid, client, address, tid, spec) in pushes {
             let cw = self.clone();
             let key = key.to_string();
-            self.0.rt.spawn(async move { cw.push(key, slot_id, client, address, tid, spec).await });
+            let worker = Worker { slot_id, pid, client, address };
+            self.0.rt.spawn(async move { cw.push(key, worker, tid, spec).await });
         }
         for _ in 0..lease_requests {
             let cw = self.clone();
@@ -308,7 +331,11 @@ impl CoreWorker {
     }
 
     async fn request_lease(&self, key: String, resources: BTreeMap<String, f64>, name: String) {
-        let req = LeaseRequest { job_id: self.0.job.0, resources: resources_from_map(&resources), function_name: name.clone() };
+        let req = LeaseRequest {
+            job_id: self.0.job.0,
+            resources: resources_from_map(&resources),
+            function_name: name.clone(),
+        };
         let reply = self.0.node.clone().request_lease(req).await;
         let failure = match reply.map(|r| r.into_inner().result) {
             Ok(Some(lease_reply::Result::Lease(lease))) => {
@@ -337,11 +364,9 @@ impl CoreWorker {
                     None => RayError::Connection { what: "a leased worker".into(), detail: lease.worker_address },
                 }
             }
-            Ok(Some(lease_reply::Result::Infeasible(totals))) => RayError::Infeasible {
-                function: name,
-                requested: format_resources(&resources),
-                available: totals,
-            },
+            Ok(Some(lease_reply::Result::Infeasible(totals))) => {
+                RayError::Infeasible { function: name, requested: format_resources(&resources), available: totals }
+            }
             Ok(Some(lease_reply::Result::WorkerStartFailed(why))) => {
                 RayError::FunctionUnavailable { function: name, detail: why }
             }
@@ -360,7 +385,8 @@ impl CoreWorker {
         }
     }
 
-    async fn push(&self, key: String, slot_id: u64, mut client: CoreWorkerClient, address: String, tid: TaskId, spec: TaskSpec) {
+    async fn push(&self, key: String, worker: Worker, tid: TaskId, spec: TaskSpec) {
+        let Worker { slot_id, pid, mut client, address } = worker;
         let result = client.push_task(PushTaskRequest { spec: Some(spec) }).await;
         match result {
             Ok(reply) => {
@@ -368,7 +394,9 @@ impl CoreWorker {
                 self.task_replied(tid, &address, reply).await;
                 {
                     let mut sched = lock(&self.0.sched);
-                    if let Some(slot) = sched.keys.get_mut(&key).and_then(|k| k.slots.iter_mut().find(|s| s.slot_id == slot_id)) {
+                    if let Some(slot) =
+                        sched.keys.get_mut(&key).and_then(|k| k.slots.iter_mut().find(|s| s.slot_id == slot_id))
+                    {
                         slot.busy = None;
                         slot.idle_since = Instant::now();
                     }
@@ -385,7 +413,8 @@ impl CoreWorker {
                     pos.map(|p| ks.slots.remove(p).lease_id)
                 };
                 if let Some(lease_id) = lease_id {
-                    let _ = self.0.node.clone().return_lease(ReturnLeaseRequest { lease_id, worker_failed: true }).await;
+                    let _ =
+                        self.0.node.clone().return_lease(ReturnLeaseRequest { lease_id, worker_failed: true }).await;
                 }
                 let retry = {
                     let mut sched = lock(&self.0.sched);
@@ -405,7 +434,7 @@ impl CoreWorker {
                         Some(t) => Some(RayError::WorkerCrashed {
                             function: t.name.clone(),
                             attempts: t.attempt + 1,
-                            detail: format!("{}", status.message()),
+                            detail: format!("worker pid {pid} exited or was killed: {}", status.message()),
                         }),
                         None => None,
                     }
@@ -440,10 +469,15 @@ impl CoreWorker {
         }
         // The worker still holds some of our objects (or others'): it borrows them.
         for b in &reply.borrowed {
-            let Some(oid) = ObjectId::from_slice(&b.object_id) else { continue };
+            let Some(oid) = ObjectId::from_slice(&b.object_id) else {
+                continue;
+            };
             let owned_here = lock(&self.0.refs).add_borrower(&oid, worker_address);
             if !owned_here && let Some(mut owner) = self.peer(&b.owner_address) {
-                let req = BorrowerRequest { object_ids: vec![b.object_id.clone()], borrower_address: worker_address.to_string() };
+                let req = BorrowerRequest {
+                    object_ids: vec![b.object_id.clone()],
+                    borrower_address: worker_address.to_string(),
+                };
                 let _ = owner.add_borrower(req).await;
             }
         }
@@ -457,12 +491,10 @@ impl CoreWorker {
 
     /// Settles a task's return object and releases what it kept alive.
     fn finish(&self, tid: TaskId, state: State, outcome: Option<(u32, Vec<(ObjectId, String)>)>) {
-        let Some(task) = lock(&self.0.sched).tasks.remove(&tid) else { return };
-        let mut ev = event(
-            &task,
-            self.0.job.0,
-            if matches!(state, State::Failed(_)) { "FAILED" } else { "FINISHED" },
-        );
+        let Some(task) = lock(&self.0.sched).tasks.remove(&tid) else {
+            return;
+        };
+        let mut ev = event(&task, self.0.job.0, if matches!(state, State::Failed(_)) { "FAILED" } else { "FINISHED" });
         if let State::Failed(e) = &state {
             ev.error_type = error_type(e).to_string();
             ev.error_message = e.to_string();
@@ -497,7 +529,9 @@ impl CoreWorker {
             tokio::time::sleep(LEASE_IDLE).await;
             let lease = {
                 let mut sched = lock(&cw.0.sched);
-                let Some(ks) = sched.keys.get_mut(&key) else { return };
+                let Some(ks) = sched.keys.get_mut(&key) else {
+                    return;
+                };
                 let pos = ks
                     .slots
                     .iter()
@@ -517,7 +551,9 @@ impl CoreWorker {
         let tid = object.task();
         let (name, running) = {
             let mut sched = lock(&self.0.sched);
-            let Some(t) = sched.tasks.get_mut(&tid) else { return Ok(()) };
+            let Some(t) = sched.tasks.get_mut(&tid) else {
+                return Ok(());
+            };
             t.cancelled = true;
             let key = t.key.clone();
             let out = (t.name.clone(), t.running);
@@ -579,4 +615,3 @@ pub(crate) async fn return_all_leases(cw: &CoreWorker) {
         let _ = cw.0.node.clone().return_lease(ReturnLeaseRequest { lease_id, worker_failed: false }).await;
     }
 }
-

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast};
-use tokio_stream::wrappers::{BroadcastStream, TcpListenerStream};
+use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
@@ -210,12 +210,7 @@ impl Head for HeadService {
 
     async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<JobInfo>, Status> {
         let id = req.into_inner().job_id;
-        self.lock()
-            .jobs
-            .get(&id)
-            .cloned()
-            .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("no job {id}")))
+        self.lock().jobs.get(&id).cloned().map(Response::new).ok_or_else(|| Status::not_found(format!("no job {id}")))
     }
 
     async fn list_jobs(&self, _: Request<Empty>) -> Result<Response<ListJobsReply>, Status> {
@@ -301,7 +296,7 @@ pub async fn serve(
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(server)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(ray_proto::incoming(listener), async move {
             tokio::select! {
                 () = stop => {}
                 () = shutdown.shutdown_requested() => {}

@@ -62,6 +62,9 @@ struct LeaseEntry {
     released_while_blocked: Option<Resources>,
 }
 
+/// An idle worker: its id, record and idle-since time.
+type IdleWorker<'a> = (&'a Vec<u8>, &'a Worker, Instant);
+
 /// A lease request waiting for resources or a worker.
 pub struct PendingLease {
     /// The requesting job.
@@ -197,8 +200,11 @@ impl Pool {
         let Some(WorkerState::Leased(lease_id)) = self.workers.get(worker_id).map(|w| w.state.clone()) else {
             return;
         };
-        let Some(entry) = self.leases.get_mut(&lease_id) else { return };
-        let cpu: Resources = entry.resources.iter().filter(|(k, _)| *k == "CPU").map(|(k, v)| (k.clone(), *v)).collect();
+        let Some(entry) = self.leases.get_mut(&lease_id) else {
+            return;
+        };
+        let cpu: Resources =
+            entry.resources.iter().filter(|(k, _)| *k == "CPU").map(|(k, v)| (k.clone(), *v)).collect();
         match (blocked, entry.released_while_blocked.is_some()) {
             (true, false) => {
                 add(&mut self.available, &cpu);
@@ -215,7 +221,7 @@ impl Pool {
 
     /// Idle workers that have been idle longer than `max_idle`, beyond `keep` per job.
     pub fn idle_to_reap(&self, max_idle: std::time::Duration, keep: usize) -> Vec<(Vec<u8>, u32)> {
-        let mut by_job: HashMap<u32, Vec<(&Vec<u8>, &Worker, Instant)>> = HashMap::new();
+        let mut by_job: HashMap<u32, Vec<IdleWorker<'_>>> = HashMap::new();
         for (id, w) in &self.workers {
             if let WorkerState::Idle(since) = w.state {
                 by_job.entry(w.job).or_default().push((id, w, since));

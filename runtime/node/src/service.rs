@@ -2,7 +2,7 @@
 //! head and sending heartbeats, starting workers and relaying their output, and
 //! noticing when a job's driver is gone so its workers can go too.
 
-use crate::pool::{Pool, PendingLease, Resources, WorkerState, fits};
+use crate::pool::{PendingLease, Pool, Resources, WorkerState, fits};
 use ray_abi::ObjectId;
 use ray_object_store::StoreIndex;
 use ray_proto::node_server::{Node, NodeServer};
@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 /// Marker a worker prints (on stdout and stderr) when it starts a task, so the
@@ -382,11 +381,8 @@ impl Node for NodeService {
     async fn create_object(&self, req: Request<CreateObjectRequest>) -> Result<Response<CreateObjectReply>, Status> {
         let r = req.into_inner();
         let id = ObjectId::from_slice(&r.object_id).ok_or_else(|| Status::invalid_argument("bad object id"))?;
-        let path = self
-            .0
-            .store()
-            .reserve(id, r.size, &r.owner_address)
-            .map_err(|e| to_status(&ray_abi::RayError::from(e)))?;
+        let path =
+            self.0.store().reserve(id, r.size, &r.owner_address).map_err(|e| to_status(&ray_abi::RayError::from(e)))?;
         Ok(Response::new(CreateObjectReply { path: path.display().to_string() }))
     }
 
@@ -582,7 +578,7 @@ pub async fn run(
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(server)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(ray_proto::incoming(listener), async move {
             tokio::select! {
                 () = stop => {}
                 () = stopper.shutdown.notified() => {}

@@ -134,10 +134,8 @@ impl StoreIndex {
             return Err(StoreError::Full { requested: size, used: self.used, capacity: self.capacity });
         }
         self.used += size;
-        self.objects.insert(
-            id,
-            StoredObject { id, size, owner: owner.to_string(), sealed: false, last_used: Instant::now() },
-        );
+        self.objects
+            .insert(id, StoredObject { id, size, owner: owner.to_string(), sealed: false, last_used: Instant::now() });
         Ok(self.path_of(&id))
     }
 
@@ -177,13 +175,8 @@ impl StoreIndex {
 /// land in tmpfs directly, with one copy.
 pub fn write_object(path: &Path, parts: &[&[u8]]) -> Result<(), StoreError> {
     let size: usize = parts.iter().map(|p| p.len()).sum();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(path))?;
+    let file =
+        OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path).map_err(io_err(path))?;
     file.set_len(size as u64).map_err(io_err(path))?;
     if size == 0 {
         return Ok(());

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 pub use object_ref::{ObjectFuture, ObjectRef};
 pub use ray_abi::{RayError, RayResult, RuntimeContext, TaskError};
 pub use ray_macros::remote;
-pub use remote::{IntoArg, Options};
+pub use remote::{Arg, IntoArg, Options};
 
 /// Everything a Ray program usually needs, for `use ray::prelude::*`.
 pub mod prelude {

@@ -8,45 +8,60 @@
 use crate::codec;
 use crate::host;
 use crate::object_ref::ObjectRef;
-use ray_abi::{ArgSubmission, FunctionDescriptor, ObjectId, RayError, Slice, TaskCall, TaskError, TaskOptions, TaskSubmission};
+use ray_abi::{
+    ArgSubmission, FunctionDescriptor, ObjectId, RayError, Slice, TaskCall, TaskError, TaskOptions, TaskSubmission,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+/// One converted argument: what is sent, and the original value, kept alive until
+/// the submission is registered so refs nested inside it cannot be freed meanwhile.
+pub struct Arg {
+    pub(crate) submission: ArgSubmission,
+    pub(crate) _keep_alive: Option<Box<dyn Any>>,
+}
+
 /// Something that can be passed where a remote function expects a `T`: the value
 /// itself, or an `ObjectRef<T>` whose value the task receives (Ray resolves
 /// top-level refs before the task runs; refs nested inside values stay refs).
 pub trait IntoArg<T> {
     /// Converts into a task argument.
-    fn into_arg(self) -> Result<ArgSubmission, RayError>;
+    fn into_arg(self) -> Result<Arg, RayError>;
 }
 
 impl<T: Serialize + Any> IntoArg<T> for T {
-    fn into_arg(self) -> Result<ArgSubmission, RayError> {
+    fn into_arg(self) -> Result<Arg, RayError> {
         let enc = codec::encode(&self)?;
-        Ok(ArgSubmission::Value { data: enc.to_vec(), contained: enc.contained })
+        let submission = ArgSubmission::Value { data: enc.to_vec(), contained: enc.contained };
+        let keep: Option<Box<dyn Any>> = match &submission {
+            ArgSubmission::Value { contained, .. } if !contained.is_empty() => Some(Box::new(self)),
+            _ => None,
+        };
+        Ok(Arg { submission, _keep_alive: keep })
     }
 }
 
-impl<T> IntoArg<T> for ObjectRef<T> {
-    fn into_arg(self) -> Result<ArgSubmission, RayError> {
-        IntoArg::<T>::into_arg(&self)
+impl<T: 'static> IntoArg<T> for ObjectRef<T> {
+    fn into_arg(self) -> Result<Arg, RayError> {
+        let submission = IntoArg::<T>::into_arg(&self)?.submission;
+        Ok(Arg { submission, _keep_alive: Some(Box::new(self)) })
     }
 }
 
 impl<T> IntoArg<T> for &ObjectRef<T> {
-    fn into_arg(self) -> Result<ArgSubmission, RayError> {
+    fn into_arg(self) -> Result<Arg, RayError> {
         match self.failure() {
             Some(e) => Err(e.clone()),
-            None => Ok(ArgSubmission::Ref(self.id())),
+            None => Ok(Arg { submission: ArgSubmission::Ref(self.id()), _keep_alive: None }),
         }
     }
 }
 
 impl IntoArg<String> for &str {
-    fn into_arg(self) -> Result<ArgSubmission, RayError> {
+    fn into_arg(self) -> Result<Arg, RayError> {
         self.to_string().into_arg()
     }
 }
@@ -119,11 +134,7 @@ macro_rules! __option_setters {
 /// Submits a call. Errors (not initialized, an argument that cannot be encoded)
 /// come back through the returned ref's `get`, as a task's own errors do.
 #[doc(hidden)]
-pub fn submit<R>(
-    function: FunctionDescriptor,
-    args: Vec<Result<ArgSubmission, RayError>>,
-    options: Options,
-) -> ObjectRef<R> {
+pub fn submit<R>(function: FunctionDescriptor, args: Vec<Result<Arg, RayError>>, options: Options) -> ObjectRef<R> {
     match try_submit(function, args, options.0) {
         Ok(id) => ObjectRef::from_counted(id),
         Err(e) => ObjectRef::failed(e),
@@ -132,11 +143,14 @@ pub fn submit<R>(
 
 fn try_submit(
     function: FunctionDescriptor,
-    args: Vec<Result<ArgSubmission, RayError>>,
+    args: Vec<Result<Arg, RayError>>,
     options: TaskOptions,
 ) -> Result<ObjectId, RayError> {
+    // `args` (and the values it keeps alive) lives until the host has counted the
+    // refs they contain.
     let args = args.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let spec = TaskSubmission { function, args, options };
+    let submissions = args.iter().map(|a| a.submission.clone()).collect();
+    let spec = TaskSubmission { function, args: submissions, options };
     let bytes = postcard::to_stdvec(&spec)
         .map_err(|e| RayError::Encode { type_name: "TaskSubmission".into(), detail: e.to_string() })?;
     let t = host::table()?;
@@ -281,10 +295,9 @@ where
         Ok(Ok(())) => return,
         Ok(Err(e)) => e,
         Err(_) => {
-            let record = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or(PanicRecord {
-                message: "panicked".to_string(),
-                location: None,
-            });
+            let record = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or(PanicRecord { message: "panicked".to_string(), location: None });
             RayError::Task(TaskError {
                 function: function.to_string(),
                 message: record.message,

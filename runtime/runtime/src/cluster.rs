@@ -34,7 +34,9 @@ pub struct NodeResources {
 impl NodeResources {
     fn to_map(&self) -> BTreeMap<String, f64> {
         let mut m = self.custom.clone();
-        let cpus = self.num_cpus.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0));
+        let cpus = self
+            .num_cpus
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0));
         m.insert("CPU".into(), cpus);
         if let Some(g) = self.num_gpus.filter(|g| *g > 0.0) {
             m.insert("GPU".into(), g);

@@ -377,6 +377,11 @@ unsafe extern "C" fn t_task_return(
     // SAFETY: the trampoline passes valid parts and ids for the call.
     let (parts, contained) = unsafe { (parts_of(parts, n_parts), ids_of(contained, n_contained)) };
     let bytes = parts.concat();
+    // The return value (and the refs in it) is dropped as soon as we return; pin
+    // those refs until the caller has been registered as their borrower.
+    if let Some(h) = current() {
+        h.core.pin(&contained);
+    }
     // SAFETY: `ctx` is the executor's context of the call in progress.
     unsafe { ray_core::execute::complete(ctx, Ok((bytes, contained))) };
 }

@@ -77,7 +77,9 @@ async fn stop_signal() {
                         // SAFETY: `fd` is the read end of the lifeline pipe, inherited
                         // from the driver and owned by this process; `buf` is valid.
                         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 1) };
-                        if n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted) {
+                        if n == 0
+                            || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
+                        {
                             break;
                         }
                     }
@@ -145,7 +147,8 @@ fn run_node() -> Result<(), RayError> {
         session_dir: PathBuf::from(env("RAYREPL_SESSION_DIR")?),
         is_head: env_or("RAYREPL_IS_HEAD", "0") == "1",
     };
-    let port: u16 = env_or("RAYREPL_NODE_PORT", "0").parse().map_err(|_| RayError::Startup("bad RAYREPL_NODE_PORT".into()))?;
+    let port: u16 =
+        env_or("RAYREPL_NODE_PORT", "0").parse().map_err(|_| RayError::Startup("bad RAYREPL_NODE_PORT".into()))?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind((config.ip.as_str(), port))
             .await

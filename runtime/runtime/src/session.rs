@@ -22,10 +22,7 @@ pub fn latest() -> PathBuf {
 
 /// A new, empty session directory.
 pub fn create() -> Result<PathBuf, RayError> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let dir = root().join(format!("session_{stamp}_{}", std::process::id()));
     std::fs::create_dir_all(dir.join("logs"))
         .map_err(|e| RayError::Startup(format!("cannot create session directory {}: {e}", dir.display())))?;
@@ -48,8 +45,7 @@ pub fn write_private(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, 
         .mode(0o600)
         .open(&path)
         .map_err(|e| RayError::Startup(format!("cannot write {}: {e}", path.display())))?;
-    f.write_all(contents.as_bytes())
-        .map_err(|e| RayError::Startup(format!("cannot write {}: {e}", path.display())))?;
+    f.write_all(contents.as_bytes()).map_err(|e| RayError::Startup(format!("cannot write {}: {e}", path.display())))?;
     Ok(path)
 }
 

@@ -1,0 +1,276 @@
+//! `rayrepl start | stop | status`: running a cluster from the shell.
+//!
+//! `start --head` launches the head and a node daemon detached from the terminal
+//! and records them in a session directory (`/tmp/rayrepl/session_latest`), with
+//! the cluster token in a 0600 file. `stop` ends exactly the processes recorded
+//! there. `status` asks the head, like `ray status`.
+
+use anyhow::{Context, bail};
+use ray_proto::{Empty, format_bytes, resources_to_map};
+use ray_runtime::cluster::{DaemonSpec, NodeResources, head_env, node_env, spawn_daemon};
+use ray_runtime::session;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `rayrepl start`.
+#[derive(clap::Args)]
+pub struct StartArgs {
+    /// Start the head node of a new cluster.
+    #[arg(long, conflicts_with = "address")]
+    head: bool,
+    /// Join the cluster whose head is at HOST:PORT.
+    #[arg(long)]
+    address: Option<String>,
+    /// The head's port.
+    #[arg(long, default_value_t = 6379)]
+    port: u16,
+    /// CPUs this node offers (default: all).
+    #[arg(long)]
+    num_cpus: Option<f64>,
+    /// GPUs this node offers.
+    #[arg(long)]
+    num_gpus: Option<f64>,
+    /// Custom resources as JSON, e.g. '{"Custom1": 4}'.
+    #[arg(long)]
+    resources: Option<String>,
+    /// Object store capacity in bytes.
+    #[arg(long)]
+    object_store_memory: Option<u64>,
+    /// The IP other machines reach this node at (default 127.0.0.1: loopback only).
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip_address: String,
+    /// The cluster token, when joining (default: RAYREPL_TOKEN, or this machine's session).
+    #[arg(long)]
+    token: Option<String>,
+    /// Stay in the foreground; Ctrl-C stops the processes.
+    #[arg(long)]
+    block: bool,
+}
+
+/// `rayrepl stop`.
+#[derive(clap::Args)]
+pub struct StopArgs {
+    /// Kill with SIGKILL right away instead of asking politely first.
+    #[arg(long, short)]
+    force: bool,
+}
+
+/// `rayrepl status`.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// The head's address (default: this machine's latest session).
+    #[arg(long)]
+    address: Option<String>,
+}
+
+fn parse_resources(json: Option<&str>) -> anyhow::Result<BTreeMap<String, f64>> {
+    match json {
+        None => Ok(BTreeMap::new()),
+        Some(j) => {
+            serde_json::from_str(j).with_context(|| format!("--resources must be a JSON object of numbers, got {j}"))
+        }
+    }
+}
+
+fn record_pid(dir: &Path, pid: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("pids"))?;
+    writeln!(f, "{pid}")?;
+    Ok(())
+}
+
+fn point_latest_at(dir: &Path) -> anyhow::Result<()> {
+    let latest = session::latest();
+    let _ = std::fs::remove_file(&latest);
+    std::os::unix::fs::symlink(dir, &latest).with_context(|| format!("cannot link {}", latest.display()))
+}
+
+pub fn start(args: StartArgs) -> anyhow::Result<()> {
+    if !args.head && args.address.is_none() {
+        bail!("say --head to start a new cluster, or --address HEAD:PORT to join one");
+    }
+    let resources = NodeResources {
+        num_cpus: args.num_cpus,
+        num_gpus: args.num_gpus,
+        custom: parse_resources(args.resources.as_deref())?,
+        object_store_memory: args.object_store_memory,
+    };
+    let dir = session::create()?;
+    let ip = args.node_ip_address.as_str();
+    let (head_address, token) = if args.head {
+        let token = session::new_token();
+        session::write_private(&dir, "token", &token)?;
+        let head = spawn_daemon(DaemonSpec {
+            role: "head",
+            env: head_env(&token, &dir, ip, args.port),
+            log: dir.join("logs/head.err"),
+            lifeline: None,
+            detach: !args.block,
+        })?;
+        record_pid(&dir, head.child.id())?;
+        session::write_private(&dir, "head_address", &head.address)?;
+        (head.address, token)
+    } else {
+        let address = args.address.clone().unwrap_or_default();
+        let token = session::find_token(args.token.as_deref(), &address)?;
+        session::write_private(&dir, "token", &token)?;
+        session::write_private(&dir, "head_address", &address)?;
+        (address, token)
+    };
+    let node = spawn_daemon(DaemonSpec {
+        role: "node",
+        env: node_env(&head_address, &token, &dir, ip, &resources, args.head, 0),
+        log: dir.join("logs/node.err"),
+        lifeline: None,
+        detach: !args.block,
+    })?;
+    record_pid(&dir, node.child.id())?;
+    if args.head {
+        point_latest_at(&dir)?;
+    }
+    println!("Local node IP: {ip}");
+    println!("--------------------");
+    println!("rayrepl runtime started.");
+    println!("--------------------");
+    println!("Next steps");
+    if args.head {
+        println!("  To add another node to this cluster, run");
+        println!("    RAYREPL_TOKEN_FILE={} rayrepl start --address='{head_address}'", dir.join("token").display());
+        println!("  To connect to this cluster from a Rust program:");
+        println!("    ray::init_with(ray::Config::address(\"{head_address}\"))");
+        println!("  The cluster token is in {} (mode 0600).", dir.join("token").display());
+    } else {
+        println!("  This node joined the cluster at {head_address}.");
+    }
+    println!("  To see the cluster, run\n    rayrepl status");
+    println!("  To terminate the processes started here, run\n    rayrepl stop");
+    if args.block {
+        println!("--block: press Ctrl-C to stop.");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async { tokio::signal::ctrl_c().await })?;
+        stop(StopArgs { force: false })?;
+    }
+    Ok(())
+}
+
+fn sessions_with_pids() -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(session::root()) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("pids").is_file() && !p.is_symlink()).collect()
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks whether the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+pub fn stop(args: StopArgs) -> anyhow::Result<()> {
+    let mut stopped = 0;
+    for dir in sessions_with_pids() {
+        let pids: Vec<i32> = std::fs::read_to_string(dir.join("pids"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        // Nodes first (they stop their workers), then the head.
+        for &pid in pids.iter().rev() {
+            if !alive(pid) {
+                continue;
+            }
+            let signal = if args.force { libc::SIGKILL } else { libc::SIGTERM };
+            // SAFETY: kill(2) has no memory-safety requirements; the pid was
+            // recorded by our own `start` and is checked alive just above.
+            unsafe { libc::kill(pid, signal) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while alive(pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if alive(pid) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            stopped += 1;
+        }
+        let _ = std::fs::remove_file(dir.join("pids"));
+    }
+    println!("Stopped {stopped} rayrepl process(es).");
+    Ok(())
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let address = match args.address {
+        Some(a) => a,
+        None => session::read(&session::latest(), "head_address")
+            .context("no cluster found on this machine: start one with `rayrepl start --head`, or pass --address")?,
+    };
+    let token = session::find_token(None, &address)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let info = rt.block_on(async {
+        let mut head = ray_proto::head_client(ray_proto::connect(&address, &token, "the head").await?);
+        head.get_cluster_info(Empty {}).await.map_err(|s| ray_proto::from_status(&s, "the head"))
+    })?;
+    let info = info.into_inner();
+    let now = chrono_like_now();
+    println!("======== Cluster status: {now} ========");
+    println!("Node status");
+    println!("{}", "-".repeat(63));
+    let (alive, dead): (Vec<_>, Vec<_>) = info.nodes.iter().partition(|n| n.alive);
+    println!("Active:");
+    if alive.is_empty() {
+        println!(" (no active nodes)");
+    }
+    for n in &alive {
+        let id: String = n.node_id.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        println!(" 1 node_{id} ({}){}", n.ip, if n.is_head { " head" } else { "" });
+    }
+    println!("Dead:");
+    if dead.is_empty() {
+        println!(" (no dead nodes)");
+    }
+    for n in &dead {
+        let id: String = n.node_id.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        println!(" 1 node_{id} ({})", n.ip);
+    }
+    println!();
+    println!("Resources");
+    println!("{}", "-".repeat(63));
+    println!("Usage:");
+    let mut total: BTreeMap<String, f64> = BTreeMap::new();
+    let mut available: BTreeMap<String, f64> = BTreeMap::new();
+    let (mut store_cap, mut store_used) = (0u64, 0u64);
+    for n in &alive {
+        for (k, v) in resources_to_map(&n.total) {
+            *total.entry(k).or_default() += v;
+        }
+        for (k, v) in resources_to_map(&n.available) {
+            *available.entry(k).or_default() += v;
+        }
+        store_cap += n.object_store_capacity;
+        store_used += n.object_store_used;
+    }
+    for (k, t) in &total {
+        let used = t - available.get(k).copied().unwrap_or(0.0);
+        println!(" {:.1}/{:.1} {k}", used.max(0.0), t);
+    }
+    println!(" {}/{} object_store_memory", format_bytes(store_used), format_bytes(store_cap));
+    Ok(())
+}
+
+fn chrono_like_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02} UTC")
+}

@@ -1,0 +1,78 @@
+//! Starting, attaching to and tearing down clusters, with real processes.
+
+mod support;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+#[test]
+fn shutdown_leaves_no_process_behind() {
+    let mut child = Command::new(scenarios_bin()).arg("pids").stdout(Stdio::piped()).spawn().unwrap();
+    let driver = child.id() as i32;
+    // Sample the cluster while it runs, then check every sampled process is gone.
+    let mut seen = std::collections::HashSet::new();
+    while child.try_wait().unwrap().is_none() {
+        seen.extend(descendants(driver));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(seen.len() >= 3, "expected head, node and workers, saw {seen:?}");
+    let left = wait_gone(&seen, Duration::from_secs(5));
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_killed_driver_takes_its_cluster_with_it() {
+    let mut child = Command::new(scenarios_bin()).arg("hang").stdout(Stdio::piped()).spawn().unwrap();
+    let driver = child.id() as i32;
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "READY");
+    let procs = descendants(driver);
+    assert!(procs.len() >= 3, "expected head, node and a worker: {procs:?}");
+    // SAFETY: SIGKILL to the child we spawned.
+    unsafe { libc::kill(driver, libc::SIGKILL) };
+    let _ = child.wait();
+    let left = wait_gone(&procs, Duration::from_secs(10));
+    assert!(left.is_empty(), "processes outlived their SIGKILLed driver: {left:?}");
+}
+
+#[test]
+fn drivers_attach_to_a_started_cluster_and_need_its_token() {
+    let root = session_root();
+    let out = rayrepl(root.path(), &["start", "--head", "--port", "0", "--num-cpus", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let latest = root.path().join("session_latest");
+    let address = std::fs::read_to_string(latest.join("head_address")).unwrap();
+    let token_file = latest.join("token");
+    let mode =
+        std::fs::metadata(&token_file).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap();
+    assert_eq!(mode & 0o777, 0o600, "the token file is private");
+
+    let run =
+        scenario_with("attach", &[("RAYREPL_ADDRESS", &address), ("RAYREPL_TEMP_DIR", root.path().to_str().unwrap())]);
+    assert_eq!(run.line("attached nodes"), "1 cpus=2");
+    assert_eq!(run.value("sum"), "42");
+
+    let mut cmd = Command::new(scenarios_bin());
+    cmd.arg("attach").env("RAYREPL_ADDRESS", &address).env("RAYREPL_TOKEN", "not-the-token");
+    let out = run_bounded(cmd, Duration::from_secs(30));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rejected the token") && err.contains("wrong cluster token"), "{err}");
+
+    let status = rayrepl(root.path(), &["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(text.contains("Active:") && text.contains("(127.0.0.1) head") && text.contains("/2.0 CPU"), "{text}");
+
+    let pids: Vec<i32> =
+        std::fs::read_to_string(latest.join("pids")).unwrap().lines().filter_map(|l| l.parse().ok()).collect();
+    let out = rayrepl(root.path(), &["stop"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Stopped 2"), "{}", String::from_utf8_lossy(&out.stdout));
+    for pid in pids {
+        // SAFETY: kill with signal 0 only probes for existence.
+        assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "pid {pid} survived rayrepl stop");
+    }
+}

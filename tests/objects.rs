@@ -1,0 +1,18 @@
+//! The object store: inline values, shared memory, capacity and freeing.
+
+mod support;
+use support::*;
+
+#[test]
+fn large_objects_live_in_shared_memory_until_their_refs_are_dropped() {
+    let run = scenario("store");
+    assert_eq!(run.value("small_in_shm"), "false", "small values stay inline");
+    assert_eq!(run.value("big_in_shm"), "true");
+    assert_eq!(run.value("big_roundtrip"), "true");
+    assert_eq!(run.value("task_read_len"), "5000000");
+    let full = run.line("full");
+    assert!(full.contains("object store full") && full.contains("object_store_memory"), "{full}");
+    let after = run.line("after_drop");
+    let (now, baseline) = after.split_once(" baseline=").expect("after_drop=N baseline=M");
+    assert_eq!(now, baseline, "shared memory returns to its baseline once refs are dropped");
+}
