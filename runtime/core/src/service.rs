@@ -96,12 +96,7 @@ impl CoreWorkerApi for Service {
 /// Serves the CoreWorker service on `listener` in the background.
 pub(crate) fn serve(cw: CoreWorker, listener: tokio::net::TcpListener) {
     let token = cw.0.conn.token.clone();
-    let server = tonic::service::interceptor::InterceptedService::new(
-        CoreWorkerServer::new(Service(cw))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        CheckToken::new(&token),
-    );
+    let server = ray_proto::authed_server!(CoreWorkerServer, Service(cw), &token);
     tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)

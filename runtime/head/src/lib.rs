@@ -287,12 +287,7 @@ pub async fn serve(
         }
     });
     let shutdown = service.clone();
-    let server = tonic::service::interceptor::InterceptedService::new(
-        HeadServer::new(service)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        CheckToken::new(token),
-    );
+    let server = ray_proto::authed_server!(HeadServer, service, token);
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(server)

@@ -145,6 +145,13 @@ impl Pool {
         self.workers.insert(worker_id, Worker { pid, job, address: String::new(), state: WorkerState::Starting });
     }
 
+    /// Records the pid of a worker recorded before it was spawned.
+    pub fn set_pid(&mut self, worker_id: &[u8], pid: u32) {
+        if let Some(w) = self.workers.get_mut(worker_id) {
+            w.pid = pid;
+        }
+    }
+
     /// A worker announced its address and is ready.
     pub fn worker_registered(&mut self, worker_id: &[u8], address: String) -> bool {
         match self.workers.get_mut(worker_id) {

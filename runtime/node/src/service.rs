@@ -108,6 +108,8 @@ impl Shared {
             }
         };
         let worker_id: [u8; 16] = rand::random();
+        // Record the worker before it exists: it may register before spawn returns.
+        self.pool().worker_spawned(worker_id.to_vec(), 0, job);
         let (tx, rx) = oneshot::channel();
         let request = SpawnRequest {
             executable: info.worker_executable.clone(),
@@ -124,22 +126,18 @@ impl Shared {
             ],
             reply: tx,
         };
-        // Register the worker before it can possibly call RegisterWorker.
-        let child = {
-            if self.spawner.send(request).is_err() {
-                return;
-            }
-            match rx.await {
-                Ok(Ok(child)) => child,
-                Ok(Err(e)) => {
-                    tracing::error!("cannot start worker {}: {e}", info.worker_executable);
-                    self.fail_job_leases(job, format!("cannot start worker `{}`: {e}", info.worker_executable));
-                    return;
-                }
-                Err(_) => return,
-            }
+        let spawned = match self.spawner.send(request) {
+            Ok(()) => rx.await.unwrap_or_else(|_| Err(std::io::Error::other("spawner stopped"))),
+            Err(_) => Err(std::io::Error::other("spawner stopped")),
         };
-        self.watch_worker(child, worker_id.to_vec(), job);
+        match spawned {
+            Ok(child) => self.watch_worker(child, worker_id.to_vec(), job),
+            Err(e) => {
+                tracing::error!("cannot start worker {}: {e}", info.worker_executable);
+                self.pool().worker_exited(&worker_id);
+                self.fail_job_leases(job, format!("cannot start worker `{}`: {e}", info.worker_executable));
+            }
+        }
     }
 
     fn fail_job_leases(&self, job: u32, why: String) {
@@ -148,7 +146,7 @@ impl Shared {
 
     fn watch_worker(self: &Arc<Self>, mut child: tokio::process::Child, worker_id: Vec<u8>, job: u32) {
         let pid = child.id().unwrap_or(0);
-        self.pool().worker_spawned(worker_id.clone(), pid, job);
+        self.pool().set_pid(&worker_id, pid);
         self.children.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, worker_id.clone());
         let current_task = Arc::new(Mutex::new(String::new()));
         let log_dir = self.config.session_dir.join("logs");
@@ -568,12 +566,7 @@ pub async fn run(
         tokio::spawn(reaper_loop(shared.clone())),
         tokio::spawn(publish_logs(log_rx, head)),
     ];
-    let server = tonic::service::interceptor::InterceptedService::new(
-        NodeServer::new(NodeService(shared.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        CheckToken::new(&config.token),
-    );
+    let server = ray_proto::authed_server!(NodeServer, NodeService(shared.clone()), &config.token);
     let stopper = shared.clone();
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)

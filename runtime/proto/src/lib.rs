@@ -119,6 +119,20 @@ macro_rules! client {
     };
 }
 
+/// Wraps a generated gRPC server with the message limits every service uses and
+/// the cluster-token check: `authed_server!(HeadServer, service, token)`.
+#[macro_export]
+macro_rules! authed_server {
+    ($server:ident, $service:expr, $token:expr) => {
+        tonic::service::interceptor::InterceptedService::new(
+            $server::new($service)
+                .max_decoding_message_size($crate::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size($crate::MAX_MESSAGE_BYTES),
+            $crate::CheckToken::new($token),
+        )
+    };
+}
+
 /// A head client for `addr`.
 pub fn head_client(channel: AuthChannel) -> HeadClient {
     client!(HeadClient, channel)
