@@ -116,6 +116,28 @@ pub enum RayError {
         function: String,
     },
 
+    /// The actor is dead, or died while running the call.
+    #[error("actor {class} ({actor_id}) is dead: {cause}")]
+    ActorDied {
+        /// The actor's class.
+        class: String,
+        /// The actor's id.
+        actor_id: String,
+        /// Why: killed, crashed, its constructor panicked, or it exited.
+        cause: String,
+    },
+
+    /// No live actor has this name.
+    #[error(
+        "no actor named {name:?} in namespace {namespace:?}; check the name, or create it with .options().name(..)"
+    )]
+    ActorNotFound {
+        /// The name.
+        name: String,
+        /// The namespace.
+        namespace: String,
+    },
+
     /// The object's owner died, so the object can no longer be reached.
     #[error("object {object} was lost: its owner ({owner}) is gone")]
     OwnerDied {

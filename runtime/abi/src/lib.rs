@@ -16,7 +16,10 @@ pub mod table;
 pub use error::{RayError, RayResult, TaskError};
 pub use ids::{ActorId, JobId, ObjectId, TaskId};
 pub use linkme;
-pub use spec::{ArgSubmission, FunctionDescriptor, InitConfig, RuntimeContext, TaskOptions, TaskSubmission};
+pub use spec::{
+    ActorCall, ActorCreation, ActorOptions, ActorRef, ArgSubmission, FunctionDescriptor, InitConfig, RuntimeContext,
+    TaskOptions, TaskSubmission,
+};
 pub use table::*;
 
 /// A remote function compiled into the current executable.

@@ -1,7 +1,7 @@
 //! What a caller asks for when it submits a task, as the API crate hands it to the
 //! runtime. It is serialized with postcard so it crosses the C-ABI as bytes.
 
-use crate::ids::ObjectId;
+use crate::ids::{ActorId, ObjectId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -130,4 +130,81 @@ pub struct RuntimeContext {
     pub task_name: Option<String>,
     /// The rayrepl version.
     pub version: String,
+}
+
+/// Options for creating an actor: Ray's `Actor.options(...)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ActorOptions {
+    /// A name other processes can find it by with `ray::get_actor`.
+    pub name: Option<String>,
+    /// The namespace of the name (default: the job's).
+    pub namespace: Option<String>,
+    /// Return the live actor of this name instead of failing when it exists.
+    pub get_if_exists: bool,
+    /// Outlive the creating job, until `ray::kill`.
+    pub detached: bool,
+    /// Calls that may run at once (threads for sync actors; default 1, or 1000
+    /// for async actors).
+    pub max_concurrency: Option<u32>,
+    /// Times the actor is restarted after its process dies (-1: forever; default 0).
+    pub max_restarts: Option<i32>,
+    /// Times a call is retried when the actor's process dies (-1: forever; default 0).
+    pub max_task_retries: Option<i32>,
+    /// CPUs held for the actor's lifetime (default 0, like Ray).
+    pub num_cpus: Option<f64>,
+    /// GPUs held for the actor's lifetime.
+    pub num_gpus: Option<f64>,
+    /// Memory held, in bytes.
+    pub memory: Option<f64>,
+    /// Custom resources held.
+    pub resources: BTreeMap<String, f64>,
+}
+
+impl ActorOptions {
+    /// The resources the actor holds while it lives.
+    pub fn resource_demand(&self) -> BTreeMap<String, f64> {
+        TaskOptions {
+            num_cpus: Some(self.num_cpus.unwrap_or(0.0)),
+            num_gpus: self.num_gpus,
+            memory: self.memory,
+            resources: self.resources.clone(),
+            ..TaskOptions::default()
+        }
+        .resource_demand()
+    }
+}
+
+/// An actor creation as the API crate submits it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorCreation {
+    /// The actor's type name.
+    pub class: String,
+    /// The constructor.
+    pub constructor: FunctionDescriptor,
+    /// The constructor's arguments.
+    pub args: Vec<ArgSubmission>,
+    /// Options.
+    pub options: ActorOptions,
+    /// Whether the actor has async methods (it then runs an event loop).
+    pub is_async: bool,
+}
+
+/// A method call on an actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorCall {
+    /// The actor.
+    pub actor: ActorId,
+    /// The method.
+    pub method: FunctionDescriptor,
+    /// Its arguments.
+    pub args: Vec<ArgSubmission>,
+}
+
+/// What an actor handle carries: enough for any process to call the actor.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ActorRef {
+    /// The actor.
+    pub id: ActorId,
+    /// Its type name.
+    pub class: String,
 }

@@ -6,7 +6,7 @@
 //! host to the API crate stay owned by the host until the API crate calls
 //! [`HostTable::release`] with their handle.
 
-use crate::ids::ObjectId;
+use crate::ids::{ActorId, ObjectId};
 use std::ffi::c_void;
 
 /// Bumped whenever the table's layout or meaning changes.
@@ -81,6 +81,8 @@ pub struct TaskCall {
     pub ctx: *mut c_void,
     /// The host's table.
     pub host: *const HostTable,
+    /// The actor instance a method runs on (made by the constructor); null for tasks.
+    pub instance: *mut c_void,
 }
 
 /// A remote function's trampoline: decodes arguments, runs the function and hands
@@ -154,6 +156,19 @@ pub struct HostTable {
     pub task_fail: unsafe extern "C" fn(ctx: *mut c_void, err: Slice),
     /// Lends an encoded `RuntimeContext`.
     pub context: unsafe extern "C" fn(out: *mut HostBuf, err: *mut HostBuf) -> i32,
+    /// Creates an actor; `spec` is an encoded `ActorCreation`. Writes its id.
+    pub create_actor: unsafe extern "C" fn(spec: Slice, out: *mut ActorId, err: *mut HostBuf) -> i32,
+    /// Calls an actor method; `call` is an encoded `ActorCall`. Writes the return ref.
+    pub call_actor: unsafe extern "C" fn(call: Slice, out: *mut ObjectId, err: *mut HostBuf) -> i32,
+    /// Kills an actor (`ray::kill`); with `no_restart` it stays dead.
+    pub kill_actor: unsafe extern "C" fn(id: *const ActorId, no_restart: bool, err: *mut HostBuf) -> i32,
+    /// Looks up a live named actor; lends an encoded `ActorRef`. An empty
+    /// namespace means the caller's.
+    pub get_actor: unsafe extern "C" fn(name: Slice, namespace: Slice, out: *mut HostBuf, err: *mut HostBuf) -> i32,
+    /// Ends the calling actor once its current call returns.
+    pub exit_actor: unsafe extern "C" fn(err: *mut HostBuf) -> i32,
+    /// A constructor's trampoline hands over the new instance.
+    pub actor_created: unsafe extern "C" fn(ctx: *mut c_void, instance: *mut c_void),
 }
 
 // SAFETY: the table holds only function pointers and an integer; it is immutable.

@@ -18,6 +18,8 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, FnArg, Item, ItemFn, Lit, Meta, ReturnType, Token, Type};
 
+mod actor;
+
 /// How workers find the trampolines of the expanded code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -33,9 +35,11 @@ pub enum Mode {
 pub fn expand(attr: TokenStream, item: TokenStream, mode: Mode) -> TokenStream {
     let result = syn::parse2::<Item>(item.clone()).and_then(|item| match item {
         Item::Fn(f) => expand_fn(attr, f, mode),
+        Item::Struct(s) => actor::expand_struct(attr, s),
+        Item::Impl(i) => actor::expand_impl(attr, i, mode),
         other => Err(syn::Error::new(
             other.span(),
-            "#[ray::remote] applies to functions; actor structs and impls are not supported by this version yet",
+            "#[ray::remote] applies to functions (tasks), and to structs and their impl blocks (actors)",
         )),
     });
     match result {
@@ -49,13 +53,13 @@ pub fn expand(attr: TokenStream, item: TokenStream, mode: Mode) -> TokenStream {
 
 /// Default options from the attribute's arguments.
 #[derive(Default)]
-struct DefaultOptions {
-    numbers: Vec<(String, Expr)>,
-    strings: Vec<(String, Expr)>,
-    resources: Vec<(String, Expr)>,
+pub(crate) struct DefaultOptions {
+    pub(crate) numbers: Vec<(String, Expr)>,
+    pub(crate) strings: Vec<(String, Expr)>,
+    pub(crate) resources: Vec<(String, Expr)>,
 }
 
-fn parse_options(attr: TokenStream) -> syn::Result<DefaultOptions> {
+pub(crate) fn parse_options(attr: TokenStream, numeric: &[&str], textual: &[&str]) -> syn::Result<DefaultOptions> {
     let mut out = DefaultOptions::default();
     if attr.is_empty() {
         return Ok(out);
@@ -65,23 +69,23 @@ fn parse_options(attr: TokenStream) -> syn::Result<DefaultOptions> {
         match meta {
             Meta::NameValue(nv) => {
                 let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
-                match key.as_str() {
-                    "num_cpus" | "num_gpus" | "memory" | "max_retries" => {
-                        let v = &nv.value;
-                        out.numbers.push((key, syn::parse_quote!((#v) as f64)));
+                let v = &nv.value;
+                if key == "retry_exceptions" && numeric.contains(&"retry_exceptions") {
+                    out.numbers.push((key, syn::parse_quote!(if #v { 1.0 } else { 0.0 })));
+                } else if numeric.contains(&key.as_str()) {
+                    out.numbers.push((key, syn::parse_quote!((#v) as f64)));
+                } else if textual.contains(&key.as_str()) {
+                    if !is_str_lit(v) {
+                        return Err(syn::Error::new(v.span(), format!("`{key}` takes a string literal")));
                     }
-                    "retry_exceptions" => {
-                        let v = &nv.value;
-                        out.numbers.push((key, syn::parse_quote!(if #v { 1.0 } else { 0.0 })));
-                    }
-                    "name" => out.strings.push((key, nv.value.clone())),
-                    _ => {
-                        return Err(syn::Error::new(
-                            nv.path.span(),
-                            "unknown option; expected num_cpus, num_gpus, memory, max_retries, \
-                             retry_exceptions, name or resources(..)",
-                        ));
-                    }
+                    out.strings.push((key, v.clone()));
+                } else {
+                    let mut known: Vec<&str> = numeric.iter().chain(textual).copied().collect();
+                    known.push("resources(..)");
+                    return Err(syn::Error::new(
+                        nv.path.span(),
+                        format!("unknown option; expected one of: {}", known.join(", ")),
+                    ));
                 }
             }
             Meta::List(list) if list.path.is_ident("resources") => {
@@ -112,8 +116,81 @@ fn is_str_lit(e: &Expr) -> bool {
     matches!(e, Expr::Lit(l) if matches!(l.lit, Lit::Str(_)))
 }
 
+/// Options a remote function takes in its attribute.
+const TASK_NUMERIC: &[&str] = &["num_cpus", "num_gpus", "memory", "max_retries", "retry_exceptions"];
+const TASK_TEXTUAL: &[&str] = &["name"];
+
+/// The argument types of a signature, rejecting what cannot cross processes.
+pub(crate) fn owned_arg_types<'a>(
+    inputs: impl Iterator<Item = &'a FnArg>,
+    allow_receiver: bool,
+) -> syn::Result<Vec<Type>> {
+    let mut arg_types = Vec::new();
+    for input in inputs {
+        match input {
+            FnArg::Receiver(r) if !allow_receiver => {
+                return Err(syn::Error::new(r.span(), "a remote function takes no `self`"));
+            }
+            FnArg::Receiver(_) => {}
+            FnArg::Typed(pt) => {
+                if let Type::Reference(r) = &*pt.ty {
+                    return Err(syn::Error::new(
+                        r.span(),
+                        "remote arguments must be owned values (they are sent to another process); \
+                         take `T` instead of `&T`",
+                    ));
+                }
+                if let Type::ImplTrait(t) = &*pt.ty {
+                    return Err(syn::Error::new(t.span(), "remote arguments need concrete types"));
+                }
+                arg_types.push((*pt.ty).clone());
+            }
+        }
+    }
+    Ok(arg_types)
+}
+
+/// How a worker finds one trampoline: a registry entry, or an exported symbol.
+pub(crate) fn export(mode: Mode, trampoline: &syn::Ident, key: TokenStream, target: TokenStream) -> TokenStream {
+    match mode {
+        Mode::Program => quote! {
+            #[::ray::__private::linkme::distributed_slice(::ray::__private::TASK_REGISTRY)]
+            #[linkme(crate = ::ray::__private::linkme)]
+            #[doc(hidden)]
+            #[allow(non_upper_case_globals)]
+            static #trampoline: ::ray::__private::TaskEntry = ::ray::__private::TaskEntry { key: #key, func: #target };
+        },
+        Mode::Cell => quote! {
+            #[doc(hidden)]
+            #[unsafe(no_mangle)]
+            #[allow(non_snake_case)]
+            pub unsafe extern "C" fn #trampoline(call: *const ::ray::__private::TaskCall) {
+                // SAFETY: the host calls trampolines only with a valid TaskCall.
+                unsafe { #target(call) }
+            }
+        },
+    }
+}
+
+/// The symbol a cell exports for a trampoline (empty in a compiled program).
+pub(crate) fn symbol_of(mode: Mode, trampoline: &syn::Ident) -> String {
+    match mode {
+        Mode::Program => String::new(),
+        Mode::Cell => trampoline.to_string(),
+    }
+}
+
+/// `&[("key", value), ..]` pairs for the options helpers.
+pub(crate) fn option_pairs(opts: &DefaultOptions) -> (Vec<TokenStream>, Vec<TokenStream>, Vec<TokenStream>) {
+    (
+        opts.numbers.iter().map(|(k, v)| quote!((#k, #v))).collect(),
+        opts.strings.iter().map(|(k, v)| quote!((#k, #v))).collect(),
+        opts.resources.iter().map(|(k, v)| quote!((#k, #v))).collect(),
+    )
+}
+
 fn expand_fn(attr: TokenStream, f: ItemFn, mode: Mode) -> syn::Result<TokenStream> {
-    let opts = parse_options(attr)?;
+    let opts = parse_options(attr, TASK_NUMERIC, TASK_TEXTUAL)?;
     let sig = &f.sig;
     if !sig.generics.params.is_empty() {
         return Err(syn::Error::new(sig.generics.span(), "remote functions cannot be generic; use concrete types"));
@@ -129,29 +206,8 @@ fn expand_fn(attr: TokenStream, f: ItemFn, mode: Mode) -> syn::Result<TokenStrea
     let name_str = name.to_string();
     let options_ty = format_ident!("{}Options", name);
     let trampoline = format_ident!("__ray_task_{}", name);
-    let symbol = trampoline.to_string();
 
-    let mut arg_types: Vec<Type> = Vec::new();
-    for input in &sig.inputs {
-        match input {
-            FnArg::Receiver(r) => {
-                return Err(syn::Error::new(r.span(), "a remote function takes no `self`"));
-            }
-            FnArg::Typed(pt) => {
-                if let Type::Reference(r) = &*pt.ty {
-                    return Err(syn::Error::new(
-                        r.span(),
-                        "remote function arguments must be owned values (they are sent to another \
-                         process); take `T` instead of `&T`",
-                    ));
-                }
-                if let Type::ImplTrait(t) = &*pt.ty {
-                    return Err(syn::Error::new(t.span(), "remote function arguments need concrete types"));
-                }
-                arg_types.push((*pt.ty).clone());
-            }
-        }
-    }
+    let arg_types = owned_arg_types(sig.inputs.iter(), false)?;
     let ret: Type = match &sig.output {
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, t) => (**t).clone(),
@@ -164,44 +220,15 @@ fn expand_fn(attr: TokenStream, f: ItemFn, mode: Mode) -> syn::Result<TokenStrea
     let attrs = &f.attrs;
     let unsafety = &sig.unsafety;
 
-    let numbers: Vec<_> = opts.numbers.iter().map(|(k, v)| quote!((#k, #v))).collect();
-    let mut strings = Vec::new();
-    for (k, v) in &opts.strings {
-        if !is_str_lit(v) {
-            return Err(syn::Error::new(v.span(), "`name` takes a string literal"));
-        }
-        strings.push(quote!((#k, #v)));
-    }
-    let resources: Vec<_> = opts.resources.iter().map(|(k, v)| quote!((#k, #v))).collect();
-
+    let (numbers, strings, resources) = option_pairs(&opts);
     let span = Span::call_site();
-    let (symbol_lit, export) = match mode {
-        Mode::Program => (
-            String::new(),
-            quote_spanned! {span=>
-                #[::ray::__private::linkme::distributed_slice(::ray::__private::TASK_REGISTRY)]
-                #[linkme(crate = ::ray::__private::linkme)]
-                #[doc(hidden)]
-                #[allow(non_upper_case_globals)]
-                static #trampoline: ::ray::__private::TaskEntry = ::ray::__private::TaskEntry {
-                    key: ::core::concat!(::core::module_path!(), "::", #name_str),
-                    func: #name::__trampoline,
-                };
-            },
-        ),
-        Mode::Cell => (
-            symbol.clone(),
-            quote_spanned! {span=>
-                #[doc(hidden)]
-                #[unsafe(no_mangle)]
-                pub unsafe extern "C" fn #trampoline(call: *const ::ray::__private::TaskCall) {
-                    // SAFETY: the host calls trampolines only with a valid TaskCall.
-                    unsafe { #name::__trampoline(call) }
-                }
-            },
-        ),
-    };
-
+    let symbol_lit = symbol_of(mode, &trampoline);
+    let export = export(
+        mode,
+        &trampoline,
+        quote!(::core::concat!(::core::module_path!(), "::", #name_str)),
+        quote!(#name::__trampoline),
+    );
     Ok(quote_spanned! {span=>
         #[allow(non_camel_case_types)]
         #[derive(Clone, Copy, Debug)]

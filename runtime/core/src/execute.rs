@@ -1,25 +1,31 @@
-//! Executing tasks in a worker.
+//! Executing tasks and actor calls in a worker.
 //!
 //! Tasks run one at a time on a dedicated executor thread, never on the async
-//! runtime: user code blocks (it sleeps, computes, calls `ray::get`). Before each
-//! task the worker prints a marker on stdout and stderr so the node daemon can
-//! prefix the task's output with its name. Arguments are handed to the trampoline
-//! as slices: inline bytes, or the node's shared memory mapped in place.
+//! runtime: user code blocks (it sleeps, computes, calls `ray::get`). A worker that
+//! hosts an actor keeps the instance its constructor returned and runs method calls
+//! on it: in each caller's submission order for an ordinary actor, on
+//! `max_concurrency` threads for a threaded actor, and on the actor's own event loop
+//! (run by the API crate, since the user's async code needs its own copy of tokio)
+//! for an async actor, whose calls complete later through the host table.
 //!
-//! After the task, the worker tells its caller which refs it still holds (it
-//! borrows them now), and pre-registers the caller as a borrower of refs nested in
-//! the return value, so no object is freed while a reference is in flight.
+//! Before each call the worker prints a marker on stdout and stderr so the node
+//! daemon can prefix output with the task's name. Afterwards it tells the caller
+//! which refs it still holds (it borrows them now), and pre-registers the caller as
+//! a borrower of refs nested in the return value, so nothing is freed while a
+//! reference is in flight.
 
 use crate::refs::State;
 use crate::{CoreWorker, ObjectData, block_on, lock};
-use ray_abi::{HostTable, ObjectId, RayError, Slice, TaskCall, TaskId};
+use ray_abi::{ActorId, HostTable, ObjectId, RayError, Slice, TaskCall, TaskId};
 use ray_object_store::ObjectView;
 use ray_proto::*;
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::io::Write;
-use std::sync::Arc;
-use tokio::sync::oneshot;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, Semaphore, oneshot};
 
 /// Marker printed before each task; must match the node daemon's.
 pub const TASK_MARKER: &str = "\u{1e}RAYREPL_TASK:";
@@ -41,63 +47,184 @@ pub(crate) fn note_adopted(id: ObjectId) {
     }
 }
 
-/// A pushed task and where its reply goes.
-pub(crate) struct Job {
-    spec: TaskSpec,
-    reply: oneshot::Sender<PushTaskReply>,
-}
-
 /// A task's encoded return value and the refs nested in it, or its failure.
 pub type TaskResult = Result<(Vec<u8>, Vec<ObjectId>), RayError>;
 
-/// What a trampoline reported.
-#[derive(Default)]
-pub struct Outcome {
-    result: Option<TaskResult>,
+/// One call in progress. The trampoline reports into it through the host table,
+/// possibly later and from another thread (async actors).
+pub struct CallState {
+    result: Mutex<Option<TaskResult>>,
+    instance: Mutex<Option<usize>>,
+    done: Mutex<Option<oneshot::Sender<()>>>,
 }
 
-/// Stores a trampoline's result into the outcome behind `ctx`.
+impl CallState {
+    fn new() -> (Arc<CallState>, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let state =
+            Arc::new(CallState { result: Mutex::new(None), instance: Mutex::new(None), done: Mutex::new(Some(tx)) });
+        (state, rx)
+    }
+
+    fn take(&self) -> Option<TaskResult> {
+        lock(&self.result).take()
+    }
+}
+
+/// Stores a trampoline's result into the call behind `ctx`.
 ///
 /// # Safety
-/// `ctx` must be the `TaskCall::ctx` of a call in progress on this thread.
+/// `ctx` must be the `TaskCall::ctx` of a call that has not completed yet.
 pub unsafe fn complete(ctx: *mut c_void, result: TaskResult) {
-    // SAFETY: the executor passes a pointer to its live `Outcome` as ctx and nothing
-    // else touches it during the call.
-    let outcome = unsafe { &mut *(ctx as *mut Outcome) };
-    outcome.result = Some(result);
+    // SAFETY: the host keeps the `Arc<CallState>` behind `ctx` alive until the call
+    // completes, and a call completes once.
+    let state = unsafe { &*(ctx as *const CallState) };
+    *lock(&state.result) = Some(result);
+    if let Some(tx) = lock(&state.done).take() {
+        let _ = tx.send(());
+    }
+}
+
+/// Records the instance a constructor made.
+///
+/// # Safety
+/// As for [`complete`].
+pub unsafe fn actor_created(ctx: *mut c_void, instance: *mut c_void) {
+    // SAFETY: as in `complete`.
+    let state = unsafe { &*(ctx as *const CallState) };
+    *lock(&state.instance) = Some(instance as usize);
+    // SAFETY: same contract.
+    unsafe { complete(ctx, Ok((Vec::new(), Vec::new()))) };
+}
+
+/// The actor this worker hosts.
+pub(crate) struct HostedActor {
+    id: ActorId,
+    instance: usize,
+    is_async: bool,
+    ordered: bool,
+    /// Per caller: the next sequence number to run (ordered actors).
+    next_seq: Mutex<HashMap<String, u64>>,
+    seq_changed: Notify,
+    /// Bounds concurrent calls of an async actor.
+    permits: Semaphore,
+}
+
+/// Work for an executor thread.
+pub(crate) struct Job {
+    spec: TaskSpec,
+    reply: oneshot::Sender<Executed>,
+}
+
+/// What an executor thread hands back.
+enum Executed {
+    Done(PushTaskReply),
+    /// An async call running on the actor's event loop.
+    Pending {
+        state: Arc<CallState>,
+        done: oneshot::Receiver<()>,
+        spec: TaskSpec,
+    },
+}
+
+/// Executor and actor state of a worker.
+#[derive(Default)]
+pub(crate) struct Executor {
+    table: Option<&'static HostTable>,
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    shared_rx: Option<Arc<Mutex<std::sync::mpsc::Receiver<Job>>>>,
+    actor: Option<Arc<HostedActor>>,
+    exit_requested: Arc<AtomicBool>,
 }
 
 impl CoreWorker {
     /// Starts the executor thread; `table` is what trampolines call back into.
     pub fn start_executor(&self, table: &'static HostTable) {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        {
+            let mut ex = lock(&self.0.executor);
+            ex.table = Some(table);
+            ex.jobs = Some(tx);
+            ex.shared_rx = Some(rx.clone());
+        }
+        self.spawn_executor_thread(table, rx);
+    }
+
+    fn spawn_executor_thread(&self, table: &'static HostTable, rx: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>) {
         let cw = self.clone();
         std::thread::Builder::new()
             .name("task-executor".into())
             .spawn(move || {
-                for job in rx {
-                    let reply = cw.run_task(table, job.spec);
-                    let _ = job.reply.send(reply);
+                loop {
+                    let job = match lock(&rx).recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    };
+                    let executed = cw.run_task(table, job.spec);
+                    let _ = job.reply.send(executed);
                 }
             })
-            .expect("spawn the executor thread");
-        *lock(&self.0.executor) = Some(tx);
+            .expect("spawn an executor thread");
     }
 
-    /// Runs a pushed task and returns the reply for its owner.
+    /// Runs a pushed task or actor call and returns the reply for its owner.
     pub(crate) async fn execute(&self, spec: TaskSpec) -> Result<PushTaskReply, RayError> {
+        let actor = lock(&self.0.executor).actor.clone();
+        let mut _permit = None;
+        if let (Some(actor), Some(call)) = (&actor, &spec.actor_task) {
+            if actor.id.0[..] != call.actor_id[..] {
+                return Err(RayError::Internal("this worker hosts a different actor".into()));
+            }
+            if actor.ordered {
+                actor.wait_turn(&spec.owner_address, call.seq).await;
+            }
+            if actor.is_async {
+                _permit = Some(actor.permits.acquire().await.map_err(|_| RayError::Internal("actor closed".into()))?);
+            }
+        }
         let (tx, rx) = oneshot::channel();
-        let sender =
-            lock(&self.0.executor).clone().ok_or_else(|| RayError::Internal("this process runs no tasks".into()))?;
+        let sender = lock(&self.0.executor)
+            .jobs
+            .clone()
+            .ok_or_else(|| RayError::Internal("this process runs no tasks".into()))?;
+        let ordered_call = actor.as_ref().filter(|a| a.ordered).and(spec.actor_task.as_ref()).map(|c| c.seq);
+        let caller = spec.owner_address.clone();
         sender.send(Job { spec, reply: tx }).map_err(|_| RayError::Internal("executor stopped".into()))?;
-        rx.await.map_err(|_| RayError::Internal("executor dropped a task".into()))
+        // One executor thread takes jobs in order, so the next call may queue now.
+        if let (Some(actor), Some(seq)) = (&actor, ordered_call) {
+            actor.advance(&caller, seq);
+        }
+        let executed = rx.await.map_err(|_| RayError::Internal("executor dropped a task".into()));
+        let reply = match executed? {
+            Executed::Done(reply) => reply,
+            Executed::Pending { state, done, spec } => {
+                let _ = done.await;
+                let cw = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result = state.take().unwrap_or_else(|| Err(RayError::Internal("no result".into())));
+                    cw.finish_call(&spec, result, Vec::new())
+                })
+                .await
+                .map_err(|e| RayError::Internal(e.to_string()))?
+            }
+        };
+        if lock(&self.0.executor).exit_requested.load(Ordering::SeqCst) {
+            // Let the reply leave before the process ends.
+            tokio::spawn(async {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let _ = std::io::stdout().flush();
+                std::process::exit(0);
+            });
+        }
+        Ok(reply)
     }
 
-    fn run_task(&self, table: &'static HostTable, spec: TaskSpec) -> PushTaskReply {
+    fn run_task(&self, table: &'static HostTable, spec: TaskSpec) -> Executed {
         let task_id = TaskId(spec.task_id.as_ref().try_into().unwrap_or_default());
         let function = spec.function.clone().unwrap_or_default();
         *lock(&self.0.current) = crate::CurrentTask { id: task_id, name: spec.name.clone() };
-        self.0.put_counter.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.0.put_counter.store(0, Ordering::Relaxed);
         let _ = writeln!(std::io::stdout(), "{TASK_MARKER}{}", spec.name);
         let _ = std::io::stdout().flush();
         let _ = writeln!(std::io::stderr(), "{TASK_MARKER}{}", spec.name);
@@ -114,10 +241,117 @@ impl CoreWorker {
             ..TaskEvent::default()
         });
 
-        let result = self.call_function(table, &spec, &function);
+        let (state, done) = CallState::new();
+        IN_TASK.with(|t| t.set(true));
+        ADOPTED.with(|a| a.borrow_mut().clear());
+        let called = self.call_function(table, &spec, &function, &state);
+        IN_TASK.with(|t| t.set(false));
+        let adopted = ADOPTED.with(|a| std::mem::take(&mut *a.borrow_mut()));
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
 
+        if let Err(e) = called {
+            return Executed::Done(self.finish_call(&spec, Err(e), adopted));
+        }
+        match state.take() {
+            Some(result) => {
+                if let (Some(creation), Ok(_)) = (&spec.actor_creation, &result) {
+                    self.become_actor(creation, lock(&state.instance).unwrap_or(0));
+                }
+                Executed::Done(self.finish_call(&spec, result, adopted))
+            }
+            None => Executed::Pending { state, done, spec },
+        }
+    }
+
+    fn become_actor(&self, creation: &ActorCreationSpec, instance: usize) {
+        let max = creation.max_concurrency.max(1) as usize;
+        let actor = Arc::new(HostedActor {
+            id: ActorId(creation.actor_id.as_ref().try_into().unwrap_or_default()),
+            instance,
+            is_async: creation.is_async,
+            ordered: !creation.is_async && max == 1,
+            next_seq: Mutex::new(HashMap::new()),
+            seq_changed: Notify::new(),
+            permits: Semaphore::new(max),
+        });
+        let (table, rx) = {
+            let mut ex = lock(&self.0.executor);
+            ex.actor = Some(actor);
+            (ex.table, ex.shared_rx.clone())
+        };
+        // A threaded actor runs calls on `max_concurrency` threads.
+        if !creation.is_async
+            && let (Some(table), Some(rx)) = (table, rx)
+        {
+            for _ in 1..max {
+                self.spawn_executor_thread(table, rx.clone());
+            }
+        }
+    }
+
+    fn call_function(
+        &self,
+        table: &'static HostTable,
+        spec: &TaskSpec,
+        function: &ray_proto::FunctionDescriptor,
+        state: &Arc<CallState>,
+    ) -> Result<(), RayError> {
+        let func = if function.artifact.is_empty() {
+            ray_abi::find_task(&function.key).ok_or_else(|| RayError::FunctionUnavailable {
+                function: function.name.clone(),
+                detail: format!(
+                    "`{}` is not registered in this worker's executable; is the worker running the same build as the driver?",
+                    function.key
+                ),
+            })?
+        } else {
+            return Err(RayError::FunctionUnavailable {
+                function: function.name.clone(),
+                detail: format!("code artifact {} cannot be loaded by this worker", function.artifact),
+            });
+        };
+        let instance = match (&spec.actor_task, &lock(&self.0.executor).actor) {
+            (Some(_), Some(actor)) => actor.instance as *mut c_void,
+            (Some(_), None) => return Err(RayError::Internal("an actor call reached a worker with no actor".into())),
+            _ => std::ptr::null_mut(),
+        };
+        let mut data = Vec::with_capacity(spec.args.len());
+        for (i, arg) in spec.args.iter().enumerate() {
+            data.push(match &arg.kind {
+                Some(task_arg::Kind::Value(b)) => ObjectData::Inline(b.clone()),
+                Some(task_arg::Kind::Object(loc)) => match crate::location_to_state(Some(loc.clone())) {
+                    State::Ready(crate::refs::Value::Inline(b)) => ObjectData::Inline(b),
+                    State::Ready(crate::refs::Value::Shm { path, .. }) => {
+                        ObjectData::Mapped(Arc::new(ObjectView::open(std::path::Path::new(&path)).map_err(|e| {
+                            RayError::ObjectLost { object: format!("argument {i}"), detail: e.to_string() }
+                        })?))
+                    }
+                    State::Failed(e) => return Err(e),
+                    State::Pending => return Err(RayError::Internal(format!("argument {i} was not resolved"))),
+                },
+                None => return Err(RayError::Internal(format!("argument {i} is empty"))),
+            });
+        }
+        let slices: Vec<Slice> = data.iter().map(|d| Slice::of(d.bytes())).collect();
+        let call = TaskCall {
+            args: slices.as_ptr(),
+            n_args: slices.len(),
+            ctx: Arc::as_ptr(state) as *mut c_void,
+            host: table,
+            instance,
+        };
+        // SAFETY: `func` is a trampoline generated by #[ray::remote] with the TaskFn
+        // signature; `call` and the argument bytes outlive the call (an async method
+        // copies its arguments before returning), and `state` outlives completion.
+        unsafe { func(&call) };
+        drop(data);
+        Ok(())
+    }
+
+    /// Stores the result and builds the reply for the caller.
+    fn finish_call(&self, spec: &TaskSpec, result: TaskResult, adopted: Vec<ObjectId>) -> PushTaskReply {
+        let task_id = TaskId(spec.task_id.as_ref().try_into().unwrap_or_default());
         let return_id = ObjectId::new(task_id, 1);
         let (location, contained) = match result {
             Ok((bytes, contained)) => match self.store_value(return_id, &[&bytes], &spec.owner_address) {
@@ -143,66 +377,9 @@ impl CoreWorker {
         };
         PushTaskReply {
             result: Some(ReturnObject { location, contained }),
-            borrowed: self.report_borrowed(),
+            borrowed: self.report_borrowed(adopted),
             worker_pid: std::process::id(),
         }
-    }
-
-    fn call_function(
-        &self,
-        table: &'static HostTable,
-        spec: &TaskSpec,
-        function: &ray_proto::FunctionDescriptor,
-    ) -> TaskResult {
-        let func = if function.artifact.is_empty() {
-            ray_abi::find_task(&function.key).ok_or_else(|| RayError::FunctionUnavailable {
-                function: function.name.clone(),
-                detail: format!(
-                    "`{}` is not registered in this worker's executable; is the worker running the same build as the driver?",
-                    function.key
-                ),
-            })?
-        } else {
-            return Err(RayError::FunctionUnavailable {
-                function: function.name.clone(),
-                detail: format!("code artifact {} cannot be loaded by this worker", function.artifact),
-            });
-        };
-        let mut data = Vec::with_capacity(spec.args.len());
-        for (i, arg) in spec.args.iter().enumerate() {
-            data.push(match &arg.kind {
-                Some(task_arg::Kind::Value(b)) => ObjectData::Inline(b.clone()),
-                Some(task_arg::Kind::Object(loc)) => match crate::location_to_state(Some(loc.clone())) {
-                    State::Ready(crate::refs::Value::Inline(b)) => ObjectData::Inline(b),
-                    State::Ready(crate::refs::Value::Shm { path, .. }) => {
-                        ObjectData::Mapped(Arc::new(ObjectView::open(std::path::Path::new(&path)).map_err(|e| {
-                            RayError::ObjectLost { object: format!("argument {i}"), detail: e.to_string() }
-                        })?))
-                    }
-                    State::Failed(e) => return Err(e),
-                    State::Pending => {
-                        return Err(RayError::Internal(format!("argument {i} was not resolved")));
-                    }
-                },
-                None => return Err(RayError::Internal(format!("argument {i} is empty"))),
-            });
-        }
-        let slices: Vec<Slice> = data.iter().map(|d| Slice::of(d.bytes())).collect();
-        let mut outcome = Outcome::default();
-        let call = TaskCall {
-            args: slices.as_ptr(),
-            n_args: slices.len(),
-            ctx: &mut outcome as *mut Outcome as *mut c_void,
-            host: table,
-        };
-        IN_TASK.with(|t| t.set(true));
-        ADOPTED.with(|a| a.borrow_mut().clear());
-        // SAFETY: `func` is a trampoline generated by #[ray::remote] with the TaskFn
-        // signature; `call` and everything it points to outlive the call.
-        unsafe { func(&call) };
-        IN_TASK.with(|t| t.set(false));
-        drop(data);
-        outcome.result.unwrap_or_else(|| Err(RayError::Internal("the task reported no result".into())))
     }
 
     /// The caller will hold the refs nested in our return value: make their owners
@@ -238,8 +415,7 @@ impl CoreWorker {
     }
 
     /// Refs deserialized during the task that are still held: we borrow them now.
-    fn report_borrowed(&self) -> Vec<ObjectRefInfo> {
-        let adopted = ADOPTED.with(|a| std::mem::take(&mut *a.borrow_mut()));
+    fn report_borrowed(&self, adopted: Vec<ObjectId>) -> Vec<ObjectRefInfo> {
         let mut refs = lock(&self.0.refs);
         let mut out = Vec::new();
         for id in adopted {
@@ -253,5 +429,50 @@ impl CoreWorker {
             }
         }
         out
+    }
+
+    /// `exit_actor()`: tells the head this actor ends on purpose, then ends the
+    /// process once the current call has replied.
+    pub fn exit_actor(&self) -> Result<(), RayError> {
+        let (actor, flag) = {
+            let ex = lock(&self.0.executor);
+            (ex.actor.clone(), ex.exit_requested.clone())
+        };
+        let actor =
+            actor.ok_or_else(|| RayError::InvalidArgument("exit_actor() must be called inside an actor".into()))?;
+        let mut head = self.0.head.clone();
+        let req = ActorExitedRequest { actor_id: actor.id.0.to_vec().into() };
+        block_on(&self.0.rt, async move { head.actor_exited(req).await }).map_err(|s| from_status(&s, "the head"))?;
+        flag.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl HostedActor {
+    /// Waits until `seq` is the next call to run for `caller`.
+    async fn wait_turn(&self, caller: &str, seq: u64) {
+        loop {
+            let notified = self.seq_changed.notified();
+            let next = lock(&self.next_seq).get(caller).copied().unwrap_or(0);
+            if seq <= next {
+                return;
+            }
+            // A call that never arrives (its caller died mid-send) must not wedge
+            // the actor: after a while, run anyway.
+            if tokio::time::timeout(std::time::Duration::from_secs(5), notified).await.is_err() {
+                lock(&self.next_seq).insert(caller.to_string(), seq);
+                return;
+            }
+        }
+    }
+
+    fn advance(&self, caller: &str, seq: u64) {
+        let mut next = lock(&self.next_seq);
+        let entry = next.entry(caller.to_string()).or_insert(0);
+        if *entry <= seq {
+            *entry = seq + 1;
+        }
+        drop(next);
+        self.seq_changed.notify_waiters();
     }
 }

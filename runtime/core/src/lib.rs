@@ -14,6 +14,7 @@
 //! Its API is plain Rust over bytes; `ray-runtime` exposes it to the `ray` crate
 //! through the C-ABI table.
 
+pub mod actor;
 pub mod execute;
 pub mod refs;
 pub mod service;
@@ -101,7 +102,8 @@ pub(crate) struct Inner {
     pub(crate) log_sink: RwLock<Option<LogSink>>,
     pub(crate) shut_down: AtomicBool,
     pub(crate) last_log: Mutex<Instant>,
-    pub(crate) executor: Mutex<Option<std::sync::mpsc::Sender<execute::Job>>>,
+    pub(crate) executor: Mutex<execute::Executor>,
+    pub(crate) namespace: Mutex<Option<String>>,
 }
 
 /// This process's core worker. Cheap to clone.
@@ -198,7 +200,8 @@ impl CoreWorker {
             log_sink: RwLock::new(None),
             shut_down: AtomicBool::new(false),
             last_log: Mutex::new(Instant::now()),
-            executor: Mutex::new(None),
+            executor: Mutex::new(execute::Executor::default()),
+            namespace: Mutex::new((!opts.namespace.is_empty()).then(|| opts.namespace.clone())),
         });
         let cw = CoreWorker(inner);
         service::serve(cw.clone(), listener);

@@ -10,7 +10,9 @@
 
 use crate::refs::{Effects, State};
 use crate::{CoreWorker, LEASE_IDLE, lock};
-use ray_abi::{ArgSubmission, FunctionDescriptor, ObjectId, RayError, TaskError, TaskId, TaskSubmission};
+use ray_abi::{
+    ActorId, ArgSubmission, FunctionDescriptor, ObjectId, RayError, TaskError, TaskId, TaskOptions, TaskSubmission,
+};
 use ray_proto::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -33,15 +35,17 @@ pub(crate) struct PendingTask {
     resources: BTreeMap<String, f64>,
     max_retries: u32,
     retry_exceptions: bool,
-    attempt: u32,
+    pub(crate) attempt: u32,
     return_id: ObjectId,
     /// Objects this task keeps alive until it finishes: its ref arguments and
     /// the refs nested in its value arguments.
     deps: Vec<ObjectId>,
-    spec: Option<TaskSpec>,
-    cancelled: bool,
-    running: Option<(u32, u64)>,
+    pub(crate) spec: Option<TaskSpec>,
+    pub(crate) cancelled: bool,
+    pub(crate) running: Option<(u32, u64)>,
     key: SchedKey,
+    /// The actor, for a method call.
+    actor: Option<ActorId>,
 }
 
 struct Slot {
@@ -73,9 +77,10 @@ struct KeyState {
 /// All tasks in flight from this process, and the leases serving them.
 #[derive(Default)]
 pub(crate) struct Scheduler {
-    tasks: HashMap<TaskId, PendingTask>,
+    pub(crate) tasks: HashMap<TaskId, PendingTask>,
     keys: HashMap<SchedKey, KeyState>,
     next_slot: u64,
+    pub(crate) actors: HashMap<ActorId, crate::actor::ActorConn>,
 }
 
 fn key_of(resources: &BTreeMap<String, f64>) -> SchedKey {
@@ -103,6 +108,17 @@ impl CoreWorker {
 
     /// Submits a task; returns the id of its return object, owned here.
     pub fn submit(&self, sub: TaskSubmission) -> Result<ObjectId, RayError> {
+        self.submit_inner(sub.function, sub.args, sub.options, None)
+    }
+
+    pub(crate) fn submit_inner(
+        &self,
+        function: FunctionDescriptor,
+        args: Vec<ArgSubmission>,
+        options: TaskOptions,
+        actor: Option<ActorId>,
+    ) -> Result<ObjectId, RayError> {
+        let sub = TaskSubmission { function, args, options };
         if self.0.shut_down.load(Ordering::Relaxed) {
             return Err(RayError::NotInitialized);
         }
@@ -148,9 +164,16 @@ impl CoreWorker {
             spec: None,
             cancelled: false,
             running: None,
+            actor,
         };
         self.record_event(event(&task, self.0.job.0, "PENDING_ARGS_AVAIL"));
-        lock(&self.0.sched).tasks.insert(id, task);
+        {
+            let mut sched = lock(&self.0.sched);
+            sched.tasks.insert(id, task);
+            if let Some(a) = actor {
+                sched.actors.entry(a).or_default().queue.push_back(id);
+            }
+        }
         top_level.sort();
         top_level.dedup();
         // Inputs that already exist need no callback, and resolving them inline
@@ -193,56 +216,25 @@ impl CoreWorker {
             }
             (t.args.clone(), t.function.clone(), t.name.clone(), t.attempt)
         };
-        let mut task_args = Vec::with_capacity(args.len());
-        let mut upstream: Option<RayError> = None;
-        {
-            let refs = lock(&self.0.refs);
-            let info = |oid: &ObjectId| ObjectRefInfo {
-                object_id: oid.0.to_vec().into(),
-                owner_address: refs.get(oid).and_then(|e| e.owner.clone()).unwrap_or_else(|| self.0.address.clone()),
-            };
-            for a in &args {
-                match a {
-                    ArgSubmission::Value { data, contained } => task_args.push(TaskArg {
-                        kind: Some(task_arg::Kind::Value(data.clone().into())),
-                        nested: contained.iter().map(info).collect(),
-                    }),
-                    ArgSubmission::Ref(r) => match refs.get(r).map(|e| &e.state) {
-                        Some(State::Failed(e)) => {
-                            upstream.get_or_insert_with(|| e.clone());
-                        }
-                        Some(state @ State::Ready(_)) => task_args.push(TaskArg {
-                            kind: crate::state_to_location(state).map(task_arg::Kind::Object),
-                            nested: vec![],
-                        }),
-                        _ => {
-                            upstream.get_or_insert_with(|| RayError::ObjectLost {
-                                object: r.to_string(),
-                                detail: "an argument disappeared before the task could run".into(),
-                            });
-                        }
-                    },
-                }
+        let task_args = match self.build_args(&args) {
+            Ok(task_args) => task_args,
+            Err(cause) => {
+                let message = match &cause {
+                    RayError::Task(t) => format!("its argument came from task `{}`, which failed", t.function),
+                    other => format!("an argument failed: {other}"),
+                };
+                let err = RayError::Task(TaskError {
+                    function: name,
+                    message,
+                    location: None,
+                    pid: std::process::id(),
+                    ip: self.0.conn.ip.clone(),
+                    cause: Some(Box::new(cause)),
+                });
+                self.finish(id, State::Failed(err), None);
+                return;
             }
-        }
-        if let Some(cause) = upstream {
-            let message = match &cause {
-                RayError::Task(t) => {
-                    format!("its argument came from task `{}`, which failed", t.function)
-                }
-                other => format!("an argument failed: {other}"),
-            };
-            let err = RayError::Task(TaskError {
-                function: name,
-                message,
-                location: None,
-                pid: std::process::id(),
-                ip: self.0.conn.ip.clone(),
-                cause: Some(Box::new(cause)),
-            });
-            self.finish(id, State::Failed(err), None);
-            return;
-        }
+        };
         let spec = TaskSpec {
             task_id: id.0.to_vec().into(),
             job_id: self.0.job.0,
@@ -257,6 +249,7 @@ impl CoreWorker {
             owner_address: self.0.address.clone(),
             attempt,
             parent_task_id: lock(&self.0.current).id.0.to_vec().into(),
+            ..TaskSpec::default()
         };
         let key = {
             let mut sched = lock(&self.0.sched);
@@ -264,6 +257,11 @@ impl CoreWorker {
                 return;
             };
             t.spec = Some(spec);
+            if let Some(actor) = t.actor {
+                drop(sched);
+                self.pump_actor(actor);
+                return;
+            }
             let key = t.key.clone();
             let resources = t.resources.clone();
             self.record_event(event(t, self.0.job.0, "PENDING_NODE_ASSIGNMENT"));
@@ -273,6 +271,40 @@ impl CoreWorker {
             key
         };
         self.pump(&key);
+    }
+
+    /// Turns submitted arguments into wire arguments: values as they are, ref
+    /// arguments as their (ready) values or locations. Fails with the upstream error
+    /// if a ref argument failed.
+    pub(crate) fn build_args(&self, args: &[ArgSubmission]) -> Result<Vec<TaskArg>, RayError> {
+        let refs = lock(&self.0.refs);
+        let info = |oid: &ObjectId| ObjectRefInfo {
+            object_id: oid.0.to_vec().into(),
+            owner_address: refs.get(oid).and_then(|e| e.owner.clone()).unwrap_or_else(|| self.0.address.clone()),
+        };
+        let mut task_args = Vec::with_capacity(args.len());
+        for a in args {
+            match a {
+                ArgSubmission::Value { data, contained } => task_args.push(TaskArg {
+                    kind: Some(task_arg::Kind::Value(data.clone().into())),
+                    nested: contained.iter().map(info).collect(),
+                }),
+                ArgSubmission::Ref(r) => match refs.get(r).map(|e| &e.state) {
+                    Some(State::Failed(e)) => return Err(e.clone()),
+                    Some(state @ State::Ready(_)) => task_args.push(TaskArg {
+                        kind: crate::state_to_location(state).map(task_arg::Kind::Object),
+                        nested: vec![],
+                    }),
+                    _ => {
+                        return Err(RayError::ObjectLost {
+                            object: r.to_string(),
+                            detail: "an argument disappeared before the task could run".into(),
+                        });
+                    }
+                },
+            }
+        }
+        Ok(task_args)
     }
 
     /// Pushes queued tasks to idle leases and asks for more leases if needed.
@@ -335,6 +367,7 @@ impl CoreWorker {
             job_id: self.0.job.0,
             resources: resources_from_map(&resources),
             function_name: name.clone(),
+            ..LeaseRequest::default()
         };
         let reply = self.0.node.clone().request_lease(req).await;
         let failure = match reply.map(|r| r.into_inner().result) {
@@ -447,13 +480,14 @@ impl CoreWorker {
         }
     }
 
-    async fn task_replied(&self, tid: TaskId, worker_address: &str, reply: PushTaskReply) {
+    pub(crate) async fn task_replied(&self, tid: TaskId, worker_address: &str, reply: PushTaskReply) {
         let result = reply.result.unwrap_or_default();
         let state = crate::location_to_state(result.location);
         // A panicking task may be retried if the caller asked for it.
         if let State::Failed(RayError::Task(_)) = &state {
             let mut sched = lock(&self.0.sched);
             if let Some(t) = sched.tasks.get_mut(&tid)
+                && t.actor.is_none()
                 && t.retry_exceptions
                 && !t.cancelled
                 && t.attempt < t.max_retries
@@ -490,7 +524,7 @@ impl CoreWorker {
     }
 
     /// Settles a task's return object and releases what it kept alive.
-    fn finish(&self, tid: TaskId, state: State, outcome: Option<(u32, Vec<(ObjectId, String)>)>) {
+    pub(crate) fn finish(&self, tid: TaskId, state: State, outcome: Option<(u32, Vec<(ObjectId, String)>)>) {
         let Some(task) = lock(&self.0.sched).tasks.remove(&tid) else {
             return;
         };
@@ -556,9 +590,13 @@ impl CoreWorker {
             };
             t.cancelled = true;
             let key = t.key.clone();
-            let out = (t.name.clone(), t.running);
+            let actor = t.actor;
+            let out = (t.name.clone(), if actor.is_some() { None } else { t.running });
             if let Some(ks) = sched.keys.get_mut(&key) {
                 ks.ready.retain(|x| *x != tid);
+            }
+            if let Some(conn) = actor.and_then(|a| sched.actors.get_mut(&a)) {
+                conn.queue.retain(|x| *x != tid);
             }
             out
         };

@@ -7,6 +7,9 @@
 //! publish lines per job and each driver subscribes to its own job's lines, so output
 //! reaches the driver whichever node the worker ran on.
 
+mod actors;
+
+use actors::Actors;
 use ray_proto::head_server::{Head, HeadServer};
 use ray_proto::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -109,12 +112,15 @@ pub struct HeadService {
     session_dir: String,
     start_ms: u64,
     shutdown: Arc<Notify>,
+    actors: Actors,
 }
 
 impl HeadService {
-    /// A head that will advertise `address` and `session_dir`.
-    pub fn new(address: String, session_dir: String) -> Self {
+    /// A head that will advertise `address` and `session_dir`, and use `token` to
+    /// reach node daemons and workers.
+    pub fn new(address: String, session_dir: String, token: &str) -> Self {
         HeadService {
+            actors: Actors::new(token),
             tables: Arc::new(Mutex::new(Tables { next_job: 1, ..Tables::default() })),
             address,
             session_dir,
@@ -125,6 +131,10 @@ impl HeadService {
 
     fn lock(&self) -> MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        self.lock().nodes.values().map(|n| n.info.clone()).collect()
     }
 
     /// Marks nodes without recent heartbeats dead. Returns the ids newly marked.
@@ -205,6 +215,9 @@ impl Head for HeadService {
             j.end_time_ms = now_ms();
         }
         t.log_channels.remove(&id);
+        drop(t);
+        let actors = self.actors.clone();
+        tokio::spawn(async move { actors.job_finished(id).await });
         Ok(Response::new(Empty {}))
     }
 
@@ -255,6 +268,42 @@ impl Head for HeadService {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn create_actor(&self, req: Request<CreateActorRequest>) -> Result<Response<ActorInfo>, Status> {
+        let spec = req.into_inner().spec.ok_or_else(|| Status::invalid_argument("missing actor spec"))?;
+        self.actors.create(spec, self.nodes()).map(Response::new).map_err(|e| to_status(&e))
+    }
+
+    async fn get_actor(&self, req: Request<GetActorRequest>) -> Result<Response<ActorInfo>, Status> {
+        let r = req.into_inner();
+        self.actors.get(&r.actor_id, r.wait, r.min_incarnation).await.map(Response::new).map_err(|e| to_status(&e))
+    }
+
+    async fn get_named_actor(&self, req: Request<GetNamedActorRequest>) -> Result<Response<ActorInfo>, Status> {
+        let r = req.into_inner();
+        self.actors.named(&r.name, &r.namespace).map(Response::new).map_err(|e| to_status(&e))
+    }
+
+    async fn kill_actor(&self, req: Request<KillActorRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.actors.kill(&r.actor_id, r.no_restart).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn actor_exited(&self, req: Request<ActorExitedRequest>) -> Result<Response<Empty>, Status> {
+        self.actors.exiting(&req.into_inner().actor_id);
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_actors(&self, _: Request<Empty>) -> Result<Response<ListActorsReply>, Status> {
+        Ok(Response::new(ListActorsReply { actors: self.actors.list() }))
+    }
+
+    async fn worker_died(&self, req: Request<WorkerDiedRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.actors.worker_died(&r.worker_id, r.pid, &r.detail, self.nodes());
+        Ok(Response::new(Empty {}))
+    }
+
     async fn shutdown(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
         self.shutdown.notify_waiters();
         self.shutdown.notify_one();
@@ -275,7 +324,7 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let service = HeadService::new(address, session_dir);
+    let service = HeadService::new(address, session_dir, token);
     let liveness = service.clone();
     let monitor = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));

@@ -52,6 +52,8 @@ pub struct Worker {
     pub address: String,
     /// Its state.
     pub state: WorkerState,
+    /// Hosts a detached actor, which outlives its job.
+    pub detached: bool,
 }
 
 #[derive(Debug)]
@@ -73,6 +75,10 @@ pub struct PendingLease {
     pub resources: Resources,
     /// Where the answer goes.
     pub reply: oneshot::Sender<LeaseReply>,
+    /// Held for an actor's lifetime: not bound by the per-job worker cap.
+    pub for_actor: bool,
+    /// The actor outlives its job.
+    pub detached: bool,
 }
 
 /// What the caller must do after a scheduling pass.
@@ -91,6 +97,8 @@ pub struct Pool {
     leases: HashMap<u64, LeaseEntry>,
     pending: VecDeque<PendingLease>,
     next_lease: u64,
+    /// Leases held by actors for their lifetime.
+    actor_leases: std::collections::HashSet<u64>,
     /// Upper bound on workers per job, so a burst cannot fork-bomb the machine.
     max_workers_per_job: usize,
 }
@@ -107,6 +115,7 @@ impl Pool {
             leases: HashMap::new(),
             pending: VecDeque::new(),
             next_lease: 1,
+            actor_leases: Default::default(),
             max_workers_per_job: (cpus * 4).max(16),
         }
     }
@@ -142,7 +151,10 @@ impl Pool {
 
     /// Records a spawned worker.
     pub fn worker_spawned(&mut self, worker_id: Vec<u8>, pid: u32, job: u32) {
-        self.workers.insert(worker_id, Worker { pid, job, address: String::new(), state: WorkerState::Starting });
+        self.workers.insert(
+            worker_id,
+            Worker { pid, job, address: String::new(), state: WorkerState::Starting, detached: false },
+        );
     }
 
     /// Records the pid of a worker recorded before it was spawned.
@@ -174,6 +186,7 @@ impl Pool {
     }
 
     fn finish_lease(&mut self, lease_id: u64) -> Option<Vec<u8>> {
+        self.actor_leases.remove(&lease_id);
         let entry = self.leases.remove(&lease_id)?;
         match &entry.released_while_blocked {
             // The CPU was already given back while blocked; return only the rest.
@@ -246,9 +259,9 @@ impl Pool {
         out
     }
 
-    /// Worker pids of a job.
+    /// Worker pids of a job, except those hosting detached actors.
     pub fn job_workers(&self, job: u32) -> Vec<(Vec<u8>, u32)> {
-        self.workers.iter().filter(|(_, w)| w.job == job).map(|(id, w)| (id.clone(), w.pid)).collect()
+        self.workers.iter().filter(|(_, w)| w.job == job && !w.detached).map(|(id, w)| (id.clone(), w.pid)).collect()
     }
 
     /// Jobs that have workers here.
@@ -268,7 +281,8 @@ impl Pool {
                 *starting.entry(w.job).or_default() += 1;
             }
         }
-        let mut wanting: HashMap<u32, usize> = HashMap::new();
+        // Per job: workers wanted for tasks, and for actors (not capped).
+        let mut wanting: HashMap<u32, (usize, usize)> = HashMap::new();
         // What would be left if every request waiting for a worker got one: only
         // requests that fit in it justify starting a worker.
         let mut shadow = self.available.clone();
@@ -296,6 +310,7 @@ impl Pool {
                     self.next_lease += 1;
                     let w = self.workers.get_mut(&worker_id).expect("idle worker exists");
                     w.state = WorkerState::Leased(lease_id);
+                    w.detached = p.detached;
                     let reply = LeaseReply {
                         result: Some(lease_reply::Result::Lease(Lease {
                             lease_id,
@@ -307,6 +322,9 @@ impl Pool {
                     };
                     subtract(&mut self.available, &p.resources);
                     subtract(&mut shadow, &p.resources);
+                    if p.for_actor {
+                        self.actor_leases.insert(lease_id);
+                    }
                     self.leases.insert(
                         lease_id,
                         LeaseEntry { worker_id, resources: p.resources.clone(), released_while_blocked: None },
@@ -321,18 +339,30 @@ impl Pool {
                 None => {
                     if fits(&shadow, &p.resources) {
                         subtract(&mut shadow, &p.resources);
-                        *wanting.entry(p.job).or_default() += 1;
+                        let w = wanting.entry(p.job).or_default();
+                        if p.for_actor {
+                            w.1 += 1;
+                        } else {
+                            w.0 += 1;
+                        }
                     }
                     still_pending.push_back(p);
                 }
             }
         }
         self.pending = still_pending;
-        for (job, want) in wanting {
+        for (job, (for_tasks, for_actors)) in wanting {
             let have_starting = starting.get(&job).copied().unwrap_or(0);
-            let job_total = self.workers.values().filter(|w| w.job == job).count();
-            let room = self.max_workers_per_job.saturating_sub(job_total);
-            for _ in 0..want.saturating_sub(have_starting).min(room) {
+            let task_workers = self
+                .workers
+                .values()
+                .filter(|w| {
+                    w.job == job && !matches!(w.state, WorkerState::Leased(l) if self.actor_leases.contains(&l))
+                })
+                .count();
+            let room = self.max_workers_per_job.saturating_sub(task_workers);
+            let wanted = for_tasks.min(room) + for_actors;
+            for _ in 0..wanted.saturating_sub(have_starting) {
                 actions.spawn.push(job);
             }
         }
@@ -351,7 +381,7 @@ mod tests {
 
     fn request(pool: &mut Pool, job: u32, cpu: f64) -> oneshot::Receiver<LeaseReply> {
         let (tx, rx) = oneshot::channel();
-        pool.enqueue(PendingLease { job, resources: res(cpu), reply: tx });
+        pool.enqueue(PendingLease { job, resources: res(cpu), reply: tx, for_actor: false, detached: false });
         rx
     }
 

@@ -181,6 +181,14 @@ impl Shared {
             this.children.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
             this.pool().worker_exited(&worker_id);
             this.dispatch();
+            // The head restarts or buries an actor the worker hosted.
+            let detail = match status {
+                Ok(s) => describe_exit(s),
+                Err(e) => e.to_string(),
+            };
+            let report =
+                WorkerDiedRequest { node_id: this.node_id.clone().into(), worker_id: worker_id.into(), pid, detail };
+            let _ = this.head.clone().worker_died(report).await;
         });
     }
 
@@ -189,6 +197,16 @@ impl Shared {
         for pid in pids {
             kill(pid);
         }
+    }
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(libc::SIGKILL)) => "killed by SIGKILL".to_string(),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "exited".to_string(),
     }
 }
 
@@ -347,7 +365,13 @@ impl Node for NodeService {
         // Make sure we know how to start this job's workers before queueing.
         self.0.job_info(r.job_id).await?;
         let (tx, rx) = oneshot::channel();
-        self.0.pool().enqueue(PendingLease { job: r.job_id, resources: demand, reply: tx });
+        self.0.pool().enqueue(PendingLease {
+            job: r.job_id,
+            resources: demand,
+            reply: tx,
+            for_actor: r.for_actor,
+            detached: r.detached,
+        });
         self.0.dispatch();
         let reply = rx.await.map_err(|_| Status::unavailable("node is shutting down"))?;
         Ok(Response::new(reply))

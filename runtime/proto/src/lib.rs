@@ -171,9 +171,11 @@ pub fn to_status(e: &RayError) -> Status {
             Code::InvalidArgument
         }
         RayError::Cancelled { .. } => Code::Cancelled,
-        RayError::ObjectLost { .. } | RayError::OwnerDied { .. } | RayError::FunctionUnavailable { .. } => {
-            Code::NotFound
-        }
+        RayError::ObjectLost { .. }
+        | RayError::OwnerDied { .. }
+        | RayError::FunctionUnavailable { .. }
+        | RayError::ActorNotFound { .. } => Code::NotFound,
+        RayError::ActorDied { .. } => Code::Aborted,
         RayError::Connection { .. } | RayError::Startup(_) => Code::Unavailable,
         RayError::Unauthenticated { .. } => Code::Unauthenticated,
         RayError::Task(_) | RayError::WorkerCrashed { .. } => Code::Aborted,

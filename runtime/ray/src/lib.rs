@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod actor;
 mod codec;
 mod host;
 mod object_ref;
@@ -39,6 +40,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+pub use actor::{Actor, ActorHandle, ActorOptions, get_actor, get_actor_in, kill, kill_with};
 pub use object_ref::{ObjectFuture, ObjectRef};
 pub use ray_abi::{RayError, RayResult, RuntimeContext, TaskError};
 pub use ray_macros::remote;
@@ -46,16 +48,22 @@ pub use remote::{Arg, IntoArg, Options};
 
 /// Everything a Ray program usually needs, for `use ray::prelude::*`.
 pub mod prelude {
-    pub use crate::{IntoArg, ObjectRef, RayError, RayResult, remote};
+    pub use crate::actor::Handle as _;
+    pub use crate::{ActorHandle, IntoArg, ObjectRef, RayError, RayResult, remote};
 }
 
 /// Used by code that `#[ray::remote]` generates; not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::actor::{
+        ActorCell, OwnedArgs, call_actor, create_actor, run_actor_async, run_actor_constructor, run_actor_mut,
+        run_actor_ref,
+    };
     pub use crate::codec::{decode, encode, short_type_name};
-    pub use crate::remote::{TaskArgs, default_options, descriptor, run_task, submit};
+    pub use crate::remote::{TaskArgs, default_actor_options, default_options, descriptor, run_task, submit};
     pub use ray_abi::linkme;
-    pub use ray_abi::{FunctionDescriptor, TASK_REGISTRY, TaskCall, TaskEntry, TaskOptions};
+    pub use ray_abi::{ActorRef, FunctionDescriptor, TASK_REGISTRY, TaskCall, TaskEntry, TaskOptions};
+    pub use serde;
 }
 
 /// How to start or join a cluster: Ray's `ray.init(...)` keyword arguments.

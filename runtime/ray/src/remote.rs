@@ -196,11 +196,42 @@ pub fn default_options(pairs: &[(&str, f64)], names: &[(&str, &str)], resources:
     Options(o)
 }
 
+/// Parses default options from a `#[ray::remote(..)]` attribute on an actor struct.
+#[doc(hidden)]
+pub fn default_actor_options(
+    numbers: &[(&str, f64)],
+    names: &[(&str, &str)],
+    resources: &[(&str, f64)],
+) -> crate::ActorOptions {
+    let mut o = ray_abi::ActorOptions::default();
+    for (k, v) in numbers {
+        match *k {
+            "num_cpus" => o.num_cpus = Some(*v),
+            "num_gpus" => o.num_gpus = Some(*v),
+            "memory" => o.memory = Some(*v),
+            "max_concurrency" => o.max_concurrency = Some(*v as u32),
+            "max_restarts" => o.max_restarts = Some(*v as i32),
+            "max_task_retries" => o.max_task_retries = Some(*v as i32),
+            _ => {}
+        }
+    }
+    for (k, v) in names {
+        match *k {
+            "name" => o.name = Some(v.to_string()),
+            "namespace" => o.namespace = Some(v.to_string()),
+            "lifetime" => o.detached = *v == "detached",
+            _ => {}
+        }
+    }
+    o.resources = resources.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    crate::ActorOptions(o)
+}
+
 /// The arguments of a call, as a trampoline sees them.
 #[doc(hidden)]
 pub struct TaskArgs<'a> {
-    args: &'a [Slice],
-    function: &'static str,
+    pub(crate) args: &'a [Slice],
+    pub(crate) function: &'static str,
 }
 
 impl TaskArgs<'_> {
@@ -235,7 +266,7 @@ thread_local! {
     static LAST_PANIC: RefCell<Option<PanicRecord>> = const { RefCell::new(None) };
 }
 
-fn install_panic_hook() {
+pub(crate) fn install_panic_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
@@ -255,9 +286,105 @@ fn install_panic_hook() {
     });
 }
 
-/// Runs a remote function inside a worker: decodes arguments with `body`, catches
-/// panics (a panic must not cross `extern "C"`), and hands the encoded result or
-/// the failure back to the host.
+/// Marks this thread as running task code: panics are recorded, not printed.
+pub(crate) fn enter_task() {
+    IN_TASK.with(|t| *t.borrow_mut() = true);
+}
+
+/// Ends [`enter_task`].
+pub(crate) fn leave_task() {
+    IN_TASK.with(|t| *t.borrow_mut() = false);
+}
+
+fn panic_error(function: &str) -> RayError {
+    let record = LAST_PANIC
+        .with(|p| p.borrow_mut().take())
+        .unwrap_or(PanicRecord { message: "panicked".to_string(), location: None });
+    RayError::Task(TaskError {
+        function: function.to_string(),
+        message: record.message,
+        location: record.location,
+        pid: std::process::id(),
+        ip: String::new(),
+        cause: None,
+    })
+}
+
+/// Hands a finished call's outcome to the host: the encoded value, or the error.
+///
+/// # Safety
+/// `table` and `ctx` must be those of a call that has not reported yet.
+pub(crate) unsafe fn report_outcome<R: Serialize + Any>(
+    table: *const ray_abi::HostTable,
+    ctx: *mut std::ffi::c_void,
+    function: &str,
+    outcome: Result<Result<R, RayError>, Box<dyn Any + Send>>,
+) {
+    // SAFETY: the host's table lives for the whole process.
+    let table = unsafe { &*table };
+    let failure = match outcome {
+        Ok(Ok(value)) => match codec::encode(&value) {
+            Ok(enc) => {
+                let parts = host::slices(&enc.parts());
+                // SAFETY: `ctx` is the host's; parts and contained ids are live for the call.
+                unsafe {
+                    (table.task_return)(ctx, parts.as_ptr(), parts.len(), enc.contained.as_ptr(), enc.contained.len())
+                };
+                return;
+            }
+            Err(e) => e,
+        },
+        Ok(Err(e)) => e,
+        Err(_) => panic_error(function),
+    };
+    let bytes = failure.to_bytes();
+    // SAFETY: `ctx` is the host's; the bytes are live for the call.
+    unsafe { (table.task_fail)(ctx, Slice::of(&bytes)) };
+}
+
+/// Reports a failure for `call`.
+///
+/// # Safety
+/// `call` must be a call that has not reported yet.
+pub(crate) unsafe fn report_failure(call: &TaskCall, function: &str, e: RayError) {
+    // SAFETY: forwarded from our caller's contract.
+    unsafe { report_outcome::<()>(call.host, call.ctx, function, Ok(Err(e))) }
+}
+
+/// Runs trampoline code with panics caught (a panic must not cross `extern "C"`)
+/// and reports its outcome. `body` returns `None` when it reported by itself.
+///
+/// # Safety
+/// `call` must be the pointer the host passed to the trampoline.
+pub(crate) unsafe fn run_reporting<R, F>(call: *const TaskCall, function: &'static str, body: F)
+where
+    R: Serialize + Any,
+    F: FnOnce(&TaskArgs<'_>, &TaskCall) -> Result<Option<R>, RayError>,
+{
+    // SAFETY: the host passes a valid TaskCall that outlives this call.
+    let call = unsafe { &*call };
+    let args = if call.n_args == 0 {
+        &[][..]
+    } else {
+        // SAFETY: the host passes `n_args` valid slices at `args`.
+        unsafe { std::slice::from_raw_parts(call.args, call.n_args) }
+    };
+    let task_args = TaskArgs { args, function };
+    install_panic_hook();
+    enter_task();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&task_args, call)));
+    leave_task();
+    let outcome = match outcome {
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(v))) => Ok(Ok(v)),
+        Ok(Err(e)) => Ok(Err(e)),
+        Err(p) => Err(p),
+    };
+    // SAFETY: the call has not reported yet (`body` returned a value or failed).
+    unsafe { report_outcome(call.host, call.ctx, function, outcome) };
+}
+
+/// Runs a remote function inside a worker and reports its result.
 ///
 /// # Safety
 /// `call` must be the pointer the host passed to the trampoline.
@@ -267,48 +394,6 @@ where
     R: Serialize + Any,
     F: FnOnce(&TaskArgs<'_>) -> Result<R, RayError>,
 {
-    // SAFETY: the host passes a valid TaskCall that outlives this call.
-    let call = unsafe { &*call };
-    // SAFETY: the host's table lives for the whole process.
-    let table = unsafe { &*call.host };
-    let args = if call.n_args == 0 {
-        &[][..]
-    } else {
-        // SAFETY: the host passes `n_args` valid slices at `args`.
-        unsafe { std::slice::from_raw_parts(call.args, call.n_args) }
-    };
-    let task_args = TaskArgs { args, function };
-    install_panic_hook();
-    IN_TASK.with(|t| *t.borrow_mut() = true);
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let value = body(&task_args)?;
-        let enc = codec::encode(&value)?;
-        let parts = host::slices(&enc.parts());
-        // SAFETY: `ctx` is the host's; parts and contained ids are live for the call.
-        unsafe {
-            (table.task_return)(call.ctx, parts.as_ptr(), parts.len(), enc.contained.as_ptr(), enc.contained.len())
-        };
-        Ok::<(), RayError>(())
-    }));
-    IN_TASK.with(|t| *t.borrow_mut() = false);
-    let failure = match outcome {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => e,
-        Err(_) => {
-            let record = LAST_PANIC
-                .with(|p| p.borrow_mut().take())
-                .unwrap_or(PanicRecord { message: "panicked".to_string(), location: None });
-            RayError::Task(TaskError {
-                function: function.to_string(),
-                message: record.message,
-                location: record.location,
-                pid: std::process::id(),
-                ip: String::new(),
-                cause: None,
-            })
-        }
-    };
-    let bytes = failure.to_bytes();
-    // SAFETY: `ctx` is the host's; the bytes are live for the call.
-    unsafe { (table.task_fail)(call.ctx, Slice::of(&bytes)) };
+    // SAFETY: forwarded from our caller's contract.
+    unsafe { run_reporting(call, function, |args, _| body(args).map(Some)) }
 }

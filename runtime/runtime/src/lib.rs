@@ -14,7 +14,8 @@ pub mod session;
 use bytes::Bytes;
 use cluster::{LocalCluster, NodeResources};
 use ray_abi::{
-    ABI_VERSION, HostBuf, HostTable, InitConfig, ObjectId, RayError, ReadyCallback, STATUS_ERR, STATUS_OK, Slice,
+    ABI_VERSION, ActorId, HostBuf, HostTable, InitConfig, ObjectId, RayError, ReadyCallback, STATUS_ERR, STATUS_OK,
+    Slice,
 };
 use ray_core::{Connection, CoreWorker, ObjectData, StartOptions};
 use std::collections::HashMap;
@@ -407,6 +408,81 @@ unsafe extern "C" fn t_context(out: *mut HostBuf, err: *mut HostBuf) -> i32 {
     }
 }
 
+fn decode<T: serde::de::DeserializeOwned>(bytes: Slice, what: &str) -> Result<T, RayError> {
+    // SAFETY: the API crate passes valid bytes for the duration of the call.
+    postcard::from_bytes(unsafe { bytes.as_bytes() }).map_err(|e| RayError::InvalidArgument(format!("bad {what}: {e}")))
+}
+
+unsafe extern "C" fn t_create_actor(spec: Slice, out: *mut ActorId, err: *mut HostBuf) -> i32 {
+    match decode(spec, "actor creation").and_then(|c| core()?.create_actor(c)) {
+        Ok(id) => {
+            // SAFETY: `out` is valid for a write.
+            unsafe { *out = id };
+            STATUS_OK
+        }
+        // SAFETY: `err` is valid for a write.
+        Err(e) => unsafe { fail(err, e) },
+    }
+}
+
+unsafe extern "C" fn t_call_actor(call: Slice, out: *mut ObjectId, err: *mut HostBuf) -> i32 {
+    match decode(call, "actor call").and_then(|c| core()?.call_actor(c)) {
+        Ok(id) => {
+            // SAFETY: `out` is valid for a write.
+            unsafe { *out = id };
+            STATUS_OK
+        }
+        // SAFETY: `err` is valid for a write.
+        Err(e) => unsafe { fail(err, e) },
+    }
+}
+
+unsafe extern "C" fn t_kill_actor(id: *const ActorId, no_restart: bool, err: *mut HostBuf) -> i32 {
+    // SAFETY: `id` points to a valid id.
+    let id = unsafe { *id };
+    match core().and_then(|c| c.kill_actor(&id, no_restart)) {
+        Ok(()) => STATUS_OK,
+        // SAFETY: `err` is valid for a write.
+        Err(e) => unsafe { fail(err, e) },
+    }
+}
+
+unsafe extern "C" fn t_get_actor(name: Slice, namespace: Slice, out: *mut HostBuf, err: *mut HostBuf) -> i32 {
+    // SAFETY: the API crate passes valid UTF-8 bytes for the call.
+    let (name, namespace) = unsafe {
+        (
+            String::from_utf8_lossy(name.as_bytes()).into_owned(),
+            String::from_utf8_lossy(namespace.as_bytes()).into_owned(),
+        )
+    };
+    let ns = (!namespace.is_empty()).then_some(namespace.as_str());
+    let result = core().and_then(|c| c.get_named_actor(&name, ns)).and_then(|r| {
+        postcard::to_stdvec(&r).map_err(|e| RayError::Internal(format!("cannot encode an actor ref: {e}")))
+    });
+    match result {
+        Ok(bytes) => {
+            // SAFETY: `out` is valid for a write.
+            unsafe { *out = lend(Loan::Bytes(bytes)) };
+            STATUS_OK
+        }
+        // SAFETY: `err` is valid for a write.
+        Err(e) => unsafe { fail(err, e) },
+    }
+}
+
+unsafe extern "C" fn t_exit_actor(err: *mut HostBuf) -> i32 {
+    match core().and_then(|c| c.exit_actor()) {
+        Ok(()) => STATUS_OK,
+        // SAFETY: `err` is valid for a write.
+        Err(e) => unsafe { fail(err, e) },
+    }
+}
+
+unsafe extern "C" fn t_actor_created(ctx: *mut c_void, instance: *mut c_void) {
+    // SAFETY: `ctx` is the executor's context of the constructor call in progress.
+    unsafe { ray_core::execute::actor_created(ctx, instance) };
+}
+
 /// The table every copy of the `ray` crate in this process calls into. Exported
 /// unmangled so cell libraries loaded into a host binary (linked with
 /// `-Wl,--export-dynamic-symbol=RAYREPL_HOST_TABLE_V1`) can find it.
@@ -430,6 +506,12 @@ pub static RAYREPL_HOST_TABLE_V1: HostTable = HostTable {
     task_return: t_task_return,
     task_fail: t_task_fail,
     context: t_context,
+    create_actor: t_create_actor,
+    call_actor: t_call_actor,
+    kill_actor: t_kill_actor,
+    get_actor: t_get_actor,
+    exit_actor: t_exit_actor,
+    actor_created: t_actor_created,
 };
 
 pub(crate) use RAYREPL_HOST_TABLE_V1 as TABLE;

@@ -1,0 +1,279 @@
+//! Calling actors: creating them through the head, finding their workers, and
+//! sending method calls in order.
+//!
+//! Each caller numbers its calls to an actor (per incarnation of the actor), sends
+//! them without waiting for earlier replies, and the actor's worker runs them in
+//! that order. If the actor's process dies, in-flight calls fail, or are resent to
+//! the restarted actor up to `max_task_retries` times; the caller learns where the
+//! actor went, or why it is dead, by asking the head.
+
+use crate::refs::State;
+use crate::{CoreWorker, block_on, lock};
+use ray_abi::{ActorCall, ActorCreation, ActorId, ActorRef, ArgSubmission, ObjectId, RayError, TaskId, TaskOptions};
+use ray_proto::*;
+use std::collections::VecDeque;
+
+/// What a caller knows about one actor.
+#[derive(Default)]
+pub(crate) struct ActorConn {
+    info: Option<ActorInfo>,
+    resolving: bool,
+    /// Next sequence number for this incarnation.
+    seq: u64,
+    incarnation: u32,
+    /// The incarnation we need next, after seeing the actor's worker die.
+    min_incarnation: u32,
+    /// Calls not yet sent, in submission order.
+    pub(crate) queue: VecDeque<TaskId>,
+    client: Option<CoreWorkerClient>,
+    dead: Option<RayError>,
+}
+
+fn actor_id(b: &[u8]) -> ActorId {
+    ActorId(b.try_into().unwrap_or_default())
+}
+
+impl CoreWorker {
+    /// The namespace named actors are looked up in: the job's.
+    pub fn namespace(&self) -> String {
+        if let Some(ns) = lock(&self.0.namespace).clone() {
+            return ns;
+        }
+        let mut head = self.0.head.clone();
+        let job = self.0.job.0;
+        let ns = block_on(&self.0.rt, async move { head.get_job(GetJobRequest { job_id: job }).await })
+            .map(|r| r.into_inner().namespace)
+            .unwrap_or_default();
+        let ns = if ns.is_empty() { format!("anonymous-{job}") } else { ns };
+        *lock(&self.0.namespace) = Some(ns.clone());
+        ns
+    }
+
+    /// Creates an actor (Ray's `Actor.remote()`); with `get_if_exists`, may return
+    /// the id of an existing actor of the same name.
+    pub fn create_actor(&self, creation: ActorCreation) -> Result<ActorId, RayError> {
+        // The constructor's ref arguments must exist: wait for them here.
+        for a in &creation.args {
+            if let ArgSubmission::Ref(id) = a {
+                self.get(id, None)?;
+            }
+        }
+        let args = self.build_args(&creation.args)?;
+        // The head may restart the actor with these arguments at any time: keep
+        // the objects they refer to alive for the actor's life.
+        for a in &creation.args {
+            match a {
+                ArgSubmission::Ref(id) => self.pin(&[*id]),
+                ArgSubmission::Value { contained, .. } => self.pin(contained),
+            }
+        }
+        let id = ActorId(TaskId::generate(self.0.job, self.0.salt).0);
+        let namespace = creation.options.namespace.clone().unwrap_or_else(|| self.namespace());
+        let concurrency = creation.options.max_concurrency.unwrap_or(if creation.is_async { 1000 } else { 1 });
+        let spec = ActorSpec {
+            actor_id: id.0.to_vec().into(),
+            job_id: self.0.job.0,
+            class_name: creation.class.clone(),
+            constructor: Some(ray_proto::FunctionDescriptor {
+                name: creation.constructor.name,
+                key: creation.constructor.key,
+                symbol: creation.constructor.symbol,
+                artifact: creation.constructor.artifact.unwrap_or_default(),
+            }),
+            args,
+            resources: resources_from_map(&creation.options.resource_demand()),
+            max_restarts: creation.options.max_restarts.unwrap_or(0),
+            max_task_retries: creation.options.max_task_retries.unwrap_or(0),
+            max_concurrency: concurrency.max(1),
+            is_async: creation.is_async,
+            name: creation.options.name.clone().unwrap_or_default(),
+            namespace,
+            detached: creation.options.detached,
+            owner_address: self.0.address.clone(),
+            get_if_exists: creation.options.get_if_exists,
+        };
+        let mut head = self.0.head.clone();
+        let info =
+            block_on(&self.0.rt, async move { head.create_actor(CreateActorRequest { spec: Some(spec) }).await })
+                .map_err(|s| from_status(&s, "the head"))?
+                .into_inner();
+        Ok(actor_id(&info.actor_id))
+    }
+
+    /// Calls an actor method; returns the ref to its result, owned here.
+    pub fn call_actor(&self, call: ActorCall) -> Result<ObjectId, RayError> {
+        let options = TaskOptions { num_cpus: Some(0.0), max_retries: Some(0), ..TaskOptions::default() };
+        self.submit_inner(call.method, call.args, options, Some(call.actor))
+    }
+
+    /// Sends queued calls whose arguments are ready, in order; finds the actor first
+    /// if needed.
+    pub(crate) fn pump_actor(&self, actor: ActorId) {
+        let mut sends = Vec::new();
+        let mut failed = Vec::new();
+        let mut resolve = None;
+        {
+            let mut sched = lock(&self.0.sched);
+            let sched = &mut *sched;
+            let conn = sched.actors.entry(actor).or_default();
+            if let Some(err) = &conn.dead {
+                failed = conn.queue.drain(..).map(|t| (t, err.clone())).collect();
+            } else if conn.client.is_none() {
+                if !conn.resolving && !conn.queue.is_empty() {
+                    conn.resolving = true;
+                    resolve = Some(conn.min_incarnation);
+                }
+            } else {
+                while let Some(tid) = conn.queue.front().copied() {
+                    let Some(task) = sched.tasks.get_mut(&tid) else {
+                        conn.queue.pop_front();
+                        continue;
+                    };
+                    if task.cancelled {
+                        conn.queue.pop_front();
+                        continue;
+                    }
+                    let Some(spec) = task.spec.as_mut() else { break };
+                    conn.queue.pop_front();
+                    spec.actor_task = Some(ActorTaskSpec {
+                        actor_id: actor.0.to_vec().into(),
+                        seq: conn.seq,
+                        incarnation: conn.incarnation,
+                    });
+                    conn.seq += 1;
+                    task.running = Some((conn.info.as_ref().map(|i| i.pid).unwrap_or(0), 0));
+                    let client = conn.client.clone().expect("checked above");
+                    sends.push((tid, client, spec.clone(), conn.incarnation));
+                }
+            }
+        }
+        for (tid, err) in failed {
+            self.finish(tid, State::Failed(err), None);
+        }
+        if let Some(min) = resolve {
+            let cw = self.clone();
+            self.0.rt.spawn(async move { cw.resolve_actor(actor, min).await });
+        }
+        for (tid, client, spec, incarnation) in sends {
+            let cw = self.clone();
+            self.0.rt.spawn(async move { cw.push_actor(actor, tid, client, spec, incarnation).await });
+        }
+    }
+
+    /// Asks the head where the actor lives (waiting while it starts or restarts).
+    async fn resolve_actor(&self, actor: ActorId, min_incarnation: u32) {
+        let req = GetActorRequest { actor_id: actor.0.to_vec().into(), wait: true, min_incarnation };
+        let result = self.0.head.clone().get_actor(req).await;
+        {
+            let mut sched = lock(&self.0.sched);
+            let conn = sched.actors.entry(actor).or_default();
+            conn.resolving = false;
+            match result {
+                Err(s) => conn.dead = Some(from_status(&s, "the head")),
+                Ok(info) => {
+                    let info = info.into_inner();
+                    if info.state == "DEAD" {
+                        conn.dead = Some(RayError::from_bytes(&info.death_error));
+                    } else {
+                        match self.peer(&info.address) {
+                            Some(client) => conn.client = Some(client),
+                            None => {
+                                conn.dead = Some(RayError::Connection {
+                                    what: format!("actor {}", info.class_name),
+                                    detail: info.address.clone(),
+                                })
+                            }
+                        }
+                        if info.incarnation != conn.incarnation {
+                            conn.incarnation = info.incarnation;
+                            conn.seq = 0;
+                        }
+                        conn.info = Some(info);
+                    }
+                }
+            }
+        }
+        self.pump_actor(actor);
+    }
+
+    async fn push_actor(
+        &self,
+        actor: ActorId,
+        tid: TaskId,
+        mut client: CoreWorkerClient,
+        spec: TaskSpec,
+        incarnation: u32,
+    ) {
+        let address = lock(&self.0.sched).actors.get(&actor).and_then(|c| c.info.as_ref()).map(|i| i.address.clone());
+        match client.push_task(PushTaskRequest { spec: Some(spec) }).await {
+            Ok(reply) => self.task_replied(tid, &address.unwrap_or_default(), reply.into_inner()).await,
+            Err(_) => {
+                // The actor's process died under this call.
+                let (retry, max_retries) = {
+                    let mut sched = lock(&self.0.sched);
+                    let max =
+                        sched.actors.get(&actor).and_then(|c| c.info.as_ref()).map(|i| i.max_task_retries).unwrap_or(0);
+                    let conn = sched.actors.entry(actor).or_default();
+                    if conn.incarnation == incarnation {
+                        conn.client = None;
+                        conn.info = None;
+                        conn.min_incarnation = incarnation + 1;
+                    }
+                    let retry = match sched.tasks.get_mut(&tid) {
+                        Some(t) if !t.cancelled && (max < 0 || (t.attempt as i32) < max) => {
+                            t.attempt += 1;
+                            true
+                        }
+                        _ => false,
+                    };
+                    if retry {
+                        let conn = sched.actors.entry(actor).or_default();
+                        let pos = conn.queue.iter().position(|q| *q > tid).unwrap_or(conn.queue.len());
+                        conn.queue.insert(pos, tid);
+                    }
+                    (retry, max)
+                };
+                if !retry {
+                    let req = GetActorRequest {
+                        actor_id: actor.0.to_vec().into(),
+                        wait: true,
+                        min_incarnation: incarnation + 1,
+                    };
+                    let err = match self.0.head.clone().get_actor(req).await {
+                        Ok(info) if info.get_ref().state == "DEAD" => RayError::from_bytes(&info.get_ref().death_error),
+                        Ok(info) => RayError::ActorDied {
+                            class: info.get_ref().class_name.clone(),
+                            actor_id: actor.to_string(),
+                            cause: format!(
+                                "its process died while running this call; the actor restarted, but \
+                                 max_task_retries={max_retries} does not allow resending the call"
+                            ),
+                        },
+                        Err(s) => from_status(&s, "the head"),
+                    };
+                    self.finish(tid, State::Failed(err), None);
+                }
+                self.pump_actor(actor);
+            }
+        }
+    }
+
+    /// `ray::kill`.
+    pub fn kill_actor(&self, actor: &ActorId, no_restart: bool) -> Result<(), RayError> {
+        let mut head = self.0.head.clone();
+        let req = KillActorRequest { actor_id: actor.0.to_vec().into(), no_restart };
+        block_on(&self.0.rt, async move { head.kill_actor(req).await }).map_err(|s| from_status(&s, "the head"))?;
+        Ok(())
+    }
+
+    /// `ray::get_actor`: a live named actor in `namespace` (default: ours).
+    pub fn get_named_actor(&self, name: &str, namespace: Option<&str>) -> Result<ActorRef, RayError> {
+        let namespace = namespace.map(str::to_string).unwrap_or_else(|| self.namespace());
+        let mut head = self.0.head.clone();
+        let req = GetNamedActorRequest { name: name.to_string(), namespace };
+        let info = block_on(&self.0.rt, async move { head.get_named_actor(req).await })
+            .map_err(|s| from_status(&s, "the head"))?
+            .into_inner();
+        Ok(ActorRef { id: actor_id(&info.actor_id), class: info.class_name })
+    }
+}

@@ -1,0 +1,388 @@
+//! The actor manager: actors live in the head, as in Ray's GCS.
+//!
+//! An actor must outlive the process that created it (detached actors outlive its
+//! whole job) and must come back after a crash, so its lifecycle cannot belong to
+//! its creator. The head keeps every actor's spec, leases a dedicated worker for it
+//! from a node daemon, runs its constructor there, and watches for the worker's
+//! death: then it restarts the actor (`max_restarts`) or marks it dead with the
+//! reason, which every later call reports. Callers ask the head where an actor
+//! lives and then talk to its worker directly.
+
+use ray_abi::RayError;
+use ray_proto::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::watch;
+
+/// One actor's record.
+struct ActorEntry {
+    spec: ActorSpec,
+    info: ActorInfo,
+    worker_id: Vec<u8>,
+    lease_id: u64,
+    node_address: String,
+    /// Set by `ray::kill` or `exit_actor`: do not restart, and report this.
+    final_cause: Option<RayError>,
+}
+
+#[derive(Default)]
+struct Tables {
+    actors: HashMap<Vec<u8>, ActorEntry>,
+    names: HashMap<(String, String), Vec<u8>>,
+}
+
+/// Actor state shared by the head's handlers.
+#[derive(Clone)]
+pub(crate) struct Actors {
+    tables: Arc<Mutex<Tables>>,
+    changed: Arc<watch::Sender<u64>>,
+    token: Arc<str>,
+    nodes: Arc<Mutex<HashMap<String, NodeClient>>>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn died(info: &ActorInfo, cause: impl Into<String>) -> RayError {
+    RayError::ActorDied { class: info.class_name.clone(), actor_id: hex(&info.actor_id), cause: cause.into() }
+}
+
+impl Actors {
+    pub(crate) fn new(token: &str) -> Self {
+        Actors {
+            tables: Arc::default(),
+            changed: Arc::new(watch::channel(0).0),
+            token: token.into(),
+            nodes: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    fn node(&self, address: &str) -> Result<NodeClient, RayError> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = nodes.get(address) {
+            return Ok(c.clone());
+        }
+        let c = node_client(lazy_channel(address, &self.token)?);
+        nodes.insert(address.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Registers an actor and starts creating it; with `get_if_exists`, returns
+    /// the live actor of the same name instead.
+    pub(crate) fn create(&self, spec: ActorSpec, nodes: Vec<NodeInfo>) -> Result<ActorInfo, RayError> {
+        let key = (spec.namespace.clone(), spec.name.clone());
+        {
+            let t = self.lock();
+            if !spec.name.is_empty()
+                && let Some(existing) = t.names.get(&key).and_then(|id| t.actors.get(id))
+                && existing.info.state != "DEAD"
+            {
+                if spec.get_if_exists {
+                    return Ok(existing.info.clone());
+                }
+                return Err(RayError::InvalidArgument(format!(
+                    "an actor named {:?} already exists in namespace {:?}; use get_if_exists(true) or ray::get_actor",
+                    spec.name, spec.namespace
+                )));
+            }
+        }
+        let info = ActorInfo {
+            actor_id: spec.actor_id.clone(),
+            class_name: spec.class_name.clone(),
+            state: "PENDING_CREATION".into(),
+            job_id: spec.job_id,
+            name: spec.name.clone(),
+            namespace: spec.namespace.clone(),
+            detached: spec.detached,
+            max_task_retries: spec.max_task_retries,
+            resources: spec.resources.clone(),
+            is_async: spec.is_async,
+            max_concurrency: spec.max_concurrency,
+            ..ActorInfo::default()
+        };
+        {
+            let mut t = self.lock();
+            if !spec.name.is_empty() {
+                t.names.insert(key, spec.actor_id.to_vec());
+            }
+            t.actors.insert(
+                spec.actor_id.to_vec(),
+                ActorEntry {
+                    spec: spec.clone(),
+                    info: info.clone(),
+                    worker_id: Vec::new(),
+                    lease_id: 0,
+                    node_address: String::new(),
+                    final_cause: None,
+                },
+            );
+        }
+        let this = self.clone();
+        let id = spec.actor_id.to_vec();
+        tokio::spawn(async move { this.schedule(id, nodes).await });
+        Ok(info)
+    }
+
+    fn mark_dead(&self, id: &[u8], err: RayError) {
+        let mut t = self.lock();
+        if let Some(e) = t.actors.get_mut(id) {
+            e.info.state = "DEAD".into();
+            e.info.death_error = err.to_bytes().into();
+            e.info.address.clear();
+        }
+        drop(t);
+        self.notify();
+    }
+
+    /// Leases a worker for the actor and runs its constructor there.
+    async fn schedule(&self, id: Vec<u8>, nodes: Vec<NodeInfo>) {
+        let Some((spec, info)) = self.lock().actors.get(&id).map(|e| (e.spec.clone(), e.info.clone())) else {
+            return;
+        };
+        let demand = resources_to_map(&spec.resources);
+        let fits = |n: &&NodeInfo| {
+            let total = resources_to_map(&n.total);
+            n.alive && demand.iter().all(|(k, v)| total.get(k).copied().unwrap_or(0.0) + 1e-9 >= *v)
+        };
+        let Some(node) = nodes.iter().find(fits) else {
+            let mut totals = std::collections::BTreeMap::new();
+            for n in nodes.iter().filter(|n| n.alive) {
+                for (k, v) in resources_to_map(&n.total) {
+                    *totals.entry(k).or_insert(0.0) += v;
+                }
+            }
+            self.mark_dead(
+                &id,
+                RayError::Infeasible {
+                    function: info.class_name.clone(),
+                    requested: format_resources(&demand),
+                    available: format_resources(&totals),
+                },
+            );
+            return;
+        };
+        let result = async {
+            let mut client = self.node(&node.address)?;
+            let reply = client
+                .request_lease(LeaseRequest {
+                    job_id: spec.job_id,
+                    resources: spec.resources.clone(),
+                    function_name: spec.class_name.clone(),
+                    for_actor: true,
+                    detached: spec.detached,
+                })
+                .await
+                .map_err(|s| from_status(&s, "the node daemon"))?
+                .into_inner();
+            let lease = match reply.result {
+                Some(lease_reply::Result::Lease(l)) => l,
+                Some(lease_reply::Result::Infeasible(totals)) => {
+                    return Err(RayError::Infeasible {
+                        function: spec.class_name.clone(),
+                        requested: format_resources(&demand),
+                        available: totals,
+                    });
+                }
+                Some(lease_reply::Result::WorkerStartFailed(why)) => {
+                    return Err(RayError::FunctionUnavailable { function: spec.class_name.clone(), detail: why });
+                }
+                None => return Err(RayError::Internal("empty lease reply".into())),
+            };
+            {
+                let mut t = self.lock();
+                if let Some(e) = t.actors.get_mut(&id) {
+                    e.worker_id = lease.worker_id.to_vec();
+                    e.lease_id = lease.lease_id;
+                    e.node_address = node.address.clone();
+                    e.info.pid = lease.worker_pid;
+                    e.info.node_id = lease.node_id.clone();
+                }
+            }
+            let mut worker = core_worker_client(lazy_channel(&lease.worker_address, &self.token)?);
+            let task = TaskSpec {
+                task_id: spec.actor_id.clone(),
+                job_id: spec.job_id,
+                name: format!("{}.__init__", spec.class_name),
+                function: spec.constructor.clone(),
+                args: spec.args.clone(),
+                owner_address: spec.owner_address.clone(),
+                actor_creation: Some(ActorCreationSpec {
+                    actor_id: spec.actor_id.clone(),
+                    max_concurrency: spec.max_concurrency,
+                    is_async: spec.is_async,
+                    class_name: spec.class_name.clone(),
+                }),
+                ..TaskSpec::default()
+            };
+            let reply = worker.push_task(PushTaskRequest { spec: Some(task) }).await;
+            Ok((lease, reply))
+        }
+        .await;
+        match result {
+            Err(e) => self.mark_dead(&id, e),
+            // The worker died during the constructor: its death report decides.
+            Ok((_, Err(_))) => {}
+            Ok((lease, Ok(reply))) => {
+                let location = reply.into_inner().result.and_then(|r| r.location).and_then(|l| l.kind);
+                if let Some(object_location::Kind::Error(e)) = location {
+                    let err = RayError::from_bytes(&e);
+                    {
+                        let mut t = self.lock();
+                        if let Some(entry) = t.actors.get_mut(&id) {
+                            entry.final_cause = Some(died(&entry.info, format!("its constructor failed: {err}")));
+                        }
+                    }
+                    if let Ok(mut n) = self.node(&node.address) {
+                        let _ =
+                            n.return_lease(ReturnLeaseRequest { lease_id: lease.lease_id, worker_failed: true }).await;
+                    }
+                    return;
+                }
+                {
+                    let mut t = self.lock();
+                    if let Some(e) = t.actors.get_mut(&id) {
+                        if e.info.state == "DEAD" {
+                            return;
+                        }
+                        e.info.state = "ALIVE".into();
+                        e.info.address = lease.worker_address.clone();
+                    }
+                }
+                self.notify();
+            }
+        }
+    }
+
+    /// A worker process ended: restart or bury the actor it hosted.
+    pub(crate) fn worker_died(&self, worker_id: &[u8], pid: u32, detail: &str, nodes: Vec<NodeInfo>) {
+        let restart = {
+            let mut t = self.lock();
+            let Some((id, e)) = t.actors.iter_mut().find(|(_, e)| e.worker_id == worker_id) else { return };
+            if e.info.state == "DEAD" {
+                return;
+            }
+            let id = id.clone();
+            e.worker_id.clear();
+            e.info.address.clear();
+            let max = e.spec.max_restarts;
+            if let Some(cause) = e.final_cause.clone() {
+                e.info.state = "DEAD".into();
+                e.info.death_error = cause.to_bytes().into();
+                None
+            } else if max < 0 || (e.info.num_restarts as i32) < max {
+                e.info.state = "RESTARTING".into();
+                e.info.num_restarts += 1;
+                e.info.incarnation += 1;
+                Some(id)
+            } else {
+                let why = format!(
+                    "its worker process (pid {pid}) died ({detail}) and max_restarts={max} allows no more restarts"
+                );
+                e.info.state = "DEAD".into();
+                e.info.death_error = died(&e.info, why).to_bytes().into();
+                None
+            }
+        };
+        self.notify();
+        if let Some(id) = restart {
+            let this = self.clone();
+            tokio::spawn(async move { this.schedule(id, nodes).await });
+        }
+    }
+
+    /// `ray::kill`: stops the actor's worker; with `no_restart` it stays dead.
+    pub(crate) async fn kill(&self, id: &[u8], no_restart: bool) -> Result<(), RayError> {
+        let (pid, node_address, pending) = {
+            let mut t = self.lock();
+            let e = t
+                .actors
+                .get_mut(id)
+                .ok_or_else(|| RayError::ActorNotFound { name: hex(id), namespace: String::new() })?;
+            if no_restart {
+                e.final_cause = Some(died(&e.info, "it was killed by ray::kill"));
+            }
+            (e.info.pid, e.node_address.clone(), e.worker_id.is_empty())
+        };
+        if pending {
+            if no_restart {
+                let cause = died(&self.lock().actors[id].info, "it was killed by ray::kill before it started");
+                self.mark_dead(id, cause);
+            }
+            return Ok(());
+        }
+        let mut node = self.node(&node_address)?;
+        node.kill_worker(KillWorkerRequest { pid }).await.map_err(|s| from_status(&s, "the node daemon"))?;
+        Ok(())
+    }
+
+    /// The actor called `exit_actor`: it is about to end on purpose.
+    pub(crate) fn exiting(&self, id: &[u8]) {
+        if let Some(e) = self.lock().actors.get_mut(id) {
+            e.final_cause = Some(died(&e.info, "it exited by calling ray::actor::exit_actor()"));
+        }
+    }
+
+    /// Kills the non-detached actors of a job whose driver is gone.
+    pub(crate) async fn job_finished(&self, job: u32) {
+        let ids: Vec<Vec<u8>> = self
+            .lock()
+            .actors
+            .iter()
+            .filter(|(_, e)| e.spec.job_id == job && !e.spec.detached && e.info.state != "DEAD")
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            if let Some(e) = self.lock().actors.get_mut(&id) {
+                e.final_cause = Some(died(&e.info, format!("its owner (job {job}) exited")));
+            }
+            let _ = self.kill(&id, true).await;
+        }
+    }
+
+    /// The actor's record; with `wait`, once it is ALIVE at `min_incarnation` or later, or DEAD.
+    pub(crate) async fn get(&self, id: &[u8], wait: bool, min_incarnation: u32) -> Result<ActorInfo, RayError> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            let info = self
+                .lock()
+                .actors
+                .get(id)
+                .map(|e| e.info.clone())
+                .ok_or_else(|| RayError::ActorNotFound { name: hex(id), namespace: String::new() })?;
+            let settled = info.state == "DEAD" || (info.state == "ALIVE" && info.incarnation >= min_incarnation);
+            if !wait || settled {
+                return Ok(info);
+            }
+            if rx.changed().await.is_err() {
+                return Ok(info);
+            }
+        }
+    }
+
+    /// A live named actor.
+    pub(crate) fn named(&self, name: &str, namespace: &str) -> Result<ActorInfo, RayError> {
+        let t = self.lock();
+        t.names
+            .get(&(namespace.to_string(), name.to_string()))
+            .and_then(|id| t.actors.get(id))
+            .filter(|e| e.info.state != "DEAD")
+            .map(|e| e.info.clone())
+            .ok_or_else(|| RayError::ActorNotFound { name: name.to_string(), namespace: namespace.to_string() })
+    }
+
+    /// Every actor.
+    pub(crate) fn list(&self) -> Vec<ActorInfo> {
+        let mut v: Vec<ActorInfo> = self.lock().actors.values().map(|e| e.info.clone()).collect();
+        v.sort_by(|a, b| a.actor_id.cmp(&b.actor_id));
+        v
+    }
+}
