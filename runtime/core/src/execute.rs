@@ -260,7 +260,7 @@ impl CoreWorker {
                 }
                 Executed::Done(self.finish_call(&spec, result, adopted))
             }
-            None => Executed::Pending { state, done, spec },
+            None => Executed::Pending { state, done, spec: Box::new(spec) },
         }
     }
 
