@@ -123,7 +123,7 @@ enum Executed {
     Pending {
         state: Arc<CallState>,
         done: oneshot::Receiver<()>,
-        spec: TaskSpec,
+        spec: Box<TaskSpec>,
     },
 }
 
