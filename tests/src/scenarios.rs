@@ -131,6 +131,154 @@ fn rows(n: u32) -> Vec<Row> {
     (0..n).map(|id| Row { id, name: format!("row{id}") }).collect()
 }
 
+#[ray::remote]
+struct Counter {
+    value: i64,
+}
+
+#[ray::remote]
+impl Counter {
+    fn new() -> Self {
+        Counter { value: 0 }
+    }
+    fn increment(&mut self) -> i64 {
+        self.value += 1;
+        self.value
+    }
+    fn add(&mut self, n: i64) -> i64 {
+        self.value += n;
+        self.value
+    }
+    fn get_counter(&self) -> i64 {
+        self.value
+    }
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+    fn slow_pid(&self, ms: u64) -> u32 {
+        sleep(Duration::from_millis(ms));
+        std::process::id()
+    }
+    fn quit(&self) -> String {
+        ray::actor::exit_actor().expect("inside an actor");
+        "bye".to_string()
+    }
+}
+
+#[ray::remote]
+struct Exploding {
+    _never: u8,
+}
+
+#[ray::remote]
+impl Exploding {
+    fn new(reason: String) -> Self {
+        panic!("constructor says {reason}");
+    }
+    fn hello(&self) -> u8 {
+        1
+    }
+}
+
+#[ray::remote]
+struct Threaded {
+    _unit: (),
+}
+
+#[ray::remote]
+impl Threaded {
+    fn new() -> Self {
+        Threaded { _unit: () }
+    }
+    fn task_1(&self) -> (u128, u128) {
+        let start = now_ms();
+        sleep(Duration::from_millis(600));
+        (start, now_ms())
+    }
+    fn task_2(&self) -> (u128, u128) {
+        let start = now_ms();
+        sleep(Duration::from_millis(600));
+        (start, now_ms())
+    }
+}
+
+#[ray::remote]
+struct AsyncActor {
+    started: std::sync::atomic::AtomicU32,
+}
+
+#[ray::remote]
+impl AsyncActor {
+    fn new() -> Self {
+        AsyncActor { started: std::sync::atomic::AtomicU32::new(0) }
+    }
+    async fn run_concurrent(&self) -> u32 {
+        let n = self.started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        println!("started");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        println!("finished");
+        n
+    }
+}
+
+/// Seed 004's SignalActor: tasks wait on a signal that a later call sets.
+#[ray::remote(num_cpus = 0)]
+struct SignalActor {
+    ready: tokio::sync::watch::Sender<bool>,
+}
+
+#[ray::remote]
+impl SignalActor {
+    fn new() -> Self {
+        SignalActor { ready: tokio::sync::watch::channel(false).0 }
+    }
+    fn send(&self, clear: bool) {
+        self.ready.send_replace(true);
+        if clear {
+            self.ready.send_replace(false);
+        }
+    }
+    async fn wait(&self, should_wait: bool) {
+        if should_wait {
+            let mut rx = self.ready.subscribe();
+            let _ = rx.wait_for(|ready| *ready).await;
+        }
+    }
+}
+
+#[ray::remote]
+fn wait_and_go(signal: ray::ActorHandle<SignalActor>) -> String {
+    ray::get(&signal.wait(true)).expect("signal");
+    println!("go!");
+    "go".to_string()
+}
+
+#[ray::remote]
+fn count_with(tracker: ray::ActorHandle<Counter>, n: i64) -> i64 {
+    ray::get(&tracker.add(n)).expect("actor call from a task")
+}
+
+#[ray::remote]
+fn lookup_named(name: String) -> i64 {
+    let c = ray::get_actor::<Counter>(&name).expect("named actor visible from tasks");
+    ray::get(&c.increment()).expect("call")
+}
+
+#[ray::remote]
+fn consumer(queue: ray::util::Queue<i64>) -> i64 {
+    let next_item = queue.get().expect("an item");
+    println!("got work {next_item}");
+    next_item
+}
+
+#[ray::remote]
+fn producer(queue: ray::util::Queue<i64>, n: i64) -> i64 {
+    for i in 0..n {
+        queue.put(&i).expect("put from a task");
+    }
+    n
+}
+
 fn now_ms() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
 }
@@ -169,9 +317,9 @@ fn run(name: &str) -> Result<(), RayError> {
         }
         "deps" => {
             init_default()?;
-            let producer = slow_value.remote(300, 5);
-            let consumer = started_at.remote(&producer);
-            let (produced, consumed) = ray::get(&consumer)?;
+            let produced_ref = slow_value.remote(300, 5);
+            let consumed_ref = started_at.remote(&produced_ref);
+            let (produced, consumed) = ray::get(&consumed_ref)?;
             println!("producer_done={produced}");
             println!("consumer_start={consumed}");
             let chained = add.remote(add.remote(1, 2), add.remote(3, 4));
@@ -356,6 +504,221 @@ fn run(name: &str) -> Result<(), RayError> {
             ray::get(&pid_of_worker.remote())?;
             println!("READY");
             sleep(Duration::from_secs(600));
+        }
+        "actors" => {
+            init_default()?;
+            let counters = (0..10).map(|_| Counter::remote()).collect::<Result<Vec<_>, _>>()?;
+            let results = ray::get(&counters.iter().map(|c| c.increment()).collect::<Vec<_>>())?;
+            println!("first={results:?}");
+            let results = ray::get(&(0..5).map(|_| counters[0].increment()).collect::<Vec<_>>())?;
+            println!("second={results:?}");
+            let results = ray::get(&counters.iter().map(|c| c.get_counter()).collect::<Vec<_>>())?;
+            println!("third={results:?}");
+            let pids = ray::get(&counters.iter().map(|c| c.pid()).collect::<Vec<_>>())?;
+            let distinct: std::collections::HashSet<_> = pids.iter().collect();
+            println!("distinct_pids={} driver_pid_used={}", distinct.len(), pids.contains(&std::process::id()));
+            println!("handle={:?}", counters[0]);
+            let c = Counter::remote()?;
+            let ordered = ray::get(&(1..=200).map(|_| c.increment()).collect::<Vec<_>>())?;
+            println!("ordered={}", ordered == (1..=200).collect::<Vec<i64>>());
+            let from_tasks = ray::get(&(0..4).map(|_| count_with.remote(c.clone(), 10)).collect::<Vec<_>>())?;
+            println!("from_tasks_max={} final={}", from_tasks.iter().max().unwrap(), ray::get(&c.get_counter())?);
+        }
+        "named" => {
+            init_default()?;
+            let a = Counter::options().name("global").remote()?;
+            ray::get(&a.increment())?;
+            let b = ray::get_actor::<Counter>("global")?;
+            println!("same_actor={}", ray::get(&b.increment())? == 2);
+            println!("from_task={}", ray::get(&lookup_named.remote("global"))?);
+            let c = Counter::options().name("global").get_if_exists(true).remote()?;
+            println!("get_if_exists={}", ray::get(&c.get_counter())?);
+            match Counter::options().name("global").remote() {
+                Err(e) => println!("duplicate={e}"),
+                Ok(_) => println!("duplicate=unexpected"),
+            }
+            match ray::get_actor::<Counter>("nobody") {
+                Err(e @ RayError::ActorNotFound { .. }) => println!("missing={e}"),
+                other => println!("missing=unexpected {other:?}"),
+            }
+            match ray::get_actor::<Threaded>("global") {
+                Err(RayError::TypeMismatch { .. }) => println!("wrong_class=ok"),
+                other => println!("wrong_class=unexpected {other:?}"),
+            }
+            let other_ns = Counter::options().name("global").namespace("elsewhere").remote()?;
+            ray::get(&other_ns.add(100))?;
+            let found = ray::get_actor_in::<Counter>("global", "elsewhere")?;
+            println!("namespaced={}", ray::get(&found.get_counter())?);
+        }
+        "actor_death" => {
+            init_default()?;
+            let a = Counter::remote()?;
+            ray::get(&a.increment())?;
+            ray::kill(&a)?;
+            match ray::get(&a.increment()) {
+                Err(e @ RayError::ActorDied { .. }) => println!("killed={e}"),
+                other => println!("killed=unexpected {other:?}"),
+            }
+            let b = Counter::remote()?;
+            println!("quit={}", ray::get(&b.quit())?);
+            sleep(Duration::from_millis(300));
+            match ray::get(&b.increment()) {
+                Err(e @ RayError::ActorDied { .. }) => println!("exited={e}"),
+                other => println!("exited=unexpected {other:?}"),
+            }
+            let c = Exploding::remote("no".to_string())?;
+            match ray::get(&c.hello()) {
+                Err(e @ RayError::ActorDied { .. }) => println!("ctor={}", e.to_string().replace('\n', " | ")),
+                other => println!("ctor=unexpected {other:?}"),
+            }
+        }
+        "restart" => {
+            init_default()?;
+            let a = Counter::options().max_restarts(1).remote()?;
+            ray::get(&a.add(5))?;
+            let pid = ray::get(&a.pid())?;
+            // SAFETY: SIGKILL to the actor's worker process, which this test created.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let (new_pid, value) = loop {
+                match ray::get(&a.pid()) {
+                    Ok(p) if p != pid => break (p, ray::get(&a.get_counter())?),
+                    _ if Instant::now() > deadline => panic!("actor did not come back"),
+                    _ => sleep(Duration::from_millis(50)),
+                }
+            };
+            println!("restarted={} fresh_state={value}", new_pid != pid);
+            // An in-flight call when the process dies: max_task_retries=0 fails it...
+            let slow = a.slow_pid(3_000);
+            sleep(Duration::from_millis(500));
+            // SAFETY: as above.
+            unsafe { libc::kill(new_pid as i32, libc::SIGKILL) };
+            match ray::get(&slow) {
+                Err(e @ RayError::ActorDied { .. }) => println!("in_flight={e}"),
+                other => println!("in_flight=unexpected {other:?}"),
+            }
+            // ...and with no restarts left the actor stays dead.
+            match ray::get(&a.pid()) {
+                Err(e @ RayError::ActorDied { .. }) => println!("exhausted={e}"),
+                other => println!("exhausted=unexpected {other:?}"),
+            }
+            // With max_task_retries the call is resent to the restarted actor.
+            let b = Counter::options().max_restarts(2).max_task_retries(2).remote()?;
+            let first = ray::get(&b.pid())?;
+            let slow = b.slow_pid(2_000);
+            sleep(Duration::from_millis(500));
+            // SAFETY: as above.
+            unsafe { libc::kill(first as i32, libc::SIGKILL) };
+            let second = ray::get(&slow)?;
+            println!("retried_call={}", second != first);
+        }
+        "concurrency" => {
+            init_default()?;
+            let a = Threaded::options().max_concurrency(2).remote()?;
+            let spans = ray::get(&[a.task_1(), a.task_2()])?;
+            println!("threaded_overlap={}", spans[0].0 < spans[1].1 && spans[1].0 < spans[0].1);
+            let b = Threaded::remote()?;
+            let spans = ray::get(&[b.task_1(), b.task_2()])?;
+            println!("default_overlap={}", spans[0].0 < spans[1].1 && spans[1].0 < spans[0].1);
+            let actor = AsyncActor::remote()?;
+            let start = Instant::now();
+            let refs: Vec<_> = (0..4).map(|_| actor.run_concurrent()).collect();
+            let mut started = ray::get(&refs)?;
+            started.sort();
+            println!("async_started={started:?} elapsed_ms={}", start.elapsed().as_millis());
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            println!("awaited={}", rt.block_on(async { actor.run_concurrent().await })?);
+            let signal = SignalActor::remote()?;
+            let tasks: Vec<_> = (0..4).map(|_| wait_and_go.remote(signal.clone())).collect();
+            println!("ready...");
+            sleep(Duration::from_millis(300));
+            let (done, _) = ray::wait(&tasks, 1, Some(Duration::from_millis(10)))?;
+            println!("before_signal={}", done.len());
+            println!("set..");
+            ray::get(&signal.send(false))?;
+            println!("after_signal={:?}", ray::get_timeout(&tasks, Duration::from_secs(20))?);
+        }
+        "actor_resources" => {
+            ray::init_with(Config::new().num_cpus(1.0))?;
+            let holder = Counter::options().num_cpus(1.0).remote()?;
+            ray::get(&holder.increment())?;
+            let task = add.remote(1, 2);
+            match ray::get_timeout(&task, Duration::from_millis(800)) {
+                Err(RayError::Timeout { .. }) => println!("blocked_by_actor=true"),
+                other => println!("blocked_by_actor=unexpected {other:?}"),
+            }
+            ray::kill(&holder)?;
+            println!("after_kill={}", ray::get_timeout(&task, Duration::from_secs(20))?);
+        }
+        "queue" => {
+            init_default()?;
+            let queue = ray::util::Queue::<i64>::new(100)?;
+            let consumers: Vec<_> = (0..2).map(|_| consumer.remote(queue.clone())).collect();
+            for i in 0..10 {
+                queue.put(&i)?;
+            }
+            let mut got = ray::get(&consumers)?;
+            got.sort();
+            println!("consumed={got:?} left={}", queue.size()?);
+            let small = ray::util::Queue::<String>::new(1)?;
+            small.put(&"a".to_string())?;
+            match small.put_timeout(&"b".to_string(), Some(Duration::from_millis(100))) {
+                Err(RayError::QueueFull) => println!("full=ok"),
+                other => println!("full=unexpected {other:?}"),
+            }
+            println!("got={}", small.get()?);
+            match small.get_timeout(Some(Duration::from_millis(100))) {
+                Err(RayError::QueueEmpty) => println!("empty=ok"),
+                other => println!("empty=unexpected {other:?}"),
+            }
+            let q = ray::util::Queue::<i64>::new(0)?;
+            ray::get(&producer.remote(q.clone(), 5))?;
+            let drained: Vec<i64> = (0..5).map(|_| q.get()).collect::<Result<_, _>>()?;
+            println!("fifo={drained:?}");
+        }
+        "pool" => {
+            init_default()?;
+            let actors = (0..2).map(|_| Counter::remote()).collect::<Result<Vec<_>, _>>()?;
+            let mut pool = ray::util::ActorPool::new(actors);
+            let results = pool.map(|a: &CounterHandle, v: i64| a.add(v), vec![1, 10, 100, 1000])?;
+            println!("map={results:?}");
+            pool.submit(|a: &CounterHandle, v: i64| a.add(v), 1);
+            pool.submit(|a: &CounterHandle, v: i64| a.add(v), 2);
+            pool.submit(|a: &CounterHandle, v: i64| a.add(v), 3);
+            let mut got = Vec::new();
+            while pool.has_next() {
+                got.push(pool.get_next_unordered()?);
+            }
+            println!("unordered_count={}", got.len());
+        }
+        "detached_create" => {
+            init_default()?;
+            let a = Counter::options().name("keeper").namespace("shared").lifetime_detached().remote()?;
+            println!("value={}", ray::get(&a.add(41))?);
+        }
+        "detached_use" => {
+            init_default()?;
+            let a = ray::get_actor_in::<Counter>("keeper", "shared")?;
+            println!("value={}", ray::get(&a.increment())?);
+            ray::kill(&a)?;
+            sleep(Duration::from_millis(300));
+            match ray::get_actor_in::<Counter>("keeper", "shared") {
+                Err(RayError::ActorNotFound { .. }) => println!("gone=ok"),
+                other => println!("gone=unexpected {other:?}"),
+            }
+        }
+        "owned_actor" => {
+            init_default()?;
+            let a = Counter::options().name("short_lived").namespace("shared").remote()?;
+            println!("value={}", ray::get(&a.increment())?);
+        }
+        "owned_actor_gone" => {
+            init_default()?;
+            sleep(Duration::from_millis(500));
+            match ray::get_actor_in::<Counter>("short_lived", "shared") {
+                Err(RayError::ActorNotFound { .. }) => println!("gone=ok"),
+                other => println!("gone=unexpected {other:?}"),
+            }
         }
         "not_initialized" => match ray::get(&add.remote(1, 2)) {
             Err(e) => println!("error={e}"),

@@ -138,6 +138,14 @@ pub enum RayError {
         namespace: String,
     },
 
+    /// `Queue::get` found no item in time (Python's `queue.Empty`).
+    #[error("the queue is empty")]
+    QueueEmpty,
+
+    /// `Queue::put` found no room in time (Python's `queue.Full`).
+    #[error("the queue is full")]
+    QueueFull,
+
     /// The object's owner died, so the object can no longer be reached.
     #[error("object {object} was lost: its owner ({owner}) is gone")]
     OwnerDied {

@@ -230,6 +230,9 @@ fn expand_fn(attr: TokenStream, f: ItemFn, mode: Mode) -> syn::Result<TokenStrea
         quote!(#name::__trampoline),
     );
     Ok(quote_spanned! {span=>
+        // A unit struct, so `retrieve.remote(..)` reads like Ray's Python and
+        // `retrieve::call(..)` runs the body locally. (Its name is then also a
+        // pattern: `let retrieve = ..` does not shadow it; rustc says so.)
         #[allow(non_camel_case_types)]
         #[derive(Clone, Copy, Debug)]
         #vis struct #name;

@@ -165,7 +165,7 @@ pub fn to_status(e: &RayError) -> Status {
     use tonic::Code;
     let code = match e {
         RayError::NotInitialized | RayError::AlreadyInitialized => Code::FailedPrecondition,
-        RayError::Timeout { .. } => Code::DeadlineExceeded,
+        RayError::Timeout { .. } | RayError::QueueEmpty | RayError::QueueFull => Code::DeadlineExceeded,
         RayError::ObjectStoreFull { .. } => Code::ResourceExhausted,
         RayError::Infeasible { .. } | RayError::InvalidArgument(_) | RayError::TypeMismatch { .. } => {
             Code::InvalidArgument
@@ -191,6 +191,11 @@ pub fn from_status(s: &Status, what: &str) -> RayError {
     }
     match s.code() {
         tonic::Code::Unauthenticated => RayError::Unauthenticated { detail: s.message().to_string() },
+        tonic::Code::Unimplemented => RayError::Connection {
+            what: what.to_string(),
+            detail: "it does not know this call; is it running an older rayrepl? restart the cluster with this version"
+                .to_string(),
+        },
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
             RayError::Connection { what: what.to_string(), detail: s.message().to_string() }
         }

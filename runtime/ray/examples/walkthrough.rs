@@ -7,6 +7,7 @@
 //! 3. The database `put` into the object store once and passed by reference.
 //! 4. `wait` with `num_returns = 2` and a timeout, printing results as they land.
 //! 5. Follow-up tasks that take the first tasks' `ObjectRef`s as arguments.
+//! 6. A `DataTracker` actor, passed into tasks, counting how often they used it.
 
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -38,6 +39,34 @@ fn retrieve_task(item: usize) -> (usize, String) {
 #[ray::remote]
 fn retrieve_from_db(item: usize, db: Vec<String>) -> (usize, String) {
     sleep(Duration::from_millis(item as u64 * 100));
+    (item, db[item].clone())
+}
+
+/// Seed 000's actor: counts how often the database was queried.
+#[ray::remote]
+struct DataTracker {
+    counts: u64,
+}
+
+#[ray::remote]
+impl DataTracker {
+    fn new() -> Self {
+        DataTracker { counts: 0 }
+    }
+
+    fn increment(&mut self) {
+        self.counts += 1;
+    }
+
+    fn counts(&self) -> u64 {
+        self.counts
+    }
+}
+
+#[ray::remote]
+fn retrieve_tracker_task(item: usize, tracker: ray::ActorHandle<DataTracker>, db: Vec<String>) -> (usize, String) {
+    sleep(Duration::from_millis(item as u64 * 100));
+    tracker.increment();
     (item, db[item].clone())
 }
 
@@ -93,6 +122,14 @@ fn main() -> Result<(), ray::RayError> {
     for data in ray::get(&follow_up_refs)? {
         println!("{data:?}");
     }
+
+    println!("\n== 6. An actor that tracks the tasks that used it");
+    let tracker = DataTracker::remote()?;
+    let object_references: Vec<_> =
+        (0..8).map(|item| retrieve_tracker_task.remote(item, tracker.clone(), &db_object_ref)).collect();
+    let data = ray::get(&object_references)?;
+    println!("{data:?}");
+    println!("{}", ray::get(&tracker.counts())?);
 
     println!(
         "\nSequential: {:.2} s, remote: {:.2} s ({:.1}x faster on {} CPUs).",

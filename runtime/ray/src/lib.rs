@@ -27,11 +27,15 @@
 
 #![warn(missing_docs)]
 
+// Lets `#[ray::remote]` expansions inside this crate (the utilities) name it `::ray`.
+extern crate self as ray;
+
 pub mod actor;
 mod codec;
 mod host;
 mod object_ref;
 mod remote;
+pub mod util;
 
 use ray_abi::{HostBuf, InitConfig, ObjectId, Slice};
 use serde::Serialize;
