@@ -13,6 +13,11 @@ use ray_abi::{ActorCall, ActorCreation, ActorId, ActorRef, ArgSubmission, Object
 use ray_proto::*;
 use std::collections::VecDeque;
 
+/// Calls one caller keeps in flight to one actor; more wait in the queue. This is
+/// backpressure, like Ray's `max_pending_calls`: an unbounded burst would open more
+/// HTTP/2 streams than the actor's server accepts.
+const MAX_IN_FLIGHT: usize = 256;
+
 /// What a caller knows about one actor.
 #[derive(Default)]
 pub(crate) struct ActorConn {
@@ -27,6 +32,7 @@ pub(crate) struct ActorConn {
     pub(crate) queue: VecDeque<TaskId>,
     client: Option<CoreWorkerClient>,
     dead: Option<RayError>,
+    in_flight: usize,
 }
 
 fn actor_id(b: &[u8]) -> ActorId {
@@ -124,7 +130,9 @@ impl CoreWorker {
                     resolve = Some(conn.min_incarnation);
                 }
             } else {
-                while let Some(tid) = conn.queue.front().copied() {
+                while conn.in_flight < MAX_IN_FLIGHT
+                    && let Some(tid) = conn.queue.front().copied()
+                {
                     let Some(task) = sched.tasks.get_mut(&tid) else {
                         conn.queue.pop_front();
                         continue;
@@ -141,6 +149,7 @@ impl CoreWorker {
                         incarnation: conn.incarnation,
                     });
                     conn.seq += 1;
+                    conn.in_flight += 1;
                     task.running = Some((conn.info.as_ref().map(|i| i.pid).unwrap_or(0), 0));
                     let client = conn.client.clone().expect("checked above");
                     sends.push((tid, client, spec.clone(), conn.incarnation));
@@ -160,10 +169,25 @@ impl CoreWorker {
         }
     }
 
+    /// The actor's record once it is alive at `min_incarnation` or later, or dead.
+    /// A broken connection need not mean a dead actor: if nothing changes for a
+    /// while, the current record is returned.
+    async fn settled_actor(&self, actor: ActorId, min_incarnation: u32) -> Result<ActorInfo, tonic::Status> {
+        let mut head = self.0.head.clone();
+        let id: bytes::Bytes = actor.0.to_vec().into();
+        let wait = GetActorRequest { actor_id: id.clone(), wait: true, min_incarnation };
+        match tokio::time::timeout(std::time::Duration::from_secs(10), head.get_actor(wait)).await {
+            Ok(r) => r.map(|r| r.into_inner()),
+            Err(_) => {
+                let now = GetActorRequest { actor_id: id, wait: false, min_incarnation: 0 };
+                head.get_actor(now).await.map(|r| r.into_inner())
+            }
+        }
+    }
+
     /// Asks the head where the actor lives (waiting while it starts or restarts).
     async fn resolve_actor(&self, actor: ActorId, min_incarnation: u32) {
-        let req = GetActorRequest { actor_id: actor.0.to_vec().into(), wait: true, min_incarnation };
-        let result = self.0.head.clone().get_actor(req).await;
+        let result = self.settled_actor(actor, min_incarnation).await;
         {
             let mut sched = lock(&self.0.sched);
             let conn = sched.actors.entry(actor).or_default();
@@ -171,7 +195,7 @@ impl CoreWorker {
             match result {
                 Err(s) => conn.dead = Some(from_status(&s, "the head")),
                 Ok(info) => {
-                    let info = info.into_inner();
+                    conn.min_incarnation = info.incarnation;
                     if info.state == "DEAD" {
                         conn.dead = Some(RayError::from_bytes(&info.death_error));
                     } else {
@@ -205,9 +229,17 @@ impl CoreWorker {
         incarnation: u32,
     ) {
         let address = lock(&self.0.sched).actors.get(&actor).and_then(|c| c.info.as_ref()).map(|i| i.address.clone());
-        match client.push_task(PushTaskRequest { spec: Some(spec) }).await {
-            Ok(reply) => self.task_replied(tid, &address.unwrap_or_default(), reply.into_inner()).await,
-            Err(_) => {
+        let result = client.push_task(PushTaskRequest { spec: Some(spec) }).await;
+        if let Some(conn) = lock(&self.0.sched).actors.get_mut(&actor) {
+            conn.in_flight = conn.in_flight.saturating_sub(1);
+        }
+        match result {
+            Ok(reply) => {
+                self.task_replied(tid, &address.unwrap_or_default(), reply.into_inner()).await;
+                self.pump_actor(actor);
+            }
+            Err(status) => {
+                let status = status.message().to_string();
                 // The actor's process died under this call.
                 let (retry, max_retries) = {
                     let mut sched = lock(&self.0.sched);
@@ -234,15 +266,14 @@ impl CoreWorker {
                     (retry, max)
                 };
                 if !retry {
-                    let req = GetActorRequest {
-                        actor_id: actor.0.to_vec().into(),
-                        wait: true,
-                        min_incarnation: incarnation + 1,
-                    };
-                    let err = match self.0.head.clone().get_actor(req).await {
-                        Ok(info) if info.get_ref().state == "DEAD" => RayError::from_bytes(&info.get_ref().death_error),
+                    let err = match self.settled_actor(actor, incarnation + 1).await {
+                        Ok(info) if info.state == "DEAD" => RayError::from_bytes(&info.death_error),
+                        Ok(info) if info.incarnation == incarnation => RayError::Connection {
+                            what: format!("actor {}", info.class_name),
+                            detail: format!("the connection broke while this call ran ({status}); the actor is still alive"),
+                        },
                         Ok(info) => RayError::ActorDied {
-                            class: info.get_ref().class_name.clone(),
+                            class: info.class_name.clone(),
                             actor_id: actor.to_string(),
                             cause: format!(
                                 "its process died while running this call; the actor restarted, but \

@@ -25,7 +25,7 @@ use std::ffi::c_void;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 /// Marker printed before each task; must match the node daemon's.
 pub const TASK_MARKER: &str = "\u{1e}RAYREPL_TASK:";
@@ -103,9 +103,8 @@ pub(crate) struct HostedActor {
     instance: usize,
     is_async: bool,
     ordered: bool,
-    /// Per caller: the next sequence number to run (ordered actors).
-    next_seq: Mutex<HashMap<String, u64>>,
-    seq_changed: Notify,
+    /// Per caller: the next sequence number to run, and calls waiting their turn.
+    gates: Mutex<HashMap<String, SeqGate>>,
     /// Bounds concurrent calls of an async actor.
     permits: Semaphore,
 }
@@ -271,8 +270,7 @@ impl CoreWorker {
             instance,
             is_async: creation.is_async,
             ordered: !creation.is_async && max == 1,
-            next_seq: Mutex::new(HashMap::new()),
-            seq_changed: Notify::new(),
+            gates: Mutex::new(HashMap::new()),
             permits: Semaphore::new(max),
         });
         let (table, rx) = {
@@ -448,31 +446,43 @@ impl CoreWorker {
     }
 }
 
+/// Orders one caller's calls to an ordered actor.
+#[derive(Default)]
+struct SeqGate {
+    next: u64,
+    waiting: HashMap<u64, oneshot::Sender<()>>,
+}
+
 impl HostedActor {
     /// Waits until `seq` is the next call to run for `caller`.
     async fn wait_turn(&self, caller: &str, seq: u64) {
-        loop {
-            let notified = self.seq_changed.notified();
-            let next = lock(&self.next_seq).get(caller).copied().unwrap_or(0);
-            if seq <= next {
+        let rx = {
+            let mut gates = lock(&self.gates);
+            let gate = gates.entry(caller.to_string()).or_default();
+            if seq <= gate.next {
                 return;
             }
-            // A call that never arrives (its caller died mid-send) must not wedge
-            // the actor: after a while, run anyway.
-            if tokio::time::timeout(std::time::Duration::from_secs(5), notified).await.is_err() {
-                lock(&self.next_seq).insert(caller.to_string(), seq);
-                return;
-            }
+            let (tx, rx) = oneshot::channel();
+            gate.waiting.insert(seq, tx);
+            rx
+        };
+        // A call that never arrives (its caller died mid-send) must not wedge the
+        // actor: after a while, run anyway.
+        if tokio::time::timeout(std::time::Duration::from_secs(5), rx).await.is_err() {
+            let mut gates = lock(&self.gates);
+            let gate = gates.entry(caller.to_string()).or_default();
+            gate.waiting.remove(&seq);
+            gate.next = gate.next.max(seq);
         }
     }
 
+    /// `seq` has been queued: let the caller's next call go.
     fn advance(&self, caller: &str, seq: u64) {
-        let mut next = lock(&self.next_seq);
-        let entry = next.entry(caller.to_string()).or_insert(0);
-        if *entry <= seq {
-            *entry = seq + 1;
+        let mut gates = lock(&self.gates);
+        let gate = gates.entry(caller.to_string()).or_default();
+        gate.next = gate.next.max(seq + 1);
+        if let Some(tx) = gate.waiting.remove(&gate.next) {
+            let _ = tx.send(());
         }
-        drop(next);
-        self.seq_changed.notify_waiters();
     }
 }
