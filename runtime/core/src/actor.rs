@@ -270,7 +270,9 @@ impl CoreWorker {
                         Ok(info) if info.state == "DEAD" => RayError::from_bytes(&info.death_error),
                         Ok(info) if info.incarnation == incarnation => RayError::Connection {
                             what: format!("actor {}", info.class_name),
-                            detail: format!("the connection broke while this call ran ({status}); the actor is still alive"),
+                            detail: format!(
+                                "the connection broke while this call ran ({status}); the actor is still alive"
+                            ),
                         },
                         Ok(info) => RayError::ActorDied {
                             class: info.class_name.clone(),
