@@ -14,6 +14,7 @@ fn counters_keep_state_in_their_own_processes() {
     assert!(run.line("handle").starts_with("Actor(Counter, "), "{}", run.stdout);
     assert_eq!(run.value("ordered"), "true", "calls from one caller run in submission order");
     assert_eq!(run.line("from_tasks_max"), "240 final=240", "handles passed into tasks call the same actor");
+    assert_eq!(run.value("actor_to_actor"), "240", "handles passed into actors call the same actor");
 }
 
 #[test]

@@ -109,6 +109,8 @@ fn the_walkthrough_example_follows_seed_000() {
         assert!(stdout.contains(section), "missing {section}:\n{stdout}");
     }
     assert!(stdout.contains("((6, \"Machine\"), (7, \"Learning\"))"), "{stdout}");
+    let tracker = stdout.split("== 6.").nth(1).expect("section 6");
+    assert_eq!(tracker.lines().nth(2).map(str::trim), Some("8"), "the DataTracker counted 8 uses:\n{tracker}");
     let runtimes: Vec<f64> =
         stdout.lines().filter_map(|l| l.strip_prefix("Runtime: ")?.split_whitespace().next()?.parse().ok()).collect();
     // Sequential 2.8 s; the remote run on >= 2 CPUs must be clearly faster.

@@ -159,6 +159,9 @@ impl Counter {
         sleep(Duration::from_millis(ms));
         std::process::id()
     }
+    fn read_other(&self, other: CounterHandle) -> i64 {
+        ray::get(&other.get_counter()).expect("an actor calls another actor")
+    }
     fn quit(&self) -> String {
         ray::actor::exit_actor().expect("inside an actor");
         "bye".to_string()
@@ -523,6 +526,7 @@ fn run(name: &str) -> Result<(), RayError> {
             println!("ordered={}", ordered == (1..=200).collect::<Vec<i64>>());
             let from_tasks = ray::get(&(0..4).map(|_| count_with.remote(c.clone(), 10)).collect::<Vec<_>>())?;
             println!("from_tasks_max={} final={}", from_tasks.iter().max().unwrap(), ray::get(&c.get_counter())?);
+            println!("actor_to_actor={}", ray::get(&counters[1].read_other(c.clone()))?);
         }
         "named" => {
             init_default()?;
