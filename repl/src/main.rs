@@ -5,6 +5,7 @@
 //! `RAYREPL_ROLE` set, so one installed file is a whole Ray installation.
 
 mod cluster_cli;
+mod microbenchmark;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,50 @@ enum Command {
     Stop(cluster_cli::StopArgs),
     /// Show the cluster's nodes and resource usage, like `ray status`.
     Status(cluster_cli::StatusArgs),
+    /// Ray's microbenchmark suite on a local cluster, with Ray's metric names.
+    Microbenchmark(MicrobenchmarkArgs),
+}
+
+#[derive(clap::Args)]
+struct MicrobenchmarkArgs {
+    /// Run only metrics whose name or key contains this.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+    /// A run of seconds that only proves each metric works (for CI).
+    #[arg(long)]
+    smoke: bool,
+    /// Instead, time `ray::init()` to first result over N fresh clusters.
+    #[arg(long, value_name = "N")]
+    cold_start: Option<usize>,
+    /// Instead, start a cluster, warm its workers, print READY and idle this long.
+    #[arg(long, value_name = "SECONDS")]
+    idle: Option<u64>,
+}
+
+fn run_microbenchmark(args: MicrobenchmarkArgs) -> anyhow::Result<()> {
+    if let Some(secs) = args.idle {
+        return microbenchmark::idle(secs);
+    }
+    if let Some(runs) = args.cold_start {
+        let times = microbenchmark::cold_start(runs)?;
+        if args.json {
+            println!("{}", serde_json::json!({ "cold_start_seconds": times }));
+        } else {
+            for t in &times {
+                println!("cold start (init to first result) {:.1} ms", t * 1e3);
+            }
+        }
+        return Ok(());
+    }
+    let timing = if args.smoke { microbenchmark::Timing::smoke() } else { microbenchmark::Timing::ray() };
+    let results = microbenchmark::run(timing, args.filter, args.json)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Start(args)) => cluster_cli::start(args),
         Some(Command::Stop(args)) => cluster_cli::stop(args),
         Some(Command::Status(args)) => cluster_cli::status(args),
+        Some(Command::Microbenchmark(args)) => run_microbenchmark(args),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;
