@@ -174,7 +174,7 @@ pub struct Metric {
 
 /// Ray's metric key for a display name: `1:1 actor calls sync` → `1_1_actor_calls_sync`.
 pub fn metric_key(name: &str) -> String {
-    name.replace([' ', ':'], "_").replace(['(', ')'], "")
+    name.replace([' ', ':', '-'], "_").replace(['(', ')'], "")
 }
 
 struct Runner {
@@ -193,7 +193,12 @@ impl Runner {
     }
 
     /// Ray's `timeit`: warm up, then timed rounds of `fn` in steps.
-    fn timeit(&mut self, name: &str, multiplier: f64, mut f: impl FnMut() -> Result<(), ray::RayError>) -> anyhow::Result<()> {
+    fn timeit(
+        &mut self,
+        name: &str,
+        multiplier: f64,
+        mut f: impl FnMut() -> Result<(), ray::RayError>,
+    ) -> anyhow::Result<()> {
         if !self.wanted(name) {
             return Ok(());
         }

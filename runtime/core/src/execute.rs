@@ -222,11 +222,15 @@ impl CoreWorker {
     fn run_task(&self, table: &'static HostTable, spec: TaskSpec) -> Executed {
         let task_id = TaskId(spec.task_id.as_ref().try_into().unwrap_or_default());
         let function = spec.function.clone().unwrap_or_default();
-        *lock(&self.0.current) = crate::CurrentTask { id: task_id, name: spec.name.clone() };
+        let previous =
+            std::mem::replace(&mut *lock(&self.0.current), crate::CurrentTask { id: task_id, name: spec.name.clone() });
         self.0.put_counter.store(0, Ordering::Relaxed);
-        let _ = writeln!(std::io::stdout(), "{TASK_MARKER}{}", spec.name);
-        let _ = std::io::stdout().flush();
-        let _ = writeln!(std::io::stderr(), "{TASK_MARKER}{}", spec.name);
+        // The node keeps the last name it saw; a run of the same task needs no marker.
+        if previous.name != spec.name {
+            let _ = writeln!(std::io::stdout(), "{TASK_MARKER}{}", spec.name);
+            let _ = std::io::stdout().flush();
+            let _ = writeln!(std::io::stderr(), "{TASK_MARKER}{}", spec.name);
+        }
         self.record_event(TaskEvent {
             task_id: spec.task_id.clone(),
             job_id: spec.job_id,

@@ -195,7 +195,10 @@ impl CoreWorker {
             sched: Mutex::new(submit::Scheduler::default()),
             peers: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
-            current: Mutex::new(CurrentTask { id: driver_task, name: "driver".into() }),
+            current: Mutex::new(CurrentTask {
+                id: driver_task,
+                name: if opts.is_worker { String::new() } else { "driver".into() },
+            }),
             put_counter: AtomicU32::new(0),
             log_sink: RwLock::new(None),
             shut_down: AtomicBool::new(false),
