@@ -163,14 +163,11 @@ fn try_submit(
 }
 
 /// Builds the descriptor of a remote function defined in this program or cell.
+/// A compiled program's workers find it by `key` in their own executable; a cell's
+/// `symbol` is resolved in the cell library the host ships to workers.
 #[doc(hidden)]
 pub fn descriptor(name: &str, key: &str, symbol: &str) -> FunctionDescriptor {
-    FunctionDescriptor {
-        name: name.to_string(),
-        key: key.to_string(),
-        symbol: symbol.to_string(),
-        artifact: std::env::var("RAYREPL_CELL_ARTIFACT").ok().filter(|s| !s.is_empty() && !symbol.is_empty()),
-    }
+    FunctionDescriptor { name: name.to_string(), key: key.to_string(), symbol: symbol.to_string(), artifact: None }
 }
 
 /// Parses default options from a `#[ray::remote(..)]` attribute.
