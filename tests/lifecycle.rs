@@ -67,6 +67,23 @@ fn drivers_attach_to_a_started_cluster_and_need_its_token() {
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     assert!(text.contains("Active:") && text.contains("(127.0.0.1) head") && text.contains("/2.0 CPU"), "{text}");
 
+    // The state API sees what the attached driver did, as `ray list tasks` would.
+    let out = rayrepl(root.path(), &["list", "tasks", "--filter", "name=add", "--format", "json"]);
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{json}{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows.len(), 1, "{json}");
+    assert_eq!(rows[0]["STATE"], "FINISHED");
+    assert_eq!(rows[0]["TYPE"], "NORMAL_TASK");
+    let out = rayrepl(root.path(), &["list", "nodes"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("Total: 1") && table.contains("ALIVE") && table.contains("{CPU: 2}"), "{table}");
+    let out = rayrepl(root.path(), &["summary", "tasks"]);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.lines().any(|l| l.contains(" add ") && l.contains("FINISHED: 1")), "{summary}");
+    let out = rayrepl(root.path(), &["list", "jobs", "--filter", "status=FINISHED"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Total: 1"), "{}", String::from_utf8_lossy(&out.stdout));
+
     let pids: Vec<i32> =
         std::fs::read_to_string(latest.join("pids")).unwrap().lines().filter_map(|l| l.parse().ok()).collect();
     let out = rayrepl(root.path(), &["stop"]);

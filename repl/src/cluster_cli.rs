@@ -199,16 +199,30 @@ pub fn stop(args: StopArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let address = match args.address {
+/// A head client for `address` (default: this machine's latest session), with the
+/// runtime to drive it and the token.
+pub fn connect_head(
+    address: Option<String>,
+) -> anyhow::Result<(tokio::runtime::Runtime, ray_proto::HeadClient, String)> {
+    let address = match address {
         Some(a) => a,
         None => session::read(&session::latest(), "head_address")
             .context("no cluster found on this machine: start one with `rayrepl start --head`, or pass --address")?,
     };
     let token = session::find_token(None, &address)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let channel = rt.block_on(ray_proto::connect(&address, &token, "the head"))?;
+    Ok((rt, ray_proto::head_client(channel), token))
+}
+
+/// The current time as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn now_utc() -> String {
+    chrono_like_now()
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let (rt, mut head, _) = connect_head(args.address)?;
     let info = rt.block_on(async {
-        let mut head = ray_proto::head_client(ray_proto::connect(&address, &token, "the head").await?);
         head.get_cluster_info(Empty {}).await.map_err(|s| ray_proto::from_status(&s, "the head"))
     })?;
     let info = info.into_inner();

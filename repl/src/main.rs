@@ -6,6 +6,7 @@
 
 mod cluster_cli;
 mod microbenchmark;
+mod state_cli;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,10 @@ enum Command {
     Stop(cluster_cli::StopArgs),
     /// Show the cluster's nodes and resource usage, like `ray status`.
     Status(cluster_cli::StatusArgs),
+    /// List nodes, tasks, actors, objects or jobs, like `ray list`.
+    List(state_cli::ListArgs),
+    /// Count tasks, actors or objects by kind and state, like `ray summary`.
+    Summary(state_cli::SummaryArgs),
     /// Ray's microbenchmark suite on a local cluster, with Ray's metric names.
     Microbenchmark(MicrobenchmarkArgs),
 }
@@ -79,6 +84,8 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Stop(args)) => cluster_cli::stop(args),
         Some(Command::Status(args)) => cluster_cli::status(args),
         Some(Command::Microbenchmark(args)) => run_microbenchmark(args),
+        Some(Command::List(args)) => state_cli::list(args),
+        Some(Command::Summary(args)) => state_cli::summary(args),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;

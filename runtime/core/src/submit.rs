@@ -97,6 +97,7 @@ fn event(task: &PendingTask, job: u32, state: &str) -> TaskEvent {
         time_ms: now_ms(),
         attempt: task.attempt,
         required: resources_from_map(&task.resources),
+        actor_id: task.actor.map(|a| a.0.to_vec().into()).unwrap_or_default(),
         ..TaskEvent::default()
     }
 }

@@ -102,6 +102,9 @@ fn merge_task_event(existing: &mut TaskEvent, ev: TaskEvent) {
     if existing.parent_task_id.is_empty() {
         existing.parent_task_id = ev.parent_task_id;
     }
+    if existing.actor_id.is_empty() {
+        existing.actor_id = ev.actor_id;
+    }
 }
 
 /// The head's gRPC service.
