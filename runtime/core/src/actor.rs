@@ -150,9 +150,14 @@ impl CoreWorker {
                     });
                     conn.seq += 1;
                     conn.in_flight += 1;
-                    task.running = Some((conn.info.as_ref().map(|i| i.pid).unwrap_or(0), 0));
+                    let spec = spec.clone();
+                    let pid = conn.info.as_ref().map(|i| i.pid).unwrap_or(0);
+                    task.running = Some((pid, 0));
+                    let mut running = crate::submit::running_event(task, self.0.job.0, pid);
+                    running.node_id = conn.info.as_ref().map(|i| i.node_id.clone()).unwrap_or_default();
+                    lock(&self.0.events).push(running);
                     let client = conn.client.clone().expect("checked above");
-                    sends.push((tid, client, spec.clone(), conn.incarnation));
+                    sends.push((tid, client, spec, conn.incarnation));
                 }
             }
         }

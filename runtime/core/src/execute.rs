@@ -231,18 +231,6 @@ impl CoreWorker {
             let _ = std::io::stdout().flush();
             let _ = writeln!(std::io::stderr(), "{TASK_MARKER}{}", spec.name);
         }
-        self.record_event(TaskEvent {
-            task_id: spec.task_id.clone(),
-            job_id: spec.job_id,
-            name: spec.name.clone(),
-            func_name: function.name.clone(),
-            state: "RUNNING".into(),
-            time_ms: now_ms(),
-            node_id: self.0.conn.node_id.clone(),
-            worker_pid: std::process::id(),
-            attempt: spec.attempt,
-            ..TaskEvent::default()
-        });
 
         let (state, done) = CallState::new();
         IN_TASK.with(|t| t.set(true));

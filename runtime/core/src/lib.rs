@@ -209,6 +209,7 @@ impl CoreWorker {
         let cw = CoreWorker(inner);
         service::serve(cw.clone(), listener);
         tokio::spawn(submit::flush_events_loop(cw.clone()));
+        tokio::spawn(submit::return_idle_leases_loop(cw.clone()));
         if !opts.is_worker && opts.log_to_driver {
             tokio::spawn(subscribe_logs(cw.clone()));
         }

@@ -96,10 +96,16 @@ fn event(task: &PendingTask, job: u32, state: &str) -> TaskEvent {
         state: state.to_string(),
         time_ms: now_ms(),
         attempt: task.attempt,
-        required: resources_from_map(&task.resources),
         actor_id: task.actor.map(|a| a.0.to_vec().into()).unwrap_or_default(),
         ..TaskEvent::default()
     }
+}
+
+/// The event of a task starting on worker `pid`.
+pub(crate) fn running_event(task: &PendingTask, job: u32, pid: u32) -> TaskEvent {
+    let mut ev = event(task, job, "RUNNING");
+    ev.worker_pid = pid;
+    ev
 }
 
 impl CoreWorker {
@@ -167,7 +173,9 @@ impl CoreWorker {
             running: None,
             actor,
         };
-        self.record_event(event(&task, self.0.job.0, "PENDING_ARGS_AVAIL"));
+        let mut first = event(&task, self.0.job.0, "PENDING_ARGS_AVAIL");
+        first.required = resources_from_map(&task.resources);
+        self.record_event(first);
         {
             let mut sched = lock(&self.0.sched);
             sched.tasks.insert(id, task);
@@ -392,7 +400,6 @@ impl CoreWorker {
                         });
                         drop(sched);
                         self.pump(&key);
-                        self.schedule_idle_return(key, slot_id);
                         return;
                     }
                     None => RayError::Connection { what: "a leased worker".into(), detail: lease.worker_address },
@@ -436,7 +443,6 @@ impl CoreWorker {
                     }
                 }
                 self.pump(&key);
-                self.schedule_idle_return(key, slot_id);
             }
             Err(status) => {
                 // The worker is gone (or unreachable): drop its lease, maybe retry.
@@ -558,28 +564,6 @@ impl CoreWorker {
         self.apply(fx);
     }
 
-    fn schedule_idle_return(&self, key: String, slot_id: u64) {
-        let cw = self.clone();
-        self.0.rt.spawn(async move {
-            tokio::time::sleep(LEASE_IDLE).await;
-            let lease = {
-                let mut sched = lock(&cw.0.sched);
-                let Some(ks) = sched.keys.get_mut(&key) else {
-                    return;
-                };
-                let pos = ks
-                    .slots
-                    .iter()
-                    .position(|s| s.slot_id == slot_id && s.busy.is_none() && s.idle_since.elapsed() >= LEASE_IDLE);
-                match pos {
-                    Some(p) if ks.ready.is_empty() => ks.slots.remove(p).lease_id,
-                    _ => return,
-                }
-            };
-            let _ = cw.0.node.clone().return_lease(ReturnLeaseRequest { lease_id: lease, worker_failed: false }).await;
-        });
-    }
-
     /// Ray's `cancel`: drops a queued task; a running one is abandoned, and with
     /// `force` its worker is killed.
     pub fn cancel(&self, object: &ObjectId, force: bool) -> Result<(), RayError> {
@@ -628,12 +612,40 @@ fn error_type(e: &RayError) -> &'static str {
     }
 }
 
-/// Sends buffered task events to the head.
+/// Sends buffered task events to the head, one per task attempt: a task that went
+/// through several states since the last flush is reported once, as it is now.
 pub(crate) async fn flush_events(cw: &CoreWorker) {
     let events = std::mem::take(&mut *lock(&cw.0.events));
-    if !events.is_empty() {
-        let _ = cw.0.head.clone().report_task_events(TaskEventBatch { events }).await;
+    if events.is_empty() {
+        return;
     }
+    let mut order: Vec<(bytes::Bytes, u32)> = Vec::new();
+    let mut latest: HashMap<(bytes::Bytes, u32), TaskEvent> = HashMap::new();
+    for ev in events {
+        let key = (ev.task_id.clone(), ev.attempt);
+        match latest.get_mut(&key) {
+            Some(prev) => {
+                let required = std::mem::take(&mut prev.required);
+                let (node, pid) = (std::mem::take(&mut prev.node_id), prev.worker_pid);
+                *prev = ev;
+                if prev.required.is_empty() {
+                    prev.required = required;
+                }
+                if prev.node_id.is_empty() {
+                    prev.node_id = node;
+                }
+                if prev.worker_pid == 0 {
+                    prev.worker_pid = pid;
+                }
+            }
+            None => {
+                order.push(key.clone());
+                latest.insert(key, ev);
+            }
+        }
+    }
+    let events = order.into_iter().filter_map(|k| latest.remove(&k)).collect();
+    let _ = cw.0.head.clone().report_task_events(TaskEventBatch { events }).await;
 }
 
 pub(crate) async fn flush_events_loop(cw: CoreWorker) {
@@ -641,6 +653,36 @@ pub(crate) async fn flush_events_loop(cw: CoreWorker) {
     loop {
         tick.tick().await;
         flush_events(&cw).await;
+    }
+}
+
+/// Returns leases that stayed idle for [`LEASE_IDLE`] while nothing of their shape
+/// was queued: one sweep for all leases, rather than a timer per task.
+pub(crate) async fn return_idle_leases_loop(cw: CoreWorker) {
+    let mut tick = tokio::time::interval(LEASE_IDLE / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let idle: Vec<u64> = {
+            let mut sched = lock(&cw.0.sched);
+            let mut idle = Vec::new();
+            for ks in sched.keys.values_mut() {
+                if !ks.ready.is_empty() {
+                    continue;
+                }
+                ks.slots.retain(|s| {
+                    let expired = s.busy.is_none() && s.idle_since.elapsed() >= LEASE_IDLE;
+                    if expired {
+                        idle.push(s.lease_id);
+                    }
+                    !expired
+                });
+            }
+            idle
+        };
+        for lease_id in idle {
+            let _ = cw.0.node.clone().return_lease(ReturnLeaseRequest { lease_id, worker_failed: false }).await;
+        }
     }
 }
 
