@@ -593,11 +593,6 @@ impl CoreWorker {
             }
         });
     }
-
-    /// Number of objects this process owns or borrows (for tests and stats).
-    pub fn num_refs(&self) -> usize {
-        lock(&self.0.refs).len()
-    }
 }
 
 pub(crate) fn location_to_state(loc: Option<ObjectLocation>) -> State {

@@ -594,11 +594,6 @@ impl CoreWorker {
         self.finish(tid, State::Failed(RayError::Cancelled { function: name }), None);
         Ok(())
     }
-
-    /// Objects owned here that are freed when nothing references them, for tests.
-    pub fn pending_tasks(&self) -> usize {
-        lock(&self.0.sched).tasks.len()
-    }
 }
 
 fn error_type(e: &RayError) -> &'static str {

@@ -77,7 +77,7 @@ unsafe fn fail(err: *mut HostBuf, e: RayError) -> i32 {
 fn driver_runtime() -> &'static tokio::runtime::Runtime {
     DRIVER_RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(std::env::var("RAYREPL_DRIVER_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2))
+            .worker_threads(2)
             .thread_name("ray-driver")
             .enable_all()
             .build()
