@@ -64,6 +64,13 @@ pub struct StatusArgs {
     address: Option<String>,
 }
 
+impl StatusArgs {
+    /// Status of the cluster at `address` (the REPL's `:status`).
+    pub fn for_address(address: String) -> Self {
+        StatusArgs { address: Some(address) }
+    }
+}
+
 fn parse_resources(json: Option<&str>) -> anyhow::Result<BTreeMap<String, f64>> {
     match json {
         None => Ok(BTreeMap::new()),
@@ -199,16 +206,21 @@ pub fn stop(args: StopArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `address`, or else the head of this machine's latest session.
+pub fn head_address(address: Option<String>) -> anyhow::Result<String> {
+    match address {
+        Some(a) => Ok(a),
+        None => session::read(&session::latest(), "head_address")
+            .context("no cluster found on this machine: start one with `rayrepl start --head`, or pass --address"),
+    }
+}
+
 /// A head client for `address` (default: this machine's latest session), with the
 /// runtime to drive it and the token.
 pub fn connect_head(
     address: Option<String>,
 ) -> anyhow::Result<(tokio::runtime::Runtime, ray_proto::HeadClient, String)> {
-    let address = match address {
-        Some(a) => a,
-        None => session::read(&session::latest(), "head_address")
-            .context("no cluster found on this machine: start one with `rayrepl start --head`, or pass --address")?,
-    };
+    let address = head_address(address)?;
     let token = session::find_token(None, &address)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let channel = rt.block_on(ray_proto::connect(&address, &token, "the head"))?;

@@ -6,13 +6,20 @@
 
 mod cluster_cli;
 mod microbenchmark;
+mod repl;
 mod state_cli;
+mod top;
+mod viewport;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "rayrepl", version, about = "Ray's core rebuilt in Rust, driven from a REPL or Jupyter")]
 struct Cli {
+    /// With no subcommand: attach the REPL to the cluster at this head address
+    /// instead of starting a local one.
+    #[arg(long, env = "RAYREPL_ADDRESS")]
+    address: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -29,6 +36,8 @@ enum Command {
     List(state_cli::ListArgs),
     /// Count tasks, actors or objects by kind and state, like `ray summary`.
     Summary(state_cli::SummaryArgs),
+    /// A live full-screen dashboard of nodes, tasks, actors, objects and jobs.
+    Top(top::TopArgs),
     /// Ray's microbenchmark suite on a local cluster, with Ray's metric names.
     Microbenchmark(MicrobenchmarkArgs),
 }
@@ -78,6 +87,8 @@ fn run_microbenchmark(args: MicrobenchmarkArgs) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     // Cluster daemons and workers are this binary in another role.
     ray_runtime::roles::run_requested_role();
+    // So is the REPL's evaluation process (and evcxr's rustc wrapper).
+    ray_session::hook();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Start(args)) => cluster_cli::start(args),
@@ -86,14 +97,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Microbenchmark(args)) => run_microbenchmark(args),
         Some(Command::List(args)) => state_cli::list(args),
         Some(Command::Summary(args)) => state_cli::summary(args),
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            println!(
-                "\nThe interactive REPL is not part of this build yet; start a cluster with \
-                 `rayrepl start --head` and connect programs with ray::init_with(..)."
-            );
-            Ok(())
-        }
+        Some(Command::Top(args)) => top::run(args.address),
+        None => repl::run(cli.address),
     }
 }

@@ -200,6 +200,14 @@ pub enum RayError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// The user interrupted a blocking call (Ctrl-C, or a notebook's interrupt);
+    /// the driver's outstanding tasks were cancelled.
+    #[error("interrupted; {pending} awaited object(s) were not ready and their tasks were cancelled")]
+    Interrupted {
+        /// How many awaited objects were not ready.
+        pending: usize,
+    },
+
     /// A runtime invariant broke; this is a bug in rayrepl.
     #[error("internal error (please report): {0}")]
     Internal(String),

@@ -17,6 +17,9 @@ pub struct FunctionDescriptor {
     /// Content hash of the cell library that holds the symbol; `None` means the
     /// job's own executable.
     pub artifact: Option<String>,
+    /// Address of the trampoline in this process, for a cell: the host finds the
+    /// library that holds it and publishes that as the artifact. Zero otherwise.
+    pub address: u64,
 }
 
 /// One argument of a task call.

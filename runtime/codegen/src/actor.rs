@@ -6,7 +6,7 @@
 //! trampoline per method. The two expansions meet only by naming convention, since
 //! each attribute sees one item.
 
-use crate::{Mode, export, option_pairs, owned_arg_types, parse_options, symbol_of};
+use crate::{Mode, address_of, export, option_pairs, owned_arg_types, parse_options, symbol_of};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::spanned::Spanned;
@@ -130,6 +130,7 @@ pub(crate) fn expand_impl(attr: TokenStream, item: ItemImpl, mode: Mode) -> syn:
 
     let ctor_tramp = format_ident!("__ray_actor_{}___new", class);
     let ctor_symbol = symbol_of(mode, &ctor_tramp);
+    let ctor_address = address_of(mode, &ctor_tramp);
     let ctor_key = quote!(::core::concat!(::core::module_path!(), "::", #class_str, "::new"));
     let mut exports = vec![export(mode, &ctor_tramp, ctor_key.clone(), quote!(#class::__ray_new))];
     let mut trampolines = Vec::new();
@@ -160,7 +161,7 @@ pub(crate) fn expand_impl(attr: TokenStream, item: ItemImpl, mode: Mode) -> syn:
             #vis fn #name(&self, #(#params: impl ::ray::IntoArg<#args>),*) -> ::ray::ObjectRef<#ret> {
                 ::ray::__private::call_actor(
                     &self.0,
-                    ::ray::__private::descriptor(#display, #key, #symbol),
+                    ::ray::__private::descriptor(#display, #key, #symbol, 0),
                     ::std::vec![#(::ray::IntoArg::<#args>::into_arg(#params)),*],
                 )
             }
@@ -229,7 +230,7 @@ pub(crate) fn expand_impl(attr: TokenStream, item: ItemImpl, mode: Mode) -> syn:
             #[allow(clippy::too_many_arguments)]
             pub fn remote(self, #(#ctor_params: impl ::ray::IntoArg<#ctor_args>),*) -> ::core::result::Result<#handle, ::ray::RayError> {
                 ::ray::__private::create_actor::<#class>(
-                    ::ray::__private::descriptor(#class_str, #ctor_key, #ctor_symbol),
+                    ::ray::__private::descriptor(#class_str, #ctor_key, #ctor_symbol, #ctor_address),
                     ::std::vec![#(::ray::IntoArg::<#ctor_args>::into_arg(#ctor_params)),*],
                     self.0,
                     #is_async,

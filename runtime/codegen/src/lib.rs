@@ -180,6 +180,15 @@ pub(crate) fn symbol_of(mode: Mode, trampoline: &syn::Ident) -> String {
     }
 }
 
+/// The trampoline's address in this process, for a cell (the host finds the cell
+/// library from it); zero in a compiled program.
+pub(crate) fn address_of(mode: Mode, trampoline: &syn::Ident) -> TokenStream {
+    match mode {
+        Mode::Program => quote!(0usize),
+        Mode::Cell => quote!((#trampoline as unsafe extern "C" fn(*const ::ray::__private::TaskCall)) as usize),
+    }
+}
+
 /// `&[("key", value), ..]` pairs for the options helpers.
 pub(crate) fn option_pairs(opts: &DefaultOptions) -> (Vec<TokenStream>, Vec<TokenStream>, Vec<TokenStream>) {
     (
@@ -223,6 +232,7 @@ fn expand_fn(attr: TokenStream, f: ItemFn, mode: Mode) -> syn::Result<TokenStrea
     let (numbers, strings, resources) = option_pairs(&opts);
     let span = Span::call_site();
     let symbol_lit = symbol_of(mode, &trampoline);
+    let address = address_of(mode, &trampoline);
     let export = export(
         mode,
         &trampoline,
@@ -283,6 +293,7 @@ fn expand_fn(attr: TokenStream, f: ItemFn, mode: Mode) -> syn::Result<TokenStrea
                         #name_str,
                         ::core::concat!(::core::module_path!(), "::", #name_str),
                         #symbol_lit,
+                        #address,
                     ),
                     ::std::vec![#(::ray::IntoArg::<#arg_types>::into_arg(#params)),*],
                     self.0,

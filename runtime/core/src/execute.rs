@@ -101,6 +101,10 @@ pub unsafe fn actor_created(ctx: *mut c_void, instance: *mut c_void) {
 pub(crate) struct HostedActor {
     id: ActorId,
     instance: usize,
+    /// The cell library the constructor ran from (empty in a compiled program).
+    /// Methods run from the same library: a later cell may have redefined the
+    /// struct, and its code must never touch this instance.
+    artifact: String,
     is_async: bool,
     ordered: bool,
     /// Per caller: the next sequence number to run, and calls waiting their turn.
@@ -247,7 +251,7 @@ impl CoreWorker {
         match state.take() {
             Some(result) => {
                 if let (Some(creation), Ok(_)) = (&spec.actor_creation, &result) {
-                    self.become_actor(creation, lock(&state.instance).unwrap_or(0));
+                    self.become_actor(creation, &function.artifact, lock(&state.instance).unwrap_or(0));
                 }
                 Executed::Done(self.finish_call(&spec, result, adopted))
             }
@@ -255,11 +259,12 @@ impl CoreWorker {
         }
     }
 
-    fn become_actor(&self, creation: &ActorCreationSpec, instance: usize) {
+    fn become_actor(&self, creation: &ActorCreationSpec, artifact: &str, instance: usize) {
         let max = creation.max_concurrency.max(1) as usize;
         let actor = Arc::new(HostedActor {
             id: ActorId(creation.actor_id.as_ref().try_into().unwrap_or_default()),
             instance,
+            artifact: artifact.to_string(),
             is_async: creation.is_async,
             ordered: !creation.is_async && max == 1,
             gates: Mutex::new(HashMap::new()),
@@ -287,7 +292,12 @@ impl CoreWorker {
         function: &ray_proto::FunctionDescriptor,
         state: &Arc<CallState>,
     ) -> Result<(), RayError> {
-        let func = if function.artifact.is_empty() {
+        let hosted_artifact = match (&spec.actor_task, &lock(&self.0.executor).actor) {
+            (Some(_), Some(actor)) => Some(actor.artifact.clone()),
+            _ => None,
+        };
+        let artifact = hosted_artifact.as_deref().unwrap_or(&function.artifact);
+        let func = if artifact.is_empty() {
             ray_abi::find_task(&function.key).ok_or_else(|| RayError::FunctionUnavailable {
                 function: function.name.clone(),
                 detail: format!(
@@ -296,10 +306,7 @@ impl CoreWorker {
                 ),
             })?
         } else {
-            return Err(RayError::FunctionUnavailable {
-                function: function.name.clone(),
-                detail: format!("code artifact {} cannot be loaded by this worker", function.artifact),
-            });
+            self.artifact_symbol(&function.name, artifact, &function.symbol)?
         };
         let instance = match (&spec.actor_task, &lock(&self.0.executor).actor) {
             (Some(_), Some(actor)) => actor.instance as *mut c_void,

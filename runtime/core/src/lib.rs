@@ -15,6 +15,8 @@
 //! through the C-ABI table.
 
 pub mod actor;
+mod artifacts;
+mod blocking;
 pub mod execute;
 pub mod refs;
 pub mod service;
@@ -30,6 +32,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
+
+pub use artifacts::ABI_KEY;
+pub use blocking::{Progress, ProgressRow, ProgressSink};
 
 /// Objects up to this size travel inline; larger ones go to shared memory.
 pub const INLINE_MAX: usize = 100 * 1024;
@@ -104,6 +109,9 @@ pub(crate) struct Inner {
     pub(crate) last_log: Mutex<Instant>,
     pub(crate) executor: Mutex<execute::Executor>,
     pub(crate) namespace: Mutex<Option<String>>,
+    pub(crate) artifacts: artifacts::ArtifactCache,
+    pub(crate) interrupts: Mutex<blocking::Interrupts>,
+    pub(crate) progress_sink: RwLock<Option<ProgressSink>>,
 }
 
 /// This process's core worker. Cheap to clone.
@@ -171,6 +179,11 @@ impl CoreWorker {
                             worker_executable: exe.display().to_string(),
                             driver_ip: conn.ip.clone(),
                             namespace: opts.namespace.clone(),
+                            // Cell libraries may link the toolchain's libstd
+                            // dynamically; workers must find it where the driver does.
+                            worker_env: std::env::var("LD_LIBRARY_PATH")
+                                .map(|p| [("LD_LIBRARY_PATH".to_string(), p)].into())
+                                .unwrap_or_default(),
                             ..JobInfo::default()
                         }),
                     })
@@ -205,6 +218,9 @@ impl CoreWorker {
             last_log: Mutex::new(Instant::now()),
             executor: Mutex::new(execute::Executor::default()),
             namespace: Mutex::new((!opts.namespace.is_empty()).then(|| opts.namespace.clone())),
+            artifacts: Default::default(),
+            interrupts: Default::default(),
+            progress_sink: RwLock::new(None),
         });
         let cw = CoreWorker(inner);
         service::serve(cw.clone(), listener);
@@ -462,11 +478,18 @@ impl CoreWorker {
         if let Some(r) = self.try_read(id) {
             return r;
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let wake = tx.clone();
+        let scope = self.blocking_scope(
+            std::slice::from_ref(id),
+            Box::new(move || {
+                let _ = wake.try_send(());
+            }),
+        );
         self.on_ready(
             id,
             Box::new(move || {
-                let _ = tx.send(());
+                let _ = tx.try_send(());
             }),
         );
         let blocked = self.set_blocked(true);
@@ -477,6 +500,10 @@ impl CoreWorker {
         if blocked {
             self.set_blocked(false);
         }
+        if scope.interrupted() {
+            return Err(blocking::interrupted(1));
+        }
+        drop(scope);
         match outcome {
             Ok(()) => {
                 self.try_read(id).unwrap_or_else(|| Err(RayError::Internal("object settled but unreadable".into())))
@@ -523,16 +550,23 @@ impl CoreWorker {
 
     /// Ray's `wait`: marks which of `ids` are ready once `num_returns` are, or the
     /// timeout passes.
-    pub fn wait(&self, ids: &[ObjectId], num_returns: usize, timeout: Option<Duration>) -> Vec<bool> {
+    pub fn wait(&self, ids: &[ObjectId], num_returns: usize, timeout: Option<Duration>) -> Result<Vec<bool>, RayError> {
         // Fast path: enough objects are settled already; register nothing.
         let settled: Vec<bool> = {
             let refs = lock(&self.0.refs);
             ids.iter().map(|id| refs.get(id).is_none_or(|e| !matches!(e.state, State::Pending))).collect()
         };
         if settled.iter().filter(|s| **s).count() >= num_returns {
-            return settled;
+            return Ok(settled);
         }
         let (tx, rx) = std::sync::mpsc::channel::<usize>();
+        let wake = tx.clone();
+        let scope = self.blocking_scope(
+            ids,
+            Box::new(move || {
+                let _ = wake.send(usize::MAX);
+            }),
+        );
         for (i, id) in ids.iter().enumerate() {
             let tx = tx.clone();
             self.on_ready(
@@ -560,6 +594,7 @@ impl CoreWorker {
                 Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())).ok(),
             };
             match next {
+                Some(usize::MAX) => break,
                 Some(i) if !ready[i] => {
                     ready[i] = true;
                     count += 1;
@@ -571,11 +606,17 @@ impl CoreWorker {
         if blocked {
             self.set_blocked(false);
         }
+        if scope.interrupted() {
+            return Err(blocking::interrupted(ids.len() - count));
+        }
+        drop(scope);
         // Anything else that settled meanwhile counts as ready too.
         while let Ok(i) = rx.try_recv() {
-            ready[i] = true;
+            if i != usize::MAX {
+                ready[i] = true;
+            }
         }
-        ready
+        Ok(ready)
     }
 
     /// Disconnects: returns leases, finishes the job (drivers) and stops serving.

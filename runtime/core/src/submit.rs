@@ -29,14 +29,14 @@ type SchedKey = String;
 /// A task this process submitted and has not seen finish.
 pub(crate) struct PendingTask {
     id: TaskId,
-    name: String,
+    pub(crate) name: String,
     function: FunctionDescriptor,
     args: Vec<ArgSubmission>,
     resources: BTreeMap<String, f64>,
     max_retries: u32,
     retry_exceptions: bool,
     pub(crate) attempt: u32,
-    return_id: ObjectId,
+    pub(crate) return_id: ObjectId,
     /// Objects this task keeps alive until it finishes: its ref arguments and
     /// the refs nested in its value arguments.
     deps: Vec<ObjectId>,
@@ -81,6 +81,34 @@ pub(crate) struct Scheduler {
     keys: HashMap<SchedKey, KeyState>,
     next_slot: u64,
     pub(crate) actors: HashMap<ActorId, crate::actor::ActorConn>,
+    /// Names of recently finished tasks, for progress reports that outlive them.
+    pub(crate) finished_names: FinishedNames,
+}
+
+/// A bounded memory of finished tasks' names.
+#[derive(Default)]
+pub(crate) struct FinishedNames {
+    names: HashMap<TaskId, String>,
+    order: std::collections::VecDeque<TaskId>,
+}
+
+impl FinishedNames {
+    const KEEP: usize = 16_384;
+
+    fn remember(&mut self, id: TaskId, name: &str) {
+        if self.names.insert(id, name.to_string()).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > Self::KEEP {
+            if let Some(old) = self.order.pop_front() {
+                self.names.remove(&old);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, id: &TaskId) -> Option<&str> {
+        self.names.get(id).map(String::as_str)
+    }
 }
 
 fn key_of(resources: &BTreeMap<String, f64>) -> SchedKey {
@@ -532,8 +560,13 @@ impl CoreWorker {
 
     /// Settles a task's return object and releases what it kept alive.
     pub(crate) fn finish(&self, tid: TaskId, state: State, outcome: Option<(u32, Vec<(ObjectId, String)>)>) {
-        let Some(task) = lock(&self.0.sched).tasks.remove(&tid) else {
-            return;
+        let task = {
+            let mut sched = lock(&self.0.sched);
+            let Some(task) = sched.tasks.remove(&tid) else {
+                return;
+            };
+            sched.finished_names.remember(tid, &task.name);
+            task
         };
         let mut ev = event(&task, self.0.job.0, if matches!(state, State::Failed(_)) { "FAILED" } else { "FINISHED" });
         if let State::Failed(e) = &state {

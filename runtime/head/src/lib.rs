@@ -8,8 +8,10 @@
 //! reaches the driver whichever node the worker ran on.
 
 mod actors;
+pub mod artifacts;
 
 use actors::Actors;
+use artifacts::Artifacts;
 use ray_proto::head_server::{Head, HeadServer};
 use ray_proto::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -116,6 +118,7 @@ pub struct HeadService {
     start_ms: u64,
     shutdown: Arc<Notify>,
     actors: Actors,
+    artifacts: Artifacts,
 }
 
 impl HeadService {
@@ -124,6 +127,7 @@ impl HeadService {
     pub fn new(address: String, session_dir: String, token: &str) -> Self {
         HeadService {
             actors: Actors::new(token),
+            artifacts: Artifacts::new(&session_dir),
             tables: Arc::new(Mutex::new(Tables { next_job: 1, ..Tables::default() })),
             address,
             session_dir,
@@ -159,6 +163,7 @@ impl HeadService {
     }
 }
 
+type ArtifactStream = std::pin::Pin<Box<dyn Stream<Item = Result<ArtifactChunk, Status>> + Send>>;
 type LogStream = std::pin::Pin<Box<dyn Stream<Item = Result<LogBatch, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -305,6 +310,24 @@ impl Head for HeadService {
         let r = req.into_inner();
         self.actors.worker_died(&r.worker_id, r.pid, &r.detail, self.nodes());
         Ok(Response::new(Empty {}))
+    }
+
+    async fn put_artifact(
+        &self,
+        req: Request<tonic::Streaming<ArtifactChunk>>,
+    ) -> Result<Response<PutArtifactReply>, Status> {
+        let stored = self.artifacts.put(req.into_inner()).await?;
+        Ok(Response::new(PutArtifactReply { stored }))
+    }
+
+    type GetArtifactStream = ArtifactStream;
+
+    async fn get_artifact(
+        &self,
+        req: Request<GetArtifactRequest>,
+    ) -> Result<Response<Self::GetArtifactStream>, Status> {
+        let chunks = self.artifacts.get(&req.into_inner().hash).await?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks.into_iter().map(Ok)))))
     }
 
     async fn shutdown(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {

@@ -111,21 +111,25 @@ impl Shared {
         // Record the worker before it exists: it may register before spawn returns.
         self.pool().worker_spawned(worker_id.to_vec(), 0, job);
         let (tx, rx) = oneshot::channel();
-        let request = SpawnRequest {
-            executable: info.worker_executable.clone(),
-            env: vec![
-                ("RAYREPL_ROLE".into(), "worker".into()),
-                ("RAYREPL_NODE_ADDRESS".into(), self.address.clone()),
-                ("RAYREPL_HEAD_ADDRESS".into(), self.config.head_address.clone()),
-                ("RAYREPL_TOKEN".into(), self.config.token.clone()),
-                ("RAYREPL_JOB_ID".into(), job.to_string()),
-                ("RAYREPL_WORKER_ID".into(), hex(&worker_id)),
-                ("RAYREPL_NODE_IP".into(), self.config.ip.clone()),
-                ("RAYREPL_NODE_ID".into(), hex(&self.node_id)),
-                ("RAYREPL_SESSION_DIR".into(), self.config.session_dir.display().to_string()),
-            ],
-            reply: tx,
-        };
+        // The job's own variables first, so the node's RAYREPL_* always win.
+        let mut env: Vec<(String, String)> = info
+            .worker_env
+            .iter()
+            .filter(|(k, _)| !k.starts_with("RAYREPL_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.extend([
+            ("RAYREPL_ROLE".into(), "worker".into()),
+            ("RAYREPL_NODE_ADDRESS".into(), self.address.clone()),
+            ("RAYREPL_HEAD_ADDRESS".into(), self.config.head_address.clone()),
+            ("RAYREPL_TOKEN".into(), self.config.token.clone()),
+            ("RAYREPL_JOB_ID".into(), job.to_string()),
+            ("RAYREPL_WORKER_ID".into(), hex(&worker_id)),
+            ("RAYREPL_NODE_IP".into(), self.config.ip.clone()),
+            ("RAYREPL_NODE_ID".into(), hex(&self.node_id)),
+            ("RAYREPL_SESSION_DIR".into(), self.config.session_dir.display().to_string()),
+        ]);
+        let request = SpawnRequest { executable: info.worker_executable.clone(), env, reply: tx };
         let spawned = match self.spawner.send(request) {
             Ok(()) => rx.await.unwrap_or_else(|_| Err(std::io::Error::other("spawner stopped"))),
             Err(_) => Err(std::io::Error::other("spawner stopped")),

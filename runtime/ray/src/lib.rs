@@ -31,6 +31,7 @@
 extern crate self as ray;
 
 pub mod actor;
+mod cell;
 mod codec;
 mod host;
 mod object_ref;
@@ -53,6 +54,7 @@ pub use remote::{Arg, IntoArg, Options};
 /// Everything a Ray program usually needs, for `use ray::prelude::*`.
 pub mod prelude {
     pub use crate::actor::Handle as _;
+    pub use crate::cell::AwaitAnyFuture as _;
     pub use crate::{ActorHandle, IntoArg, ObjectRef, RayError, RayResult, remote};
 }
 
@@ -63,6 +65,7 @@ pub mod __private {
         ActorCell, OwnedArgs, call_actor, create_actor, run_actor_async, run_actor_constructor, run_actor_mut,
         run_actor_ref,
     };
+    pub use crate::cell::{AwaitAnyFuture, AwaitInCell};
     pub use crate::codec::{decode, encode, short_type_name};
     pub use crate::remote::{TaskArgs, default_actor_options, default_options, descriptor, run_task, submit};
     pub use ray_abi::linkme;
@@ -224,6 +227,11 @@ impl<T: DeserializeOwned + Any> Gettable for &ObjectRef<T> {
 impl<T: DeserializeOwned + Any> Gettable for &[ObjectRef<T>] {
     type Output = Vec<T>;
     fn get_by(self, deadline: Option<Instant>) -> Result<Vec<T>, RayError> {
+        // One wait over the whole list first: the host then sees (and can report
+        // the progress of) everything the caller is waiting for, not one ref at a time.
+        if self.len() > 1 {
+            wait(self, self.len(), remaining(deadline))?;
+        }
         self.iter().map(|r| r.get_timeout(remaining(deadline))).collect()
     }
 }

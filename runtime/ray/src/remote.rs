@@ -166,8 +166,14 @@ fn try_submit(
 /// A compiled program's workers find it by `key` in their own executable; a cell's
 /// `symbol` is resolved in the cell library the host ships to workers.
 #[doc(hidden)]
-pub fn descriptor(name: &str, key: &str, symbol: &str) -> FunctionDescriptor {
-    FunctionDescriptor { name: name.to_string(), key: key.to_string(), symbol: symbol.to_string(), artifact: None }
+pub fn descriptor(name: &str, key: &str, symbol: &str, address: usize) -> FunctionDescriptor {
+    FunctionDescriptor {
+        name: name.to_string(),
+        key: key.to_string(),
+        symbol: symbol.to_string(),
+        artifact: None,
+        address: address as u64,
+    }
 }
 
 /// Parses default options from a `#[ray::remote(..)]` attribute.

@@ -111,6 +111,11 @@ pub fn spawn_daemon(spec: DaemonSpec<'_>) -> Result<Daemon, RayError> {
     if let Some(fd) = spec.lifeline {
         cmd.env("RAYREPL_LIFELINE_FD", fd.to_string());
     }
+    if !spec.detach {
+        // Its own process group: a Ctrl-C typed at a REPL or program must not
+        // reach the daemons; they follow their driver through the lifeline.
+        cmd.process_group(0);
+    }
     let lifeline = spec.lifeline;
     let detach = spec.detach;
     // SAFETY: the closure runs in the forked child before exec and only calls

@@ -85,6 +85,14 @@ fn driver_runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Set in a REPL or notebook session's evaluation process.
+static HOSTED_SESSION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks this process as a session's driver: cells may call `ray::init()` again.
+pub fn mark_hosted_session() {
+    HOSTED_SESSION.store(true, Ordering::SeqCst);
+}
+
 /// Starts or attaches to a cluster and makes this process its driver.
 pub fn init_driver(config: InitConfig) -> Result<Arc<Host>, RayError> {
     if current().is_some() {
@@ -165,6 +173,37 @@ pub fn shutdown_driver() {
     }
 }
 
+/// Names the cell library that holds a cell's trampoline, publishing it to the
+/// head, so workers can load the same code. Compiled programs need nothing.
+fn resolve_artifact(core: &CoreWorker, function: &mut ray_abi::FunctionDescriptor) -> Result<(), RayError> {
+    if function.artifact.is_some() || function.address == 0 {
+        return Ok(());
+    }
+    let path = library_of(function.address as usize).ok_or_else(|| RayError::FunctionUnavailable {
+        function: function.name.clone(),
+        detail: "the library holding its code cannot be found in this process".into(),
+    })?;
+    function.artifact = Some(core.publish_artifact(&path)?);
+    Ok(())
+}
+
+/// The file of the shared library that contains `address`.
+fn library_of(address: usize) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: an all-zero Dl_info is a valid value of this plain C struct.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only reads the address and writes `info`; it accepts any
+    // address and returns 0 if no loaded object contains it.
+    let found = unsafe { libc::dladdr(address as *const c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: on success dli_fname points to a NUL-terminated path owned by the
+    // dynamic linker, valid while the library stays loaded (cells are never unloaded).
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
+}
+
 fn timeout_of(ms: i64) -> Option<Duration> {
     (ms >= 0).then(|| Duration::from_millis(ms as u64))
 }
@@ -199,9 +238,14 @@ unsafe extern "C" fn t_init(config: Slice, err: *mut HostBuf) -> i32 {
     let bytes = unsafe { config.as_bytes() };
     let result = postcard::from_bytes::<InitConfig>(bytes)
         .map_err(|e| RayError::InvalidArgument(format!("bad init config: {e}")))
-        .and_then(init_driver);
+        .and_then(|config| match init_driver(config) {
+            // A REPL or notebook session is already a driver; `ray::init()` in a
+            // cell then just confirms it, as Ray's `ignore_reinit_error=True` does.
+            Err(RayError::AlreadyInitialized) if HOSTED_SESSION.load(Ordering::SeqCst) => Ok(()),
+            other => other.map(|_| ()),
+        });
     match result {
-        Ok(_) => STATUS_OK,
+        Ok(()) => STATUS_OK,
         // SAFETY: `err` comes from the API crate and is valid for a write.
         Err(e) => unsafe { fail(err, e) },
     }
@@ -241,7 +285,11 @@ unsafe extern "C" fn t_submit(spec: Slice, out: *mut ObjectId, err: *mut HostBuf
     let bytes = unsafe { spec.as_bytes() };
     let result = postcard::from_bytes(bytes)
         .map_err(|e| RayError::InvalidArgument(format!("bad task submission: {e}")))
-        .and_then(|sub| core()?.submit(sub));
+        .and_then(|mut sub: ray_abi::TaskSubmission| {
+            let core = core()?;
+            resolve_artifact(&core, &mut sub.function)?;
+            core.submit(sub)
+        });
     match result {
         Ok(id) => {
             // SAFETY: `out` is valid for a write.
@@ -277,9 +325,8 @@ unsafe extern "C" fn t_wait(
 ) -> i32 {
     // SAFETY: the API crate passes `n` valid ids.
     let ids = unsafe { ids_of(ids, n) };
-    match core() {
-        Ok(c) => {
-            let marks = c.wait(&ids, num_returns, timeout_of(timeout_ms));
+    match core().and_then(|c| c.wait(&ids, num_returns, timeout_of(timeout_ms))) {
+        Ok(marks) => {
             for (i, m) in marks.iter().enumerate() {
                 // SAFETY: `ready` has room for `n` bytes.
                 unsafe { *ready.add(i) = u8::from(*m) };
@@ -414,7 +461,12 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: Slice, what: &str) -> Result<T,
 }
 
 unsafe extern "C" fn t_create_actor(spec: Slice, out: *mut ActorId, err: *mut HostBuf) -> i32 {
-    match decode(spec, "actor creation").and_then(|c| core()?.create_actor(c)) {
+    let created = decode(spec, "actor creation").and_then(|mut c: ray_abi::ActorCreation| {
+        let core = core()?;
+        resolve_artifact(&core, &mut c.constructor)?;
+        core.create_actor(c)
+    });
+    match created {
         Ok(id) => {
             // SAFETY: `out` is valid for a write.
             unsafe { *out = id };

@@ -1,0 +1,371 @@
+//! `rayrepl` with no subcommand: an interactive Rust REPL that is a Ray driver.
+//!
+//! The REPL is a thin front-end over [`ray_session::Session`], which owns evcxr and
+//! the driver. What lives here is the terminal: line editing with history kept
+//! across sessions, continuation lines while brackets are open, Tab completion of
+//! Rust names and `:commands`, the progress viewport while a cell runs, `:top`, and
+//! what Ctrl-C and Ctrl-D mean. Only one of rustyline and ratatui owns the terminal
+//! at a time: rustyline at the prompt, ratatui while a cell runs or `:top` is open.
+
+use crate::viewport::{CellView, Key};
+use anyhow::Context as _;
+use crossbeam_channel::RecvTimeoutError;
+use ratatui::style::{Color, Style};
+use ray_runtime::cluster::{LocalCluster, NodeResources};
+use ray_session::protocol::ChildEvent;
+use ray_session::{Completeness, Session, SessionEvent, SessionOptions};
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::validate::{ValidationContext, ValidationResult, Validator};
+use rustyline::{Config, Editor, Helper};
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The REPL's own commands; evcxr's (`:dep`, `:vars`, ...) work too.
+const COMMANDS: &[(&str, &str)] = &[
+    (":help", "show this help"),
+    (":top", "full-screen dashboard of nodes, tasks, actors, objects and jobs (q to return)"),
+    (":status", "the cluster's nodes and resources"),
+    (":vars", "the session's variables and their types (evcxr)"),
+    (":dep", "add a crate dependency, e.g. `:dep rand = \"0.9\"` (evcxr)"),
+    (":clear", "forget all variables and items (evcxr)"),
+    (":quit", "leave the REPL and stop the local cluster (also Ctrl-D)"),
+];
+
+/// How long a cell may ignore an interrupt before a second Ctrl-C kills it.
+const KILL_AFTER: Duration = Duration::from_secs(2);
+
+/// Starts the REPL on a new local cluster, or on the cluster at `address`.
+pub fn run(address: Option<String>) -> anyhow::Result<()> {
+    let (cluster, head_address, token) = match address {
+        None => {
+            let cluster = LocalCluster::start(&NodeResources::default()).context("cannot start a local cluster")?;
+            let address = cluster.head.address.clone();
+            let token = cluster.token.clone();
+            (Some(cluster), address, token)
+        }
+        Some(a) => {
+            let a = a.trim_start_matches("ray://").to_string();
+            let token = ray_runtime::session::find_token(None, &a)?;
+            (None, a, token)
+        }
+    };
+    let result = run_on(cluster.is_some(), &head_address, &token);
+    if let Some(mut cluster) = cluster {
+        cluster.stop();
+    }
+    result
+}
+
+fn run_on(local: bool, head_address: &str, token: &str) -> anyhow::Result<()> {
+    let options = SessionOptions::new(head_address.to_string(), token.to_string());
+    let started = Instant::now();
+    let session = Session::start(&options, |status| eprintln!("{status}")).context("cannot start the session")?;
+    let greeting = greeting(local, head_address, token, started.elapsed());
+    println!("{greeting}");
+    let session = Arc::new(Mutex::new(session));
+    let mut editor = editor(session.clone())?;
+    let history = history_path();
+    if let Some(path) = &history {
+        let _ = editor.load_history(path);
+    }
+    let mut typeahead = String::new();
+    loop {
+        let input = match take_typed_cell(&mut typeahead) {
+            Some(cell) => {
+                println!(">> {}", cell.replace('\n', "\n.. "));
+                Ok(cell)
+            }
+            None => editor.readline_with_initial(">> ", (&std::mem::take(&mut typeahead), "")),
+        };
+        match input {
+            Ok(line) => {
+                let cell = line.trim_end();
+                if cell.trim().is_empty() {
+                    continue;
+                }
+                let _ = editor.add_history_entry(cell);
+                if let Some(path) = &history {
+                    let _ = editor.append_history(path);
+                }
+                match cell.trim() {
+                    ":quit" | ":exit" | ":q" => break,
+                    ":help" | ":h" => print_help(),
+                    ":top" => {
+                        if let Err(e) = Ok::<(), anyhow::Error>(())
+                        /*TOPTMP*/
+                        {
+                            eprintln!("{e:#}");
+                        }
+                    }
+                    ":status" => {
+                        let args = crate::cluster_cli::StatusArgs::for_address(head_address.to_string());
+                        if let Err(e) = crate::cluster_cli::status(args) {
+                            eprintln!("{e:#}");
+                        }
+                    }
+                    _ => typeahead = run_cell(&session, cell),
+                }
+            }
+            // Ctrl-C at the prompt clears the line, as in a shell.
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if local {
+        eprintln!("Stopping the local cluster.");
+    }
+    Ok(())
+}
+
+fn greeting(local: bool, head_address: &str, token: &str, took: Duration) -> String {
+    let (nodes, cpus) = cluster_size(head_address, token).unwrap_or((0, 0.0));
+    let kind = if local { "local cluster" } else { "cluster" };
+    format!(
+        "rayrepl {} · {kind} at {head_address} · {nodes} node{} · {cpus} CPUs · ready in {:.1}s · :help for commands",
+        env!("CARGO_PKG_VERSION"),
+        if nodes == 1 { "" } else { "s" },
+        took.as_secs_f64()
+    )
+}
+
+fn cluster_size(head_address: &str, token: &str) -> anyhow::Result<(usize, f64)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let info = rt.block_on(async {
+        let channel = ray_proto::connect(head_address, token, "the head").await?;
+        let info = ray_proto::head_client(channel).get_cluster_info(ray_proto::Empty {}).await;
+        anyhow::Ok(info.map_err(|s| ray_proto::from_status(&s, "the head"))?.into_inner())
+    })?;
+    let alive: Vec<_> = info.nodes.iter().filter(|n| n.alive).collect();
+    let cpus = alive.iter().map(|n| ray_proto::resources_to_map(&n.total).get("CPU").copied().unwrap_or(0.0)).sum();
+    Ok((alive.len(), cpus))
+}
+
+fn print_help() {
+    println!("Write Rust; mark functions, structs and impls #[ray::remote] to run them as tasks and actors.");
+    println!("`use ray::prelude::*` is in scope. Ctrl-C cancels a running cell's tasks; Ctrl-D quits.\n");
+    for (name, what) in COMMANDS {
+        println!("  {name:<8} {what}");
+    }
+    println!("\nevcxr's other commands also work: :explain, :opt, :timing, :last_compile_dir, :help_evcxr ...");
+}
+
+/// `$RAYREPL_HISTORY`, else `$XDG_DATA_HOME/rayrepl/history` (`~/.local/share`).
+fn history_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("RAYREPL_HISTORY") {
+        return Some(PathBuf::from(p));
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    let dir = base.join("rayrepl");
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir.join("history"))
+}
+
+/// A whole cell typed ahead while the last one ran, if there is one.
+fn take_typed_cell(typeahead: &mut String) -> Option<String> {
+    let mut end = 0;
+    while let Some(newline) = typeahead[end..].find('\n') {
+        end += newline + 1;
+        let candidate = typeahead[..end].trim_end();
+        if ray_session::completeness(candidate) != Completeness::Incomplete {
+            let cell = candidate.to_string();
+            typeahead.replace_range(..end, "");
+            return Some(cell);
+        }
+    }
+    None
+}
+
+/// Runs a cell on its own thread while this one draws and watches for Ctrl-C.
+/// Returns what was typed ahead meanwhile.
+fn run_cell(session: &Arc<Mutex<Session>>, cell: &str) -> String {
+    let (events, interrupter) = {
+        let s = session.lock().unwrap_or_else(|p| p.into_inner());
+        (s.events().clone(), s.interrupter())
+    };
+    // Output left over from an earlier cell (late worker lines) comes first.
+    let mut view = CellView::begin();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let runner = session.clone();
+    let code = cell.to_string();
+    std::thread::spawn(move || {
+        let result = runner.lock().unwrap_or_else(|p| p.into_inner()).execute(&code);
+        let _ = done_tx.send(result);
+    });
+    let mut interrupted_at: Option<Instant> = None;
+    let result = loop {
+        match done_rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(result) => break result,
+            Err(RecvTimeoutError::Disconnected) => break Err(evcxr_error("the evaluator thread stopped")),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        while let Ok(event) = events.try_recv() {
+            show_event(&mut view, event);
+        }
+        if view.poll_key(Duration::from_millis(40)) == Some(Key::Interrupt) {
+            match interrupted_at {
+                Some(at) if at.elapsed() >= KILL_AFTER => {
+                    view.line(
+                        "^C again: the cell ignores interrupts; restarting the evaluation process (variables are lost)",
+                        Style::default().fg(Color::Red),
+                    );
+                    interrupter.kill();
+                }
+                Some(_) => {}
+                None => {
+                    view.line("^C", Style::default().fg(Color::DarkGray));
+                    interrupter.interrupt();
+                    interrupted_at = Some(Instant::now());
+                }
+            }
+        }
+    };
+    // Lines the cell printed just before it returned may still be in flight.
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_millis(30) {
+        match events.recv_timeout(Duration::from_millis(10)) {
+            Ok(event) => show_event(&mut view, event),
+            Err(_) => continue,
+        }
+    }
+    match result {
+        Ok(outputs) => {
+            if let Some(text) = outputs.get("text/plain") {
+                for line in text.lines() {
+                    view.line(line, Style::default());
+                }
+            }
+            if let Some(t) = outputs.timing {
+                view.line(&format!("Took {}ms", t.as_millis()), Style::default().fg(Color::DarkGray));
+            }
+        }
+        Err(e) => {
+            for line in format_error(session, &e).lines() {
+                view.line(line, Style::default().fg(Color::Red));
+            }
+        }
+    }
+    view.end()
+}
+
+fn evcxr_error(message: &str) -> ray_session::evcxr::Error {
+    ray_session::evcxr::Error::Message(message.to_string())
+}
+
+fn show_event(view: &mut CellView, event: SessionEvent) {
+    match event {
+        SessionEvent::Stdout(line) => view.line(&line, Style::default()),
+        SessionEvent::Stderr(line) => view.line(&line, Style::default().fg(Color::Red)),
+        SessionEvent::Driver(ChildEvent::WorkerStdout { line }) => view.line(&line, Style::default()),
+        SessionEvent::Driver(ChildEvent::WorkerStderr { line }) => view.line(&line, Style::default().fg(Color::Red)),
+        SessionEvent::Driver(ChildEvent::Progress(p)) => view.progress(p),
+        SessionEvent::Driver(ChildEvent::Interrupted { cancelled }) => view.line(
+            &format!("Interrupted: cancelled {cancelled} outstanding task(s); the session's variables are kept."),
+            Style::default().fg(Color::Yellow),
+        ),
+        SessionEvent::Driver(ChildEvent::DriverFailed { message }) => {
+            view.line(&format!("The driver could not attach: {message}"), Style::default().fg(Color::Red))
+        }
+        SessionEvent::Driver(ChildEvent::DriverReady { .. }) => {}
+    }
+}
+
+/// Compile errors with their code snippets (as evcxr's REPL shows them), or the
+/// message of a runtime error.
+fn format_error(session: &Arc<Mutex<Session>>, e: &ray_session::evcxr::Error) -> String {
+    match e {
+        ray_session::evcxr::Error::CompilationErrors(errors) => {
+            let source = session.lock().ok().map(|s| s.last_code().to_string());
+            let mut out = String::new();
+            for error in errors {
+                if error.is_from_user_code()
+                    && let Some(source) = &source
+                    && let Some(report) =
+                        error.build_report("cell".into(), source.clone(), ray_session::evcxr::Theme::Dark)
+                {
+                    let mut buf = Vec::new();
+                    if report.write(("cell".to_string(), ariadne::Source::from(source.clone())), &mut buf).is_ok() {
+                        out.push_str(&String::from_utf8_lossy(&buf));
+                        continue;
+                    }
+                }
+                out.push_str(&error.rendered());
+                out.push('\n');
+            }
+            out
+        }
+        ray_session::evcxr::Error::SubprocessTerminated(message) => {
+            format!("{message}\nThe evaluation process was restarted; the session's variables are lost.")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// rustyline's helper: completion, and continuation while brackets are open.
+struct ReplHelper {
+    session: Arc<Mutex<Session>>,
+}
+
+impl Helper for ReplHelper {}
+impl Hinter for ReplHelper {
+    type Hint = String;
+}
+impl Highlighter for ReplHelper {
+    fn highlight_prompt<'b, 's: 'b, 'p: 'b>(&'s self, prompt: &'p str, _default: bool) -> Cow<'b, str> {
+        Cow::Borrowed(prompt)
+    }
+}
+
+impl Validator for ReplHelper {
+    fn validate(&self, ctx: &mut ValidationContext<'_>) -> rustyline::Result<ValidationResult> {
+        Ok(match ray_session::completeness(ctx.input()) {
+            Completeness::Incomplete => ValidationResult::Incomplete,
+            // Let evcxr report it: its message says which bracket.
+            Completeness::Complete | Completeness::Invalid => ValidationResult::Valid(None),
+        })
+    }
+}
+
+impl Completer for ReplHelper {
+    type Candidate = Pair;
+
+    fn complete(&self, line: &str, pos: usize, _: &rustyline::Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let start_of_word =
+            line[..pos].rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).map_or(0, |i| i + 1);
+        let word = &line[start_of_word..pos];
+        if word.starts_with(':') && line[..start_of_word].trim().is_empty() {
+            let pairs = COMMANDS
+                .iter()
+                .map(|(c, _)| *c)
+                .chain([":explain", ":opt", ":timing", ":last_compile_dir", ":help_evcxr", ":efmt", ":fmt"])
+                .filter(|c| c.starts_with(word))
+                .map(|c| Pair { display: c.to_string(), replacement: c.to_string() })
+                .collect();
+            return Ok((start_of_word, pairs));
+        }
+        let Ok(mut session) = self.session.try_lock() else { return Ok((pos, Vec::new())) };
+        let Some(found) = session.completions(line, pos) else { return Ok((pos, Vec::new())) };
+        let pairs =
+            found.completions.into_iter().map(|c| Pair { display: c.code.clone(), replacement: c.code }).collect();
+        Ok((found.start_offset, pairs))
+    }
+}
+
+fn editor(session: Arc<Mutex<Session>>) -> anyhow::Result<Editor<ReplHelper, rustyline::history::DefaultHistory>> {
+    let config = Config::builder()
+        .auto_add_history(false)
+        .max_history_size(10_000)?
+        .history_ignore_dups(true)?
+        .completion_type(rustyline::CompletionType::List)
+        .build();
+    let mut editor = Editor::with_config(config)?;
+    editor.set_helper(Some(ReplHelper { session }));
+    Ok(editor)
+}

@@ -1,0 +1,166 @@
+//! Code artifacts: REPL cell libraries shipped to workers by content hash.
+//!
+//! A function defined in a REPL cell exists only in that cell's shared library,
+//! in a build directory private to the driver's session. The driver publishes each
+//! library once, under its sha256, to the head; a worker fetches it on first use,
+//! keeps it in the node's session directory, loads it and looks the trampoline up
+//! by symbol. Libraries are never unloaded: code in them may still be running on
+//! other threads, and a recycled worker is the safe way to drop them.
+
+use crate::{CoreWorker, block_on, lock};
+use ray_abi::{RayError, TaskFn};
+use ray_proto::{ArtifactChunk, GetArtifactRequest, from_status};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The compiler and target this runtime was built with (see build.rs).
+pub const ABI_KEY: &str = env!("RAYREPL_ABI_KEY");
+const CHUNK: usize = 1 << 20;
+
+/// What this process has published and loaded.
+#[derive(Default)]
+pub(crate) struct ArtifactCache {
+    /// Library file (path, size, mtime) → its hash, for libraries already
+    /// uploaded. The file's identity includes its mtime: evcxr reuses names.
+    published: Mutex<HashMap<(PathBuf, u64, std::time::SystemTime), String>>,
+    /// Hash → the loaded library, leaked on purpose (see the module docs).
+    loaded: Mutex<HashMap<String, &'static libloading::Library>>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unavailable(function: &str, detail: String) -> RayError {
+    RayError::FunctionUnavailable { function: function.to_string(), detail }
+}
+
+impl CoreWorker {
+    /// Uploads the library at `path` to the head, once, and returns its hash.
+    pub fn publish_artifact(&self, path: &Path) -> Result<String, RayError> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| RayError::InvalidArgument(format!("cannot read the code library {}: {e}", path.display())))?;
+        let identity = (path.to_path_buf(), meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
+        if let Some(hash) = lock(&self.0.artifacts.published).get(&identity) {
+            return Ok(hash.clone());
+        }
+        let bytes =
+            bytes::Bytes::from(std::fs::read(path).map_err(|e| {
+                RayError::InvalidArgument(format!("cannot read the code library {}: {e}", path.display()))
+            })?);
+        let hash = hex(&Sha256::digest(&bytes));
+        let mut chunks = Vec::with_capacity(bytes.len() / CHUNK + 1);
+        let mut at = 0;
+        loop {
+            let end = (at + CHUNK).min(bytes.len());
+            let first = at == 0;
+            chunks.push(ArtifactChunk {
+                hash: if first { hash.clone() } else { String::new() },
+                abi_key: if first { ABI_KEY.to_string() } else { String::new() },
+                size: if first { bytes.len() as u64 } else { 0 },
+                data: bytes.slice(at..end),
+            });
+            at = end;
+            if at >= bytes.len() {
+                break;
+            }
+        }
+        let mut head = self.0.head.clone();
+        block_on(&self.0.rt, async move { head.put_artifact(tokio_stream::iter(chunks)).await })
+            .map_err(|s| from_status(&s, "the head"))?;
+        lock(&self.0.artifacts.published).insert(identity, hash.clone());
+        Ok(hash)
+    }
+
+    /// Finds `symbol` in artifact `hash`, fetching and loading it on first use.
+    pub(crate) fn artifact_symbol(&self, function: &str, hash: &str, symbol: &str) -> Result<TaskFn, RayError> {
+        let library = self.load_artifact(function, hash)?;
+        let name = format!("{symbol}\0");
+        // SAFETY: every `__ray_*` symbol in a cell library is a trampoline generated
+        // by `#[ray::remote]` with exactly the `TaskFn` signature.
+        let func = unsafe { library.get::<TaskFn>(name.as_bytes()) }.map_err(|_| {
+            unavailable(
+                function,
+                format!(
+                    "its code library {} has no `{symbol}`; was it defined after this actor was created?",
+                    short(hash)
+                ),
+            )
+        })?;
+        Ok(*func)
+    }
+
+    fn load_artifact(&self, function: &str, hash: &str) -> Result<&'static libloading::Library, RayError> {
+        if let Some(lib) = lock(&self.0.artifacts.loaded).get(hash) {
+            return Ok(lib);
+        }
+        let dir = std::env::var_os("RAYREPL_SESSION_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("artifacts");
+        let path = dir.join(format!("{hash}.so"));
+        if path.exists() {
+            let abi = std::fs::read_to_string(dir.join(format!("{hash}.abi"))).unwrap_or_default();
+            check_abi(function, &abi)?;
+        } else {
+            self.fetch_artifact(function, hash, &dir, &path)?;
+        }
+        // SAFETY: the library was built by a rayrepl session for this ABI (checked
+        // when fetched) and its initializers are those of ordinary Rust code.
+        let lib = unsafe { libloading::Library::new(&path) }
+            .map_err(|e| unavailable(function, format!("cannot load its code library {}: {e}", path.display())))?;
+        let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+        lock(&self.0.artifacts.loaded).insert(hash.to_string(), lib);
+        Ok(lib)
+    }
+
+    fn fetch_artifact(&self, function: &str, hash: &str, dir: &Path, path: &Path) -> Result<(), RayError> {
+        let mut head = self.0.head.clone();
+        let request = GetArtifactRequest { hash: hash.to_string() };
+        let chunks = block_on(&self.0.rt, async move {
+            let mut stream = head.get_artifact(request).await?.into_inner();
+            let mut chunks = Vec::new();
+            while let Some(c) = stream.message().await? {
+                chunks.push(c);
+            }
+            Ok::<_, tonic::Status>(chunks)
+        })
+        .map_err(|s| from_status(&s, "the head"))?;
+        let first =
+            chunks.first().ok_or_else(|| unavailable(function, format!("artifact {} is empty", short(hash))))?;
+        check_abi(function, &first.abi_key)?;
+        let mut bytes = Vec::with_capacity(first.size as usize);
+        for c in &chunks {
+            bytes.extend_from_slice(&c.data);
+        }
+        if hex(&Sha256::digest(&bytes)) != hash {
+            return Err(unavailable(function, format!("artifact {} arrived corrupted", short(hash))));
+        }
+        let io = |e: std::io::Error| unavailable(function, format!("cannot store its code library: {e}"));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = dir.join(format!(".{hash}.{}.part", std::process::id()));
+        std::fs::write(&tmp, &bytes).map_err(io)?;
+        std::fs::write(dir.join(format!("{hash}.abi")), ABI_KEY).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        Ok(())
+    }
+}
+
+fn check_abi(function: &str, abi_key: &str) -> Result<(), RayError> {
+    if abi_key == ABI_KEY {
+        return Ok(());
+    }
+    Err(unavailable(
+        function,
+        format!(
+            "its code was compiled for `{abi_key}`, but this worker runs `{ABI_KEY}`; \
+             run the same rayrepl build and Rust toolchain on every node"
+        ),
+    ))
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}

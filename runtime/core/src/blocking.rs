@@ -1,0 +1,184 @@
+//! What a driver shows and does while it blocks in `get` or `wait`.
+//!
+//! An interactive driver (the REPL, a notebook) wants two things from a blocking
+//! call that a program does not: live progress — how many of the awaited objects
+//! are done, and how many of their tasks are running or still pending, per function
+//! — and a way out. Ctrl-C or a notebook interrupt calls [`CoreWorker::interrupt`],
+//! which cancels every task this driver still has outstanding and wakes every
+//! blocked call with [`RayError::Interrupted`]; the process, and a session's
+//! variables, live on.
+
+use crate::refs::State;
+use crate::{CoreWorker, lock};
+use ray_abi::{ObjectId, RayError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Progress of one blocking call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Time since the call started blocking.
+    pub elapsed: Duration,
+    /// One row per function, in name order.
+    pub rows: Vec<ProgressRow>,
+    /// The call returned; this is its last report.
+    pub finished: bool,
+}
+
+/// Counts for the awaited objects that one function produces.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProgressRow {
+    /// Function or actor method name (`object` for refs this driver does not own).
+    pub name: String,
+    /// Finished, successfully or not.
+    pub done: usize,
+    /// Running on a worker.
+    pub running: usize,
+    /// Waiting for arguments, resources or a worker.
+    pub pending: usize,
+}
+
+/// Receives progress reports; set by an interactive driver.
+pub type ProgressSink = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Blocking calls that have not reported yet stay silent: most gets are quick.
+const FIRST_REPORT: Duration = Duration::from_millis(200);
+const REPORT_EVERY: Duration = Duration::from_millis(100);
+
+type Waker = Box<dyn Fn() + Send>;
+
+/// Blocked calls that an interrupt must wake.
+#[derive(Default)]
+pub(crate) struct Interrupts {
+    generation: u64,
+    next_id: u64,
+    wakers: BTreeMap<u64, Waker>,
+}
+
+/// Held for the duration of one blocking call.
+pub(crate) struct BlockingScope {
+    core: CoreWorker,
+    waker_id: u64,
+    generation: u64,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl BlockingScope {
+    /// Whether an interrupt arrived since the call began.
+    pub(crate) fn interrupted(&self) -> bool {
+        lock(&self.core.0.interrupts).generation != self.generation
+    }
+}
+
+impl Drop for BlockingScope {
+    fn drop(&mut self) {
+        lock(&self.core.0.interrupts).wakers.remove(&self.waker_id);
+        if let Some(stop) = &self.stop {
+            stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl CoreWorker {
+    /// Sends progress of blocking calls to `sink` (interactive drivers).
+    pub fn set_progress_sink(&self, sink: ProgressSink) {
+        *self.0.progress_sink.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    }
+
+    /// Cancels every task this process still has outstanding and wakes blocked
+    /// `get`/`wait` calls with [`RayError::Interrupted`]. Returns how many tasks
+    /// were cancelled.
+    pub fn interrupt(&self) -> usize {
+        let outstanding: Vec<_> =
+            lock(&self.0.sched).tasks.values().filter(|t| !t.cancelled).map(|t| t.return_id).collect();
+        let mut cancelled = 0;
+        for id in &outstanding {
+            if self.cancel(id, false).is_ok() {
+                cancelled += 1;
+            }
+        }
+        let wakers = {
+            let mut i = lock(&self.0.interrupts);
+            i.generation += 1;
+            std::mem::take(&mut i.wakers)
+        };
+        for wake in wakers.values() {
+            wake();
+        }
+        cancelled
+    }
+
+    /// Starts a blocking call on `ids`: `wake` is called on interrupt, and an
+    /// interactive driver gets progress reports until the scope drops.
+    pub(crate) fn blocking_scope(&self, ids: &[ObjectId], wake: Waker) -> BlockingScope {
+        let (waker_id, generation) = {
+            let mut i = lock(&self.0.interrupts);
+            i.next_id += 1;
+            let id = i.next_id;
+            i.wakers.insert(id, wake);
+            (id, i.generation)
+        };
+        let sink = self.0.progress_sink.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let stop = match sink {
+            Some(sink) if !crate::execute::in_task() => {
+                let stop = Arc::new(AtomicBool::new(false));
+                self.report_progress(ids.to_vec(), sink, stop.clone());
+                Some(stop)
+            }
+            _ => None,
+        };
+        BlockingScope { core: self.clone(), waker_id, generation, stop }
+    }
+
+    fn report_progress(&self, ids: Vec<ObjectId>, sink: ProgressSink, stop: Arc<AtomicBool>) {
+        let core = self.clone();
+        let started = Instant::now();
+        self.0.rt.spawn(async move {
+            tokio::time::sleep(FIRST_REPORT).await;
+            let mut reported = false;
+            loop {
+                let finished = stop.load(Ordering::SeqCst);
+                if finished && !reported {
+                    return;
+                }
+                sink(&Progress { elapsed: started.elapsed(), rows: core.progress_rows(&ids), finished });
+                reported = true;
+                if finished {
+                    return;
+                }
+                tokio::time::sleep(REPORT_EVERY).await;
+            }
+        });
+    }
+
+    /// Counts the awaited objects by producing function and state.
+    pub fn progress_rows(&self, ids: &[ObjectId]) -> Vec<ProgressRow> {
+        let settled: Vec<bool> = {
+            let refs = lock(&self.0.refs);
+            ids.iter().map(|id| refs.get(id).is_none_or(|e| !matches!(e.state, State::Pending))).collect()
+        };
+        let sched = lock(&self.0.sched);
+        let mut rows: BTreeMap<String, ProgressRow> = BTreeMap::new();
+        for (id, done) in ids.iter().zip(settled) {
+            let task = sched.tasks.get(&id.task());
+            let name = match task {
+                Some(t) => t.name.clone(),
+                None => sched.finished_names.get(&id.task()).unwrap_or("object").to_string(),
+            };
+            let row = rows.entry(name.clone()).or_insert_with(|| ProgressRow { name, ..ProgressRow::default() });
+            match (done, task) {
+                (true, _) => row.done += 1,
+                (false, Some(t)) if t.running.is_some() => row.running += 1,
+                (false, _) => row.pending += 1,
+            }
+        }
+        rows.into_values().collect()
+    }
+}
+
+/// The error a blocking call returns when interrupted.
+pub(crate) fn interrupted(pending: usize) -> RayError {
+    RayError::Interrupted { pending }
+}

@@ -1,0 +1,113 @@
+//! The side channel from the evaluation process to the front-end.
+//!
+//! evcxr owns the evaluation process's stdout: it is the control channel, and the
+//! cell's own prints travel on it. Everything else the driver has to say — worker
+//! output, progress of a blocking call, an interrupt's outcome — travels on its
+//! stderr as one line per event, marked with an ASCII record separator so that it
+//! cannot be confused with what user code prints there.
+
+use serde::{Deserialize, Serialize};
+
+const MARK: &str = "\u{1e}rayrepl ";
+
+/// Counts for the awaited objects of one function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressRow {
+    /// Function or actor method name.
+    pub name: String,
+    /// Finished.
+    pub done: usize,
+    /// Running on a worker.
+    pub running: usize,
+    /// Waiting for arguments, resources or a worker.
+    pub pending: usize,
+}
+
+/// Progress of the cell's current blocking call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Milliseconds since the call began to block.
+    pub elapsed_ms: u64,
+    /// One row per function.
+    pub rows: Vec<ProgressRow>,
+    /// The call returned; this is the final state.
+    pub finished: bool,
+}
+
+impl Progress {
+    /// Totals over all rows: (done, running, pending).
+    pub fn totals(&self) -> (usize, usize, usize) {
+        self.rows.iter().fold((0, 0, 0), |(d, r, p), row| (d + row.done, r + row.running, p + row.pending))
+    }
+}
+
+/// One event from the evaluation process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ChildEvent {
+    /// The driver is attached to the cluster.
+    DriverReady {
+        /// Its job id.
+        job: u32,
+    },
+    /// The driver could not attach; cells that use Ray will fail.
+    DriverFailed {
+        /// Why.
+        message: String,
+    },
+    /// A line a worker printed to stdout, already prefixed `(name pid=N)`.
+    WorkerStdout {
+        /// The line.
+        line: String,
+    },
+    /// A line a worker printed to stderr.
+    WorkerStderr {
+        /// The line.
+        line: String,
+    },
+    /// Progress of a blocking `get`, `wait` or `.await`.
+    Progress(Progress),
+    /// An interrupt reached the driver.
+    Interrupted {
+        /// Tasks it cancelled.
+        cancelled: usize,
+    },
+}
+
+impl ChildEvent {
+    /// The event as one stderr line (without the newline).
+    pub fn encode(&self) -> String {
+        format!("{MARK}{}", serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// Decodes a stderr line; `None` for ordinary output.
+    pub fn decode(line: &str) -> Option<ChildEvent> {
+        serde_json::from_str(line.strip_prefix(MARK)?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_and_plain_lines_stay_plain() {
+        let events = [
+            ChildEvent::DriverReady { job: 3 },
+            ChildEvent::WorkerStdout { line: "(f pid=1) hi\u{1e}".into() },
+            ChildEvent::Progress(Progress {
+                elapsed_ms: 1200,
+                rows: vec![ProgressRow { name: "retrieve".into(), done: 2, running: 2, pending: 4 }],
+                finished: false,
+            }),
+            ChildEvent::Interrupted { cancelled: 6 },
+        ];
+        for e in events {
+            let line = e.encode();
+            assert!(!line.contains('\n'));
+            assert_eq!(ChildEvent::decode(&line), Some(e));
+        }
+        assert_eq!(ChildEvent::decode("rayrepl {\"event\":\"driver_ready\",\"job\":1}"), None);
+        assert_eq!(ChildEvent::decode("thread 'main' panicked"), None);
+    }
+}
