@@ -96,9 +96,7 @@ fn run_on(local: bool, head_address: &str, token: &str) -> anyhow::Result<()> {
                     ":quit" | ":exit" | ":q" => break,
                     ":help" | ":h" => print_help(),
                     ":top" => {
-                        if let Err(e) = Ok::<(), anyhow::Error>(())
-                        /*TOPTMP*/
-                        {
+                        if let Err(e) = crate::top::run(Some(head_address.to_string())) {
                             eprintln!("{e:#}");
                         }
                     }

@@ -82,7 +82,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// One row of a resource: column name to value, in display order.
+/// One row of a resource: column name to value.
 pub(crate) type Row = Map<String, Value>;
 
 /// A resource's rows, with the columns shown by default.

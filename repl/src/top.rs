@@ -668,10 +668,17 @@ impl App {
                     ("Tab 1-5", "view"),
                     ("q", "quit"),
                 ];
+                // As many hints as fit beside the count, most useful first.
                 let mut spans = vec![Span::raw(" ")];
+                let mut used = 1;
                 for (k, what) in hints {
-                    spans.push(Span::raw(format!("<{k}>")).fg(Color::Cyan));
-                    spans.push(Span::raw(format!(" {what}  ")));
+                    let (key, text) = (format!("<{k}>"), format!(" {what}  "));
+                    used += key.chars().count() + text.chars().count();
+                    if used > usize::from(left_area.width) {
+                        break;
+                    }
+                    spans.push(Span::raw(key).fg(Color::Cyan));
+                    spans.push(Span::raw(text));
                 }
                 Line::from(spans)
             }
@@ -796,6 +803,17 @@ fn fit_widths(v: &View, shown: &[usize], width: u16) -> Vec<usize> {
     squeeze(&mut widths, room, &headers);
     let least = vec![MIN_COLUMN; widths.len()];
     squeeze(&mut widths, room, &least);
+    // Still too wide: like htop, the columns past the right edge are not shown (callers zip
+    // the columns with these widths).
+    let mut used = 0;
+    let fits = widths
+        .iter()
+        .take_while(|&&w| {
+            used += w + if used == 0 { 0 } else { usize::from(SPACING) };
+            used <= usize::from(width)
+        })
+        .count();
+    widths.truncate(fits.max(1));
     widths
 }
 
@@ -1127,6 +1145,12 @@ mod tests {
         assert!(row.contains('…') && row.contains("gamma") && row.contains("RUNNING"), "{lines:#?}");
         assert!(!row.contains(&"ab".repeat(24)), "{lines:#?}");
         assert!(lines.iter().any(|l| l.contains("WORKER_PID")), "{lines:#?}");
+        // 30 columns: rather than squeeze every column to nothing, the last ones go.
+        let lines = lines_of(&draw_sized(&app, 30, 12));
+        let header = lines.iter().find(|l| l.contains("NAME")).expect("a header");
+        assert!(header.contains("STATE") && !header.contains("WORKER"), "{lines:#?}");
+        assert!(lines.iter().any(|l| l.contains("RUNNING")), "{lines:#?}");
+        assert!(lines.last().is_some_and(|l| l.contains("1 task") && l.contains("<?> help")), "{lines:#?}");
         press(&mut app, KeyCode::Char('?'));
         for (w, h) in [(10, 3), (1, 1), (30, 8), (0, 0)] {
             draw_sized(&app, w, h);

@@ -34,6 +34,9 @@ pub struct CellView {
     progress: Option<Progress>,
     /// What the person typed ahead while the cell ran; the next prompts get it.
     typeahead: String,
+    /// The terminal could not host a viewport (it did not say where the cursor
+    /// is); output still flows, without bars.
+    no_viewport: bool,
 }
 
 /// What the person asked for while the cell ran.
@@ -48,7 +51,7 @@ impl CellView {
     pub fn begin() -> CellView {
         let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
         let raw = tty && terminal::enable_raw_mode().is_ok();
-        CellView { tty, raw, inline: None, progress: None, typeahead: String::new() }
+        CellView { tty, raw, inline: None, progress: None, typeahead: String::new(), no_viewport: false }
     }
 
     /// Prints a line of output above the viewport.
@@ -79,7 +82,7 @@ impl CellView {
 
     /// Shows the latest progress; opens the viewport on the first report.
     pub fn progress(&mut self, progress: Progress) {
-        if !self.tty {
+        if !self.tty || self.no_viewport {
             return;
         }
         if progress.finished {
@@ -92,7 +95,10 @@ impl CellView {
             let options = TerminalOptions { viewport: Viewport::Inline(rows + 1) };
             match Terminal::with_options(CrosstermBackend::new(std::io::stdout()), options) {
                 Ok(term) => self.inline = Some(term),
-                Err(_) => return,
+                Err(_) => {
+                    self.no_viewport = true;
+                    return;
+                }
             }
         }
         self.progress = Some(progress);

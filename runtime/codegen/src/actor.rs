@@ -33,12 +33,49 @@ pub(crate) fn expand_struct(attr: TokenStream, item: ItemStruct) -> syn::Result<
     let (numbers, strings, resources) = option_pairs(&opts);
     let class = &item.ident;
     let vis = &item.vis;
+    let class_str = class.to_string();
     let handle = handle_ident(class);
     let options = options_ident(class);
+    // Items only, no macro calls: evcxr keeps a cell's items by name for later
+    // cells and would drop an item-position macro call.
     Ok(quote! {
         #item
 
-        ::ray::__actor_handle!(#vis #handle, #class);
+        /// A handle to a remote actor; clone it, send it to tasks, call its methods.
+        #[derive(Clone, PartialEq, Eq, Hash)]
+        #vis struct #handle(::ray::__private::ActorRef);
+
+        impl ::ray::actor::Handle for #handle {
+            fn actor_ref(&self) -> &::ray::__private::ActorRef {
+                &self.0
+            }
+            fn from_actor_ref(r: ::ray::__private::ActorRef) -> Self {
+                #handle(r)
+            }
+        }
+
+        impl ::core::fmt::Debug for #handle {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                ::core::write!(f, "Actor({}, {})", self.0.class, self.0.id)
+            }
+        }
+
+        impl ::ray::__private::serde::Serialize for #handle {
+            fn serialize<S: ::ray::__private::serde::Serializer>(&self, s: S) -> ::core::result::Result<S::Ok, S::Error> {
+                ::ray::__private::serde::Serialize::serialize(&self.0, s)
+            }
+        }
+
+        impl<'de> ::ray::__private::serde::Deserialize<'de> for #handle {
+            fn deserialize<D: ::ray::__private::serde::Deserializer<'de>>(d: D) -> ::core::result::Result<Self, D::Error> {
+                <::ray::__private::ActorRef as ::ray::__private::serde::Deserialize>::deserialize(d).map(#handle)
+            }
+        }
+
+        impl ::ray::Actor for #class {
+            type Handle = #handle;
+            const CLASS: &'static str = #class_str;
+        }
 
         /// Options for creating this actor, like Ray's `Actor.options(..)`.
         #[allow(non_camel_case_types)]

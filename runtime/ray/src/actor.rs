@@ -108,49 +108,6 @@ macro_rules! __actor_option_setters {
     };
 }
 
-/// Defines an actor's handle type and its `Actor` impl.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __actor_handle {
-    ($vis:vis $handle:ident, $class:ident) => {
-        /// A handle to a remote actor; clone it, send it to tasks, call its methods.
-        #[derive(Clone, PartialEq, Eq, Hash)]
-        $vis struct $handle($crate::__private::ActorRef);
-
-        impl $crate::actor::Handle for $handle {
-            fn actor_ref(&self) -> &$crate::__private::ActorRef {
-                &self.0
-            }
-            fn from_actor_ref(r: $crate::__private::ActorRef) -> Self {
-                $handle(r)
-            }
-        }
-
-        impl ::core::fmt::Debug for $handle {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                write!(f, "Actor({}, {})", self.0.class, self.0.id)
-            }
-        }
-
-        impl $crate::__private::serde::Serialize for $handle {
-            fn serialize<S: $crate::__private::serde::Serializer>(&self, s: S) -> ::core::result::Result<S::Ok, S::Error> {
-                $crate::__private::serde::Serialize::serialize(&self.0, s)
-            }
-        }
-
-        impl<'de> $crate::__private::serde::Deserialize<'de> for $handle {
-            fn deserialize<D: $crate::__private::serde::Deserializer<'de>>(d: D) -> ::core::result::Result<Self, D::Error> {
-                <$crate::__private::ActorRef as $crate::__private::serde::Deserialize>::deserialize(d).map($handle)
-            }
-        }
-
-        impl $crate::Actor for $class {
-            type Handle = $handle;
-            const CLASS: &'static str = ::core::stringify!($class);
-        }
-    };
-}
-
 /// Creates an actor of type `T`.
 #[doc(hidden)]
 pub fn create_actor<T: Actor>(

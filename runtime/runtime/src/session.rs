@@ -70,13 +70,18 @@ pub fn find_token(explicit: Option<&str>, address: &str) -> Result<String, RayEr
             .map(|s| s.trim().to_string())
             .map_err(|e| RayError::Startup(format!("cannot read RAYREPL_TOKEN_FILE {f}: {e}")));
     }
-    let latest = latest();
-    let head = read(&latest, "head_address");
-    if let Some(head) = head
-        && same_address(&head, address)
-        && let Some(t) = read(&latest, "token")
-    {
-        return Ok(t);
+    // The latest session first, then every session on this machine: a REPL's or
+    // program's embedded cluster is not the latest `start --head`, but its
+    // directory holds its token all the same.
+    let sessions = std::fs::read_dir(root()).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| {
+        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("session_") && n != "session_latest")
+    });
+    for dir in std::iter::once(latest()).chain(sessions) {
+        if read(&dir, "head_address").is_some_and(|head| same_address(&head, address))
+            && let Some(t) = read(&dir, "token")
+        {
+            return Ok(t);
+        }
     }
     Err(RayError::Unauthenticated {
         detail: format!(

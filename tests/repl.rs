@@ -1,0 +1,238 @@
+//! The `rayrepl` REPL, driven through a pseudo-terminal as a person would use it:
+//! seed 000's walkthrough cell by cell, the live progress viewport, Ctrl-C during
+//! a cell, `:top`, and Ctrl-D leaving no process behind.
+//!
+//! The sessions run one at a time: each compiles cells with rustc, and they share
+//! one evcxr build directory so only the first compiles the `ray` crate.
+
+mod pty;
+mod support;
+
+use pty::Terminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One REPL at a time (see the module docs).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A cell that compiles and runs; generous for a cold 2-core machine.
+const CELL: Duration = Duration::from_secs(90);
+
+struct Repl {
+    term: Terminal,
+    _root: tempfile::TempDir,
+    _history: tempfile::NamedTempFile,
+}
+
+impl Repl {
+    fn start() -> Repl {
+        let root = support::session_root();
+        let history = tempfile::NamedTempFile::new().expect("history file");
+        let term = Terminal::spawn(
+            &support::rayrepl_bin(),
+            &[],
+            &[
+                ("RAYREPL_TEMP_DIR", root.path().display().to_string()),
+                ("RAYREPL_HISTORY", history.path().display().to_string()),
+            ],
+        );
+        // The first session on a machine builds the ray crate for cells.
+        term.wait_for("rayrepl 0.1.0", Duration::from_secs(600));
+        term.wait_until("the first prompt", Duration::from_secs(30), |s| s.trim_end().ends_with(">>"));
+        Repl { term, _root: root, _history: history }
+    }
+
+    /// Types a cell (lines joined with Enter) at the prompt and waits for the next
+    /// prompt; returns what the cell printed.
+    fn cell(&mut self, code: &str) -> String {
+        self.wait_prompt(CELL);
+        let already = self.term.transcript().len();
+        for line in code.lines() {
+            self.term.type_line(line);
+        }
+        let last = code.lines().last().unwrap_or(code).trim();
+        let deadline = std::time::Instant::now() + CELL;
+        let echoed = loop {
+            let t = self.term.transcript();
+            if let Some(at) = t[already.min(t.len())..].rfind(last) {
+                break already + at + last.len();
+            }
+            assert!(std::time::Instant::now() < deadline, "no echo of {last:?}; screen:\n{}", self.term.screen());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.wait_prompt(CELL);
+        self.term.transcript()[echoed..].to_string()
+    }
+
+    /// Asserts that a cell's output contains `needle`, showing the whole session
+    /// if it does not.
+    fn expect(&self, out: &str, needle: &str) {
+        assert!(
+            out.contains(needle),
+            "expected {needle:?} in the cell's output {out:?}; session:\n{}",
+            self.term.transcript()
+        );
+    }
+
+    /// Waits until the last line on the screen is an empty prompt.
+    fn wait_prompt(&self, timeout: Duration) {
+        self.term.wait_until("the prompt", timeout, |s| {
+            s.lines().rev().find(|l| !l.trim().is_empty()).is_some_and(|l| l.trim_end() == ">>")
+        });
+    }
+}
+
+#[test]
+fn seed_000_walkthrough_cell_by_cell() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut repl = Repl::start();
+    let greeting = repl.term.screen();
+    assert!(greeting.contains("local cluster at 127.0.0.1:") && greeting.contains("1 node"), "{greeting}");
+
+    repl.cell(r#"const DATABASE: [&str; 8] = ["Learning", "Ray", "Flexible", "Distributed", "Python", "for", "Machine", "Learning"];"#);
+    repl.cell("let database: Vec<String> = DATABASE.iter().map(|s| s.to_string()).collect();");
+    repl.cell(
+        "#[ray::remote]\nfn retrieve_task(item: usize) -> (usize, String) {\nstd::thread::sleep(std::time::Duration::from_millis(item as u64 * 100));\n(item, DATABASE[item].to_string())\n}",
+    );
+    // No type annotation: the expansion lets evcxr infer ObjectRef<(usize, String)>.
+    repl.cell("let r = retrieve_task.remote(1);");
+    let out = repl.cell("ray::get(&r)");
+    repl.expect(&out, r#"Ok((1, "Ray"))"#);
+
+    repl.cell("let object_references: Vec<_> = (0..8).map(|item| retrieve_task.remote(item)).collect();");
+    let out = repl.cell("ray::get(&object_references)?");
+    repl.expect(&out, r#"(7, "Learning")]"#);
+
+    repl.cell(
+        "#[ray::remote]\nfn retrieve_from_db(item: usize, db: Vec<String>) -> (usize, String) {\n(item, db[item].clone())\n}",
+    );
+    repl.cell("let db_object_ref = ray::put(&database)?;");
+    let out =
+        repl.cell("ray::get(&(0..8).map(|item| retrieve_from_db.remote(item, &db_object_ref)).collect::<Vec<_>>())?");
+    repl.expect(&out, r#"(3, "Distributed")"#);
+
+    // wait with num_returns=2 and a timeout, in a loop, as the seed does.
+    repl.cell("let mut pending: Vec<_> = (0..8).map(|item| retrieve_from_db.remote(item, &db_object_ref)).collect();");
+    repl.cell("let mut rounds = 0;");
+    let out = repl.cell(
+        "while !pending.is_empty() {\nlet (done, rest) = ray::wait(&pending, 2.min(pending.len()), Some(std::time::Duration::from_secs(7)))?;\npending = rest;\nrounds += 1;\nprintln!(\"round {rounds}: {:?}\", ray::get(&done)?);\n}",
+    );
+    repl.expect(&out, "round 4:");
+
+    // Task dependencies: a ref passed to a task is resolved to its value.
+    repl.cell(
+        "#[ray::remote]\nfn follow_up_task(result: (usize, String)) -> (usize, usize) {\n(result.0, result.0 + 1)\n}",
+    );
+    repl.cell(
+        "let firsts: Vec<_> = [0, 2, 4, 6].into_iter().map(|i| retrieve_from_db.remote(i, &db_object_ref)).collect();",
+    );
+    let out = repl.cell("ray::get(&firsts.iter().map(|r| follow_up_task.remote(r)).collect::<Vec<_>>())?");
+    repl.expect(&out, "[(0, 1), (2, 3), (4, 5), (6, 7)]");
+
+    // The DataTracker actor, handed to tasks that call it.
+    repl.cell("#[ray::remote]\nstruct DataTracker { counts: u64 }");
+    repl.cell(
+        "#[ray::remote]\nimpl DataTracker {\nfn new() -> Self { DataTracker { counts: 0 } }\nfn increment(&mut self) { self.counts += 1; }\nfn counts(&self) -> u64 { self.counts }\n}",
+    );
+    repl.cell(
+        "#[ray::remote]\nfn retrieve_tracker_task(item: usize, tracker: ray::ActorHandle<DataTracker>, db: Vec<String>) -> (usize, String) {\nray::get(&tracker.increment()).unwrap();\n(item, db[item].clone())\n}",
+    );
+    repl.cell("let tracker = DataTracker::remote()?;");
+    let out = repl.cell(
+        "ray::get(&(0..8).map(|item| retrieve_tracker_task.remote(item, tracker.clone(), &db_object_ref)).collect::<Vec<_>>())?.len()",
+    );
+    repl.expect(&out, "\n8");
+    // The actor handle and the refs persist across cells; top-level .await works.
+    let out = repl.cell("tracker.counts().await?");
+    repl.expect(&out, "\n8");
+    let out = repl.cell("r.await");
+    repl.expect(&out, r#"Ok((1, "Ray"))"#);
+
+    // A redefined remote function runs its new code in new tasks.
+    repl.cell("#[ray::remote]\nfn version() -> u32 { 1 }");
+    let out = repl.cell("ray::get(&version.remote())?");
+    repl.expect(&out, "\n1");
+    repl.cell("#[ray::remote]\nfn version() -> u32 { 2 }");
+    let out = repl.cell("ray::get(&version.remote())?");
+    repl.expect(&out, "\n2");
+
+    // Worker output reaches the REPL with Ray's prefix.
+    repl.cell("#[ray::remote]\nfn shout(s: String) { println!(\"{s}!\"); }");
+    repl.cell("ray::get(&shout.remote(\"hello\".to_string()))?;");
+    repl.term.wait_in_transcript("(shout pid=", Duration::from_secs(10));
+    repl.term.wait_in_transcript("hello!", Duration::from_secs(10));
+
+    // A panicking task shows its error with the function name, and the session goes on.
+    repl.cell("#[ray::remote]\nfn broken(x: u32) -> u32 { if x > 0 { panic!(\"bad input {x}\") } x }");
+    let out = repl.cell("ray::get(&broken.remote(3))");
+    repl.expect(&out, "broken");
+    repl.expect(&out, "bad input 3");
+    // A compile error shows readably, and the session goes on.
+    let out = repl.cell("let y: u32 = \"text\";");
+    repl.expect(&out, "mismatched types");
+    let out = repl.cell("database.len() + 1");
+    repl.expect(&out, "\n9");
+}
+
+#[test]
+fn progress_viewport_ctrl_c_top_and_ctrl_d() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut repl = Repl::start();
+    let repl_pid = repl.term.pid() as i32;
+    repl.cell(
+        "#[ray::remote]\nfn slow(i: u64) -> u64 {\nstd::thread::sleep(std::time::Duration::from_millis(400));\ni\n}",
+    );
+    repl.cell("let keep = 41;");
+
+    // While a cell blocks, the viewport shows per-function progress; it is gone after.
+    // 30 tasks of 0.4 s on two CPUs: still running after the next cell compiles.
+    repl.cell("let refs: Vec<_> = (0..30).map(|i| slow.remote(i)).collect();");
+    repl.wait_prompt(CELL);
+    repl.term.type_line("ray::get(&refs)?.len()");
+    let during = repl.term.wait_for("⏳ waiting", CELL);
+    assert!(during.contains("slow") && during.contains("running"), "{during}");
+    let after = repl.term.wait_for("\n30", CELL);
+    repl.term.wait_until("the viewport to be erased", Duration::from_secs(5), |s| !s.contains("⏳"));
+    assert!(!after.contains("⏳") || repl.term.screen().lines().all(|l| !l.contains("⏳")));
+
+    // Ctrl-C cancels the running cell's tasks and keeps the session's variables.
+    repl.cell("let many: Vec<_> = (0..40).map(|i| slow.remote(i)).collect();");
+    repl.wait_prompt(CELL);
+    repl.term.type_line("ray::get(&many)?.len()");
+    repl.term.wait_for("⏳ waiting", CELL);
+    repl.term.ctrl('c');
+    let out = repl.term.wait_for("Interrupted: cancelled", Duration::from_secs(10));
+    assert!(!out.contains("\n40\n"), "{out}");
+    repl.wait_prompt(Duration::from_secs(10));
+    let out = repl.cell("keep + 1");
+    repl.expect(&out, "\n42");
+    let out = repl.cell("many.len()");
+    repl.expect(&out, "\n40");
+
+    // Ctrl-C at the prompt clears the line.
+    repl.wait_prompt(CELL);
+    repl.term.type_text("this line is discarded");
+    repl.term.ctrl('c');
+    let out = repl.cell("keep");
+    repl.expect(&out, "\n41");
+    assert!(!out.contains("discarded"), "{out}");
+
+    // :top opens the dashboard on the alternate screen; q comes back.
+    repl.wait_prompt(CELL);
+    repl.term.type_line(":top");
+    let top = repl.term.wait_for("Nodes", Duration::from_secs(20));
+    assert!(top.contains("Tasks") && top.contains("Actors") && top.contains("Objects"), "{top}");
+    repl.term.wait_for("ALIVE", Duration::from_secs(10));
+    repl.term.type_text("q");
+    repl.wait_prompt(Duration::from_secs(10));
+    let out = repl.cell("keep * 2");
+    repl.expect(&out, "\n82");
+
+    // Ctrl-D leaves, and takes the local cluster with it.
+    let procs = support::descendants(repl_pid);
+    assert!(procs.len() >= 3, "expected the evaluator, head and node under the REPL: {procs:?}");
+    repl.term.ctrl('d');
+    assert_eq!(repl.term.wait_exit(Duration::from_secs(20)), Some(true), "{}", repl.term.screen());
+    let left = support::wait_gone(&procs, Duration::from_secs(10));
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
