@@ -64,6 +64,14 @@ impl Repl {
         self.term.transcript()[echoed..].to_string()
     }
 
+    /// Presses Enter on what is already typed and waits for the next prompt.
+    fn submit(&mut self) -> String {
+        let already = self.term.transcript().len();
+        self.term.type_text("\r");
+        self.wait_prompt(CELL);
+        self.term.transcript()[already..].to_string()
+    }
+
     /// Asserts that a cell's output contains `needle`, showing the whole session
     /// if it does not.
     fn expect(&self, out: &str, needle: &str) {
@@ -209,6 +217,17 @@ fn progress_viewport_ctrl_c_top_and_ctrl_d() {
     let out = repl.cell("many.len()");
     repl.expect(&out, "\n40");
 
+    // Tab completes the session's names and the REPL's commands.
+    repl.wait_prompt(CELL);
+    repl.term.type_text("kee\t");
+    repl.term.wait_until("keep completed", Duration::from_secs(20), |s| s.lines().any(|l| l.trim_end() == ">> keep"));
+    let out = repl.submit();
+    repl.expect(&out, "\n41");
+    repl.term.type_text(":hel\t");
+    repl.term.wait_until(":help completed", Duration::from_secs(5), |s| s.lines().any(|l| l.trim_end() == ">> :help"));
+    let out = repl.submit();
+    repl.expect(&out, ":top");
+
     // Ctrl-C at the prompt clears the line.
     repl.wait_prompt(CELL);
     repl.term.type_text("this line is discarded");
@@ -235,4 +254,39 @@ fn progress_viewport_ctrl_c_top_and_ctrl_d() {
     assert_eq!(repl.term.wait_exit(Duration::from_secs(20)), Some(true), "{}", repl.term.screen());
     let left = support::wait_gone(&procs, Duration::from_secs(10));
     assert!(left.is_empty(), "processes left behind: {left:?}");
+
+    // `rayrepl --address` attaches to a running cluster, and history survives
+    // the session: Up recalls the last cell in the new one.
+    let root = repl._root.path().to_path_buf();
+    let started = support::rayrepl(&root, &["start", "--head", "--port", "0", "--num-cpus", "1"]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let address = std::fs::read_to_string(root.join("session_latest/head_address")).unwrap();
+    let term = Terminal::spawn(
+        &support::rayrepl_bin(),
+        &["--address", address.trim()],
+        &[
+            ("RAYREPL_TEMP_DIR", root.display().to_string()),
+            ("RAYREPL_HISTORY", repl._history.path().display().to_string()),
+        ],
+    );
+    let greeting = term.wait_for("rayrepl 0.1.0", Duration::from_secs(120));
+    assert!(
+        greeting.contains(&format!("· cluster at {}", address.trim())) && greeting.contains("1 CPUs"),
+        "{greeting}"
+    );
+    let mut again = Repl { term, _root: support::session_root(), _history: tempfile::NamedTempFile::new().unwrap() };
+    again.wait_prompt(Duration::from_secs(30));
+    again.term.type_text("\x1b[A");
+    again
+        .term
+        .wait_until("the recalled cell", Duration::from_secs(10), |s| s.lines().any(|l| l.trim_end() == ">> keep * 2"));
+    again.term.ctrl('u');
+    let out = again.cell("#[ray::remote]\nfn one() -> u32 { 1 }");
+    assert!(!out.contains("Error"), "{out}");
+    let out = again.cell("one.remote().await");
+    again.expect(&out, "Ok(1)");
+    again.term.ctrl('d');
+    assert_eq!(again.term.wait_exit(Duration::from_secs(20)), Some(true));
+    let stopped = support::rayrepl(&root, &["stop"]);
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
 }
