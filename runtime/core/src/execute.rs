@@ -76,9 +76,15 @@ impl CallState {
 /// # Safety
 /// `ctx` must be the `TaskCall::ctx` of a call that has not completed yet.
 pub unsafe fn complete(ctx: *mut c_void, result: TaskResult) {
-    // SAFETY: the host keeps the `Arc<CallState>` behind `ctx` alive until the call
-    // completes, and a call completes once.
-    let state = unsafe { &*(ctx as *const CallState) };
+    // Hold our own reference while completing: the executor may see the result
+    // and drop its `Arc` before this function is done with the state (an async
+    // actor completes on its event-loop thread, racing the executor).
+    // SAFETY: `ctx` is `Arc::as_ptr` of an `Arc<CallState>` the executor keeps
+    // alive until it sees the result, which is stored only below.
+    let state = unsafe {
+        Arc::increment_strong_count(ctx as *const CallState);
+        Arc::from_raw(ctx as *const CallState)
+    };
     *lock(&state.result) = Some(result);
     if let Some(tx) = lock(&state.done).take() {
         let _ = tx.send(());
