@@ -199,9 +199,8 @@ fn progress_viewport_ctrl_c_top_and_ctrl_d() {
     repl.term.type_line("ray::get(&refs)?.len()");
     let during = repl.term.wait_for("⏳ waiting", CELL);
     assert!(during.contains("slow") && during.contains("running"), "{during}");
-    let after = repl.term.wait_for("\n30", CELL);
+    repl.term.wait_for("\n30", CELL);
     repl.term.wait_until("the viewport to be erased", Duration::from_secs(5), |s| !s.contains("⏳"));
-    assert!(!after.contains("⏳") || repl.term.screen().lines().all(|l| !l.contains("⏳")));
 
     // Ctrl-C cancels the running cell's tasks and keeps the session's variables.
     repl.cell("let many: Vec<_> = (0..40).map(|i| slow.remote(i)).collect();");

@@ -25,6 +25,9 @@ pub(crate) struct ArtifactCache {
     /// Library file (path, size, mtime) → its hash, for libraries already
     /// uploaded. The file's identity includes its mtime: evcxr reuses names.
     published: Mutex<HashMap<(PathBuf, u64, std::time::SystemTime), String>>,
+    /// Trampoline address → the hash of its library. Cell libraries are never
+    /// unloaded, so an address names one library for the life of the process.
+    by_address: Mutex<HashMap<u64, String>>,
     /// Hash → the loaded library, leaked on purpose (see the module docs).
     loaded: Mutex<HashMap<String, &'static libloading::Library>>,
 }
@@ -38,8 +41,24 @@ fn unavailable(function: &str, detail: String) -> RayError {
 }
 
 impl CoreWorker {
+    /// The artifact holding the trampoline at `address`, published on first use;
+    /// `library_of` finds the library's file.
+    pub fn artifact_for(
+        &self,
+        address: u64,
+        library_of: impl FnOnce() -> Option<PathBuf>,
+    ) -> Result<Option<String>, RayError> {
+        if let Some(hash) = lock(&self.0.artifacts.by_address).get(&address) {
+            return Ok(Some(hash.clone()));
+        }
+        let Some(path) = library_of() else { return Ok(None) };
+        let hash = self.publish_artifact(&path)?;
+        lock(&self.0.artifacts.by_address).insert(address, hash.clone());
+        Ok(Some(hash))
+    }
+
     /// Uploads the library at `path` to the head, once, and returns its hash.
-    pub fn publish_artifact(&self, path: &Path) -> Result<String, RayError> {
+    fn publish_artifact(&self, path: &Path) -> Result<String, RayError> {
         let meta = std::fs::metadata(path)
             .map_err(|e| RayError::InvalidArgument(format!("cannot read the code library {}: {e}", path.display())))?;
         let identity = (path.to_path_buf(), meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));

@@ -10,7 +10,7 @@
 
 use crate::refs::State;
 use crate::{CoreWorker, lock};
-use ray_abi::{ObjectId, RayError};
+use ray_abi::ObjectId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,6 +85,7 @@ impl CoreWorker {
     /// Sends progress of blocking calls to `sink` (interactive drivers).
     pub fn set_progress_sink(&self, sink: ProgressSink) {
         *self.0.progress_sink.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+        lock(&self.0.sched).finished_names.enable();
     }
 
     /// Cancels every task this process still has outstanding and wakes blocked
@@ -176,9 +177,4 @@ impl CoreWorker {
         }
         rows.into_values().collect()
     }
-}
-
-/// The error a blocking call returns when interrupted.
-pub(crate) fn interrupted(pending: usize) -> RayError {
-    RayError::Interrupted { pending }
 }

@@ -237,6 +237,11 @@ impl CoreWorker {
         &self.0.address
     }
 
+    /// The IP of this process's node; worker lines from elsewhere get `ip=`.
+    pub fn node_ip(&self) -> &str {
+        &self.0.conn.ip
+    }
+
     /// The job.
     pub fn job(&self) -> JobId {
         self.0.job
@@ -501,7 +506,7 @@ impl CoreWorker {
             self.set_blocked(false);
         }
         if scope.interrupted() {
-            return Err(blocking::interrupted(1));
+            return Err(RayError::Interrupted { pending: 1 });
         }
         drop(scope);
         match outcome {
@@ -607,7 +612,7 @@ impl CoreWorker {
             self.set_blocked(false);
         }
         if scope.interrupted() {
-            return Err(blocking::interrupted(ids.len() - count));
+            return Err(RayError::Interrupted { pending: ids.len() - count });
         }
         drop(scope);
         // Anything else that settled meanwhile counts as ready too.

@@ -85,9 +85,11 @@ pub(crate) struct Scheduler {
     pub(crate) finished_names: FinishedNames,
 }
 
-/// A bounded memory of finished tasks' names.
+/// A bounded memory of finished tasks' names. Only interactive drivers, which
+/// report progress, keep one: the task-finish path stays free of it elsewhere.
 #[derive(Default)]
 pub(crate) struct FinishedNames {
+    enabled: bool,
     names: HashMap<TaskId, String>,
     order: std::collections::VecDeque<TaskId>,
 }
@@ -95,7 +97,14 @@ pub(crate) struct FinishedNames {
 impl FinishedNames {
     const KEEP: usize = 16_384;
 
+    pub(crate) fn enable(&mut self) {
+        self.enabled = true;
+    }
+
     fn remember(&mut self, id: TaskId, name: &str) {
+        if !self.enabled {
+            return;
+        }
         if self.names.insert(id, name.to_string()).is_none() {
             self.order.push_back(id);
         }

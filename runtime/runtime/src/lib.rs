@@ -179,11 +179,11 @@ fn resolve_artifact(core: &CoreWorker, function: &mut ray_abi::FunctionDescripto
     if function.artifact.is_some() || function.address == 0 {
         return Ok(());
     }
-    let path = library_of(function.address as usize).ok_or_else(|| RayError::FunctionUnavailable {
+    let artifact = core.artifact_for(function.address, || library_of(function.address as usize))?;
+    function.artifact = Some(artifact.ok_or_else(|| RayError::FunctionUnavailable {
         function: function.name.clone(),
         detail: "the library holding its code cannot be found in this process".into(),
-    })?;
-    function.artifact = Some(core.publish_artifact(&path)?);
+    })?);
     Ok(())
 }
 

@@ -48,8 +48,9 @@ fn start_driver(address: String) {
         }
     };
     let core = host.core.clone();
-    core.set_log_sink(Box::new(|line| {
-        let text = ray_core::format_log_line(line, "127.0.0.1");
+    let node_ip = core.node_ip().to_string();
+    core.set_log_sink(Box::new(move |line| {
+        let text = ray_core::format_log_line(line, &node_ip);
         emit(&if line.is_stderr {
             ChildEvent::WorkerStderr { line: text }
         } else {

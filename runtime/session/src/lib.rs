@@ -136,7 +136,6 @@ pub struct Session {
     context: CommandContext,
     events: Receiver<SessionEvent>,
     _slot: BuildSlot,
-    cells: usize,
     last_code: String,
 }
 
@@ -199,7 +198,7 @@ impl Session {
                 started.elapsed().as_secs_f64()
             ));
         }
-        let session = Session { context, events, _slot: slot, cells: 0, last_code: String::new() };
+        let session = Session { context, events, _slot: slot, last_code: String::new() };
         session.await_driver()?;
         Ok(session)
     }
@@ -232,7 +231,6 @@ impl Session {
     /// Runs one cell: expands `#[ray::remote]` items and top-level `.await`, then
     /// hands it to evcxr, which also runs `:commands`.
     pub fn execute(&mut self, cell: &str) -> Result<EvalOutputs, evcxr::Error> {
-        self.cells += 1;
         self.last_code = expand_cell(cell).unwrap_or_else(|| cell.to_string());
         self.context.execute(&self.last_code)
     }
@@ -240,11 +238,6 @@ impl Session {
     /// The code the last cell ran as, after expansion: compile errors point into it.
     pub fn last_code(&self) -> &str {
         &self.last_code
-    }
-
-    /// How many cells ran.
-    pub fn cell_count(&self) -> usize {
-        self.cells
     }
 
     /// Completions at byte offset `position` of `src` (Rust names and `:commands`).
