@@ -230,7 +230,10 @@ fn progress_viewport_ctrl_c_top_and_ctrl_d() {
     // Ctrl-C at the prompt clears the line.
     repl.wait_prompt(CELL);
     repl.term.type_text("this line is discarded");
+    // Wait for the echo: rustyline drops keys that arrive in the same read.
+    repl.term.wait_for(">> this line is discarded", Duration::from_secs(10));
     repl.term.ctrl('c');
+    repl.wait_prompt(Duration::from_secs(10));
     let out = repl.cell("keep");
     repl.expect(&out, "\n41");
     assert!(!out.contains("discarded"), "{out}");

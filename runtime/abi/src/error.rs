@@ -202,11 +202,8 @@ pub enum RayError {
 
     /// The user interrupted a blocking call (Ctrl-C, or a notebook's interrupt);
     /// the driver's outstanding tasks were cancelled.
-    #[error("interrupted; {pending} awaited object(s) were not ready and their tasks were cancelled")]
-    Interrupted {
-        /// How many awaited objects were not ready.
-        pending: usize,
-    },
+    #[error("interrupted; the driver's outstanding tasks were cancelled")]
+    Interrupted,
 
     /// A runtime invariant broke; this is a bug in rayrepl.
     #[error("internal error (please report): {0}")]

@@ -506,7 +506,7 @@ impl CoreWorker {
             self.set_blocked(false);
         }
         if scope.interrupted() {
-            return Err(RayError::Interrupted { pending: 1 });
+            return Err(RayError::Interrupted);
         }
         drop(scope);
         match outcome {
@@ -612,7 +612,7 @@ impl CoreWorker {
             self.set_blocked(false);
         }
         if scope.interrupted() {
-            return Err(RayError::Interrupted { pending: ids.len() - count });
+            return Err(RayError::Interrupted);
         }
         drop(scope);
         // Anything else that settled meanwhile counts as ready too.

@@ -170,7 +170,7 @@ pub fn to_status(e: &RayError) -> Status {
         RayError::Infeasible { .. } | RayError::InvalidArgument(_) | RayError::TypeMismatch { .. } => {
             Code::InvalidArgument
         }
-        RayError::Cancelled { .. } | RayError::Interrupted { .. } => Code::Cancelled,
+        RayError::Cancelled { .. } | RayError::Interrupted => Code::Cancelled,
         RayError::ObjectLost { .. }
         | RayError::OwnerDied { .. }
         | RayError::FunctionUnavailable { .. }
