@@ -227,18 +227,13 @@ pub fn connect_head(
     Ok((rt, ray_proto::head_client(channel), token))
 }
 
-/// The current time as `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn now_utc() -> String {
-    chrono_like_now()
-}
-
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let (rt, mut head, _) = connect_head(args.address)?;
     let info = rt.block_on(async {
         head.get_cluster_info(Empty {}).await.map_err(|s| ray_proto::from_status(&s, "the head"))
     })?;
     let info = info.into_inner();
-    let now = chrono_like_now();
+    let now = ray_state::now_utc();
     println!("======== Cluster status: {now} ========");
     println!("Node status");
     println!("{}", "-".repeat(63));
@@ -282,21 +277,4 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     }
     println!(" {}/{} object_store_memory", format_bytes(store_used), format_bytes(store_cap));
     Ok(())
-}
-
-fn chrono_like_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02} UTC")
 }

@@ -40,6 +40,71 @@ enum Command {
     Top(top::TopArgs),
     /// Ray's microbenchmark suite on a local cluster, with Ray's metric names.
     Microbenchmark(MicrobenchmarkArgs),
+    /// The Jupyter kernel: `kernel install` registers it with Jupyter.
+    #[command(subcommand)]
+    Kernel(KernelCommand),
+}
+
+#[derive(Subcommand)]
+enum KernelCommand {
+    /// Write the kernelspec ("Rust (rayrepl)") where Jupyter finds it.
+    Install(KernelInstallArgs),
+    /// Run the kernel for a Jupyter connection file (Jupyter starts this).
+    Run {
+        /// The connection file Jupyter wrote.
+        #[arg(long, short = 'f')]
+        connection_file: std::path::PathBuf,
+        /// Attach to this cluster instead of starting a local one.
+        #[arg(long, env = "RAYREPL_ADDRESS")]
+        address: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(multiple = false)]
+struct KernelInstallArgs {
+    /// Into the user's Jupyter data directory (the default).
+    #[arg(long)]
+    user: bool,
+    /// Into the active Python environment (virtualenv, conda or `python3`'s prefix).
+    #[arg(long)]
+    sys_prefix: bool,
+    /// Into PREFIX/share/jupyter/kernels.
+    #[arg(long, value_name = "PREFIX")]
+    prefix: Option<std::path::PathBuf>,
+}
+
+fn run_kernel(command: KernelCommand) -> anyhow::Result<()> {
+    use ray_kernel::install::{self, Location};
+    match command {
+        KernelCommand::Install(args) => {
+            let location = match (args.sys_prefix, args.prefix) {
+                (true, _) => Location::SysPrefix,
+                (_, Some(prefix)) => Location::Prefix(prefix),
+                _ => Location::User,
+            };
+            let binary = std::env::current_exe()?.canonicalize()?;
+            let dir = install::install(&location, &binary)?;
+            println!(
+                "Installed the kernelspec {} (\"{}\") in {}",
+                install::KERNEL_NAME,
+                install::DISPLAY_NAME,
+                dir.display()
+            );
+            Ok(())
+        }
+        KernelCommand::Run { connection_file, address } => {
+            // The kernel's stderr is the Jupyter server's log.
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("RAYREPL_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            ray_kernel::run(&connection_file, ray_kernel::KernelOptions { address })?;
+            Ok(())
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -98,6 +163,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::List(args)) => state_cli::list(args),
         Some(Command::Summary(args)) => state_cli::summary(args),
         Some(Command::Top(args)) => top::run(args.address),
+        Some(Command::Kernel(command)) => run_kernel(command),
         None => repl::run(cli.address),
     }
 }

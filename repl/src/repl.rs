@@ -7,13 +7,12 @@
 //! what Ctrl-C and Ctrl-D mean. Only one of rustyline and ratatui owns the terminal
 //! at a time: rustyline at the prompt, ratatui while a cell runs or `:top` is open.
 
-use crate::viewport::{CellView, Key};
+use crate::viewport::CellView;
 use anyhow::Context as _;
-use crossbeam_channel::RecvTimeoutError;
 use ratatui::style::{Color, Style};
 use ray_runtime::cluster::{LocalCluster, NodeResources};
 use ray_session::protocol::ChildEvent;
-use ray_session::{Completeness, Session, SessionEvent, SessionOptions};
+use ray_session::{CellObserver, Completeness, Session, SessionEvent, SessionOptions};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -181,58 +180,21 @@ fn take_typed_cell(typeahead: &mut String) -> Option<String> {
     None
 }
 
-/// Runs a cell on its own thread while this one draws and watches for Ctrl-C.
+/// How often a running cell checks the keyboard.
+const KEY_POLL: Duration = Duration::from_millis(40);
+
+/// Runs a cell while drawing its output and progress and watching for Ctrl-C.
 /// Returns what was typed ahead meanwhile.
 fn run_cell(session: &Arc<Mutex<Session>>, cell: &str) -> String {
-    let (events, interrupter) = {
-        let s = session.lock().unwrap_or_else(|p| p.into_inner());
-        (s.events().clone(), s.interrupter())
-    };
-    // Output left over from an earlier cell (late worker lines) comes first.
+    let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
     let mut view = CellView::begin();
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    let runner = session.clone();
-    let code = cell.to_string();
-    std::thread::spawn(move || {
-        let result = runner.lock().unwrap_or_else(|p| p.into_inner()).execute(&code);
-        let _ = done_tx.send(result);
-    });
-    let mut interrupted_at: Option<Instant> = None;
-    let result = loop {
-        match done_rx.recv_timeout(Duration::from_millis(10)) {
-            Ok(result) => break result,
-            Err(RecvTimeoutError::Disconnected) => break Err(evcxr_error("the evaluator thread stopped")),
-            Err(RecvTimeoutError::Timeout) => {}
-        }
-        while let Ok(event) = events.try_recv() {
-            show_event(&mut view, event);
-        }
-        if view.poll_key(Duration::from_millis(40)) == Some(Key::Interrupt) {
-            match interrupted_at {
-                Some(at) if at.elapsed() >= KILL_AFTER => {
-                    view.line(
-                        "^C again: the cell ignores interrupts; restarting the evaluation process (variables are lost)",
-                        Style::default().fg(Color::Red),
-                    );
-                    interrupter.kill();
-                }
-                Some(_) => {}
-                None => {
-                    view.line("^C", Style::default().fg(Color::DarkGray));
-                    interrupter.interrupt();
-                    interrupted_at = Some(Instant::now());
-                }
-            }
-        }
-    };
-    // Lines the cell printed just before it returned may still be in flight.
-    let quiet = Instant::now();
-    while quiet.elapsed() < Duration::from_millis(30) {
-        match events.recv_timeout(Duration::from_millis(10)) {
-            Ok(event) => show_event(&mut view, event),
-            Err(_) => continue,
-        }
+    // Output left over from an earlier cell (late worker lines) comes first.
+    for event in session.pending_events() {
+        show_event(&mut view, event);
     }
+    let mut observer = ReplObserver { view, interrupter: session.interrupter(), interrupted_at: None };
+    let result = session.execute_observed(cell, KEY_POLL, &mut observer);
+    let mut view = observer.view;
     match result {
         Ok(outputs) => {
             if let Some(text) = outputs.get("text/plain") {
@@ -245,7 +207,7 @@ fn run_cell(session: &Arc<Mutex<Session>>, cell: &str) -> String {
             }
         }
         Err(e) => {
-            for line in format_error(session, &e).lines() {
+            for line in session.describe_error(&e).lines() {
                 view.line(line, Style::default().fg(Color::Red));
             }
         }
@@ -253,8 +215,38 @@ fn run_cell(session: &Arc<Mutex<Session>>, cell: &str) -> String {
     view.end()
 }
 
-fn evcxr_error(message: &str) -> ray_session::evcxr::Error {
-    ray_session::evcxr::Error::Message(message.to_string())
+/// Draws a running cell's output and turns Ctrl-C into an interrupt.
+struct ReplObserver {
+    view: CellView,
+    interrupter: ray_session::Interrupter,
+    interrupted_at: Option<Instant>,
+}
+
+impl CellObserver for ReplObserver {
+    fn event(&mut self, event: SessionEvent) {
+        show_event(&mut self.view, event);
+    }
+
+    fn tick(&mut self) {
+        if !self.view.read_keys() {
+            return;
+        }
+        match self.interrupted_at {
+            Some(at) if at.elapsed() >= KILL_AFTER => {
+                self.view.line(
+                    "^C again: the cell ignores interrupts; restarting the evaluation process (variables are lost)",
+                    Style::default().fg(Color::Red),
+                );
+                self.interrupter.kill();
+            }
+            Some(_) => {}
+            None => {
+                self.view.line("^C", Style::default().fg(Color::DarkGray));
+                self.interrupter.interrupt();
+                self.interrupted_at = Some(Instant::now());
+            }
+        }
+    }
 }
 
 fn show_event(view: &mut CellView, event: SessionEvent) {
@@ -271,38 +263,14 @@ fn show_event(view: &mut CellView, event: SessionEvent) {
         SessionEvent::Driver(ChildEvent::DriverFailed { message }) => {
             view.line(&format!("The driver could not attach: {message}"), Style::default().fg(Color::Red))
         }
-        SessionEvent::Driver(ChildEvent::DriverReady { .. }) => {}
-    }
-}
-
-/// Compile errors with their code snippets (as evcxr's REPL shows them), or the
-/// message of a runtime error.
-fn format_error(session: &Arc<Mutex<Session>>, e: &ray_session::evcxr::Error) -> String {
-    match e {
-        ray_session::evcxr::Error::CompilationErrors(errors) => {
-            let source = session.lock().ok().map(|s| s.last_code().to_string());
-            let mut out = String::new();
-            for error in errors {
-                if error.is_from_user_code()
-                    && let Some(source) = &source
-                    && let Some(report) =
-                        error.build_report("cell".into(), source.clone(), ray_session::evcxr::Theme::Dark)
-                {
-                    let mut buf = Vec::new();
-                    if report.write(("cell".to_string(), ariadne::Source::from(source.clone())), &mut buf).is_ok() {
-                        out.push_str(&String::from_utf8_lossy(&buf));
-                        continue;
-                    }
+        SessionEvent::Driver(ChildEvent::Display { data, .. }) => {
+            if let Some(text) = data.get("text/plain") {
+                for line in text.lines() {
+                    view.line(line, Style::default());
                 }
-                out.push_str(&error.rendered());
-                out.push('\n');
             }
-            out
         }
-        ray_session::evcxr::Error::SubprocessTerminated(message) => {
-            format!("{message}\nThe evaluation process was restarted; the session's variables are lost.")
-        }
-        other => other.to_string(),
+        SessionEvent::Driver(ChildEvent::DriverReady { .. } | ChildEvent::ClearOutput { .. }) => {}
     }
 }
 

@@ -2,15 +2,14 @@
 //!
 //! `rayrepl list` answers once and exits, so watching a program run means re-running it.
 //! This dashboard keeps the same rows on screen (nodes, tasks, actors, objects and jobs,
-//! read by [`state_cli::fetch_with`](crate::state_cli::fetch_with)), refreshed every
+//! read by [`ray_state::fetch`]), refreshed every
 //! second, with k9s and htop keys to switch tabs, filter, sort and page through them.
 //!
 //! A background thread polls the head and sends snapshots over a channel, so a slow or
 //! unreachable head never freezes the keyboard: the UI thread only reads keys and draws.
 //! All view state lives in [`App`], which is driven and drawn without a terminal in tests.
 
-use crate::cluster_cli::{connect_head, head_address, now_utc};
-use crate::state_cli::{Resource, Row, Rows, fetch_with, text};
+use crate::cluster_cli::{connect_head, head_address};
 use anyhow::Context;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -21,6 +20,8 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row as TableRow, Table, TableState, Tabs, Wrap};
 use ratatui::{DefaultTerminal, Frame, Terminal};
+use ray_state::now_utc;
+use ray_state::{Resource, Row, Rows, fetch, text};
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::sync::Once;
@@ -255,8 +256,9 @@ fn poll(address: &Option<String>, connection: &mut Option<Connection>, tab: Tab)
         anyhow::bail!("no connection to the head");
     };
     // The timer must be made inside the runtime, hence the async block.
-    rt.block_on(async { tokio::time::timeout(FETCH_TIMEOUT, fetch_with(head, token, tab.resource())).await })
+    rt.block_on(async { tokio::time::timeout(FETCH_TIMEOUT, fetch(head, token, tab.resource())).await })
         .map_err(|_| anyhow::anyhow!("the head did not answer within {} s", FETCH_TIMEOUT.as_secs()))?
+        .map_err(anyhow::Error::from)
 }
 
 // ---------------------------------------------------------------------------

@@ -39,13 +39,6 @@ pub struct CellView {
     no_viewport: bool,
 }
 
-/// What the person asked for while the cell ran.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Key {
-    /// Ctrl-C.
-    Interrupt,
-}
-
 impl CellView {
     /// Takes the terminal for a cell.
     pub fn begin() -> CellView {
@@ -121,25 +114,20 @@ impl CellView {
         }
     }
 
-    /// Waits up to `timeout` for a key and returns what it means.
-    pub fn poll_key(&mut self, timeout: Duration) -> Option<Key> {
-        if !self.raw {
-            std::thread::sleep(timeout);
-            return None;
-        }
-        if !event::poll(timeout).unwrap_or(false) {
-            return None;
-        }
-        match event::read() {
-            Ok(Event::Key(k))
-                if k.kind == KeyEventKind::Press
-                    && k.code == KeyCode::Char('c')
-                    && k.modifiers.contains(KeyModifiers::CONTROL) =>
-            {
-                Some(Key::Interrupt)
-            }
-            Ok(Event::Key(k)) if k.kind == KeyEventKind::Press => {
-                match k.code {
+    /// Reads every key typed so far, keeping them for the next prompt; returns
+    /// whether one of them was Ctrl-C.
+    pub fn read_keys(&mut self) -> bool {
+        let mut interrupt = false;
+        while self.raw && event::poll(Duration::ZERO).unwrap_or(false) {
+            match event::read() {
+                Ok(Event::Key(k))
+                    if k.kind == KeyEventKind::Press
+                        && k.code == KeyCode::Char('c')
+                        && k.modifiers.contains(KeyModifiers::CONTROL) =>
+                {
+                    interrupt = true;
+                }
+                Ok(Event::Key(k)) if k.kind == KeyEventKind::Press => match k.code {
                     KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => self.typeahead.push(c),
                     KeyCode::Enter => self.typeahead.push('\n'),
                     KeyCode::Tab => self.typeahead.push('\t'),
@@ -147,18 +135,17 @@ impl CellView {
                         self.typeahead.pop();
                     }
                     _ => {}
+                },
+                Ok(Event::Resize(..)) => {
+                    if let Some(term) = &mut self.inline {
+                        let _ = term.autoresize();
+                    }
+                    self.draw();
                 }
-                None
+                _ => {}
             }
-            Ok(Event::Resize(..)) => {
-                if let Some(term) = &mut self.inline {
-                    let _ = term.autoresize();
-                }
-                self.draw();
-                None
-            }
-            _ => None,
         }
+        interrupt
     }
 
     /// Gives the terminal back for the prompt, with what was typed meanwhile.

@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod ids;
+pub mod side_channel;
 pub mod spec;
 pub mod table;
 

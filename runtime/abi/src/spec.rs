@@ -133,6 +133,8 @@ pub struct RuntimeContext {
     pub task_name: Option<String>,
     /// The rayrepl version.
     pub version: String,
+    /// The Rust toolchain the runtime was built with (cells must match it).
+    pub toolchain: String,
 }
 
 /// Options for creating an actor: Ray's `Actor.options(...)`.

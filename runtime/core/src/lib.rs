@@ -269,6 +269,7 @@ impl CoreWorker {
             is_worker: self.0.is_worker,
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            toolchain: ABI_KEY.to_string(),
             ..RuntimeContext::default()
         };
         if self.0.is_worker {

@@ -34,6 +34,7 @@ pub mod actor;
 mod cell;
 mod codec;
 mod host;
+pub mod notebook;
 mod object_ref;
 mod remote;
 pub mod util;
@@ -55,6 +56,7 @@ pub use remote::{Arg, IntoArg, Options};
 pub mod prelude {
     pub use crate::actor::Handle as _;
     pub use crate::cell::AwaitAnyFuture as _;
+    pub use crate::notebook::RichRepr as _;
     pub use crate::{ActorHandle, IntoArg, ObjectRef, RayError, RayResult, remote};
 }
 

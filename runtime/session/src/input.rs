@@ -3,7 +3,8 @@
 //! The REPL keeps reading lines while brackets are open, and a Jupyter kernel
 //! answers `is_complete_request` with complete, incomplete or invalid. Both need
 //! the same judgement, made on tokens: brackets inside strings, chars and comments
-//! do not count.
+//! do not count. Balanced input that does not parse as Rust statements is invalid:
+//! more lines cannot mend it, so a front-end should run it and show the error.
 
 /// What a front-end should do with the input so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,7 +13,8 @@ pub enum Completeness {
     Complete,
     /// Keep reading: a bracket, string or block comment is still open.
     Incomplete,
-    /// A closing bracket has no opening one; running it would only fail.
+    /// A closing bracket has no opening one, or the code does not parse; running
+    /// it would only fail.
     Invalid,
 }
 
@@ -110,7 +112,14 @@ pub fn completeness(code: &str) -> Completeness {
     if !stack.is_empty() || ends_with_attribute(code) {
         return Completeness::Incomplete;
     }
-    Completeness::Complete
+    if parses_as_statements(code) { Completeness::Complete } else { Completeness::Invalid }
+}
+
+/// Whether `code` parses as the body of a block, as evcxr runs it. `:commands`
+/// are evcxr's own syntax and are left to evcxr.
+fn parses_as_statements(code: &str) -> bool {
+    code.lines().any(|l| l.trim_start().starts_with(':'))
+        || syn::parse_str::<syn::Block>(&format!("{{\n{code}\n}}")).is_ok()
 }
 
 /// `#[ray::remote]` on a line of its own: the item it belongs to comes next.
@@ -147,5 +156,14 @@ mod tests {
         assert_eq!(completeness("let c = '\\'';"), Complete);
         assert_eq!(completeness("#[ray::remote]"), Incomplete);
         assert_eq!(completeness("#[ray::remote]\nfn f() {}"), Complete);
+    }
+
+    #[test]
+    fn balanced_code_that_does_not_parse_is_invalid() {
+        assert_eq!(completeness("let = ;"), Invalid);
+        assert_eq!(completeness("1 +"), Invalid);
+        assert_eq!(completeness("r.await?"), Complete);
+        assert_eq!(completeness(":dep rand = \"0.9\""), Complete);
+        assert_eq!(completeness("#[ray::remote]\nstruct Counter { n: u64 }\nCounter::remote()?"), Complete);
     }
 }

@@ -12,9 +12,8 @@ mod build_slot;
 pub mod child;
 mod expand;
 mod input;
-pub mod protocol;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use evcxr::{CommandContext, EvalContext};
 use protocol::ChildEvent;
 use std::path::PathBuf;
@@ -26,6 +25,8 @@ pub use child::hook;
 pub use evcxr::{self, CompilationError, Completions, EvalOutputs};
 pub use expand::expand_cell;
 pub use input::{Completeness, completeness};
+/// The side channel from the evaluation process, shared with cell code's `ray`.
+pub use ray_abi::side_channel as protocol;
 
 /// Why a session could not start or a cell could not run.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +104,7 @@ pub enum SessionEvent {
     Stdout(String),
     /// A line the cell (or the evaluation process) printed to stderr.
     Stderr(String),
-    /// A structured event from the driver.
+    /// A structured event from the driver or from cell code (`ray::notebook`).
     Driver(ChildEvent),
 }
 
@@ -131,13 +132,29 @@ impl Interrupter {
     }
 }
 
+/// What a front-end does while a cell runs: show its output as it comes, and
+/// now and then do its own work (draw, read keys, throttle updates).
+pub trait CellObserver {
+    /// Output or a driver event from the evaluation process.
+    fn event(&mut self, event: SessionEvent);
+    /// Called at least every tick while the cell runs.
+    fn tick(&mut self) {}
+}
+
 /// One evaluation session: evcxr, the prelude, and the driver in its process.
 pub struct Session {
     context: CommandContext,
-    events: Receiver<SessionEvent>,
+    /// The evaluation process's stdout lines that are not evcxr's own.
+    stdout: Receiver<String>,
+    /// Its stderr lines: the cell's and the driver's side channel.
+    stderr: Receiver<String>,
     _slot: BuildSlot,
     last_code: String,
 }
+
+/// How long worker output may trail a cell that ran tasks: their lines travel
+/// from the worker through its node, while results go straight to the driver.
+const WORKER_OUTPUT_GRACE: Duration = Duration::from_millis(30);
 
 /// The prelude every session starts with: `ray` and its prelude are in scope.
 fn prelude(ray_crate: &std::path::Path) -> String {
@@ -183,12 +200,6 @@ impl Session {
         let (eval, outputs) =
             EvalContext::with_subprocess_command(command).map_err(|e| SessionError::Evaluator(e.to_string()))?;
         let mut context = CommandContext::with_eval_context(eval);
-        let (tx, events) = crossbeam_channel::unbounded();
-        forward(outputs.stdout, tx.clone(), SessionEvent::Stdout);
-        forward(outputs.stderr, tx, |line| match ChildEvent::decode(&line) {
-            Some(event) => SessionEvent::Driver(event),
-            None => SessionEvent::Stderr(line),
-        });
         let started = Instant::now();
         context.execute(&prelude(&options.ray_crate)).map_err(|e| SessionError::Evaluator(e.to_string()))?;
         if cold {
@@ -198,7 +209,8 @@ impl Session {
                 started.elapsed().as_secs_f64()
             ));
         }
-        let session = Session { context, events, _slot: slot, last_code: String::new() };
+        let session =
+            Session { context, stdout: outputs.stdout, stderr: outputs.stderr, _slot: slot, last_code: String::new() };
         session.await_driver()?;
         Ok(session)
     }
@@ -206,21 +218,21 @@ impl Session {
     /// Waits for the evaluation process's driver to report in.
     fn await_driver(&self) -> Result<(), SessionError> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while let Ok(event) = self.events.recv_deadline(deadline) {
-            match event {
-                SessionEvent::Driver(ChildEvent::DriverReady { .. }) => return Ok(()),
-                SessionEvent::Driver(ChildEvent::DriverFailed { message }) => {
-                    return Err(SessionError::Driver(message));
-                }
+        while let Ok(line) = self.stderr.recv_deadline(deadline) {
+            match ChildEvent::decode(&line) {
+                Some(ChildEvent::DriverReady { .. }) => return Ok(()),
+                Some(ChildEvent::DriverFailed { message }) => return Err(SessionError::Driver(message)),
                 _ => {}
             }
         }
         Err(SessionError::Driver("no word from the evaluation process within 30 s".into()))
     }
 
-    /// Events from the evaluation process: output lines, progress, interrupts.
-    pub fn events(&self) -> &Receiver<SessionEvent> {
-        &self.events
+    /// Output that arrived between cells, such as late worker lines.
+    pub fn pending_events(&self) -> Vec<SessionEvent> {
+        let mut events: Vec<_> = self.stdout.try_iter().map(stdout_event).collect();
+        events.extend(self.stderr.try_iter().map(stderr_event));
+        events
     }
 
     /// A handle that interrupts the running cell from another thread.
@@ -229,15 +241,112 @@ impl Session {
     }
 
     /// Runs one cell: expands `#[ray::remote]` items and top-level `.await`, then
-    /// hands it to evcxr, which also runs `:commands`.
+    /// hands it to evcxr, which also runs `:commands`. Output is dropped; front-ends
+    /// use [`Session::execute_observed`].
     pub fn execute(&mut self, cell: &str) -> Result<EvalOutputs, evcxr::Error> {
+        self.execute_observed(cell, Duration::from_secs(1), &mut ())
+    }
+
+    /// Runs one cell as [`Session::execute`] does, telling `observer` about each
+    /// line and event as it arrives and ticking it at least every `tick`. When this
+    /// returns, every line the cell printed has been observed, and so has worker
+    /// output that trails a cell that ran tasks.
+    pub fn execute_observed(
+        &mut self,
+        cell: &str,
+        tick: Duration,
+        observer: &mut dyn CellObserver,
+    ) -> Result<EvalOutputs, evcxr::Error> {
         self.last_code = expand_cell(cell).unwrap_or_else(|| cell.to_string());
-        self.context.execute(&self.last_code)
+        let mut ran_tasks = self.last_code.contains("remote");
+        let (context, code) = (&mut self.context, &self.last_code);
+        let (mut stdout, mut stderr) = (self.stdout.clone(), self.stderr.clone());
+        let result = std::thread::scope(|scope| {
+            let (done_tx, done) = crossbeam_channel::bounded(1);
+            scope.spawn(move || {
+                let _ = done_tx.send(context.execute(code));
+            });
+            let mut next_tick = Instant::now() + tick;
+            loop {
+                let timeout = next_tick.saturating_duration_since(Instant::now());
+                crossbeam_channel::select! {
+                    recv(done) -> result => {
+                        break result.unwrap_or_else(|_| Err(evcxr::Error::Message("the evaluator thread stopped".into())))
+                    }
+                    recv(stdout) -> line => match line {
+                        Ok(line) => observer.event(stdout_event(line)),
+                        // evcxr is restarting its process; the cell's result says so.
+                        Err(_) => stdout = crossbeam_channel::never(),
+                    },
+                    recv(stderr) -> line => match line {
+                        Ok(line) => {
+                            let event = stderr_event(line);
+                            ran_tasks |= matches!(event, SessionEvent::Driver(_));
+                            observer.event(event);
+                        }
+                        Err(_) => stderr = crossbeam_channel::never(),
+                    },
+                    default(timeout) => {
+                        observer.tick();
+                        next_tick = Instant::now() + tick;
+                    }
+                }
+            }
+        });
+        // evcxr hands on every stdout line before it reports the cell done.
+        for line in self.stdout.try_iter() {
+            observer.event(stdout_event(line));
+        }
+        if ran_tasks {
+            // Until the lines stop, but not for a task that prints forever.
+            let deadline = Instant::now() + 10 * WORKER_OUTPUT_GRACE;
+            while let Ok(line) = self.stderr.recv_timeout(WORKER_OUTPUT_GRACE.min(deadline - Instant::now())) {
+                observer.event(stderr_event(line));
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+        for line in self.stderr.try_iter() {
+            observer.event(stderr_event(line));
+        }
+        result
     }
 
     /// The code the last cell ran as, after expansion: compile errors point into it.
     pub fn last_code(&self) -> &str {
         &self.last_code
+    }
+
+    /// What went wrong in the last cell, for people: compile errors as reports
+    /// that point into the code (as evcxr's REPL shows them, with ANSI colours),
+    /// otherwise the error's message.
+    pub fn describe_error(&self, e: &evcxr::Error) -> String {
+        match e {
+            evcxr::Error::CompilationErrors(errors) => {
+                let mut out = String::new();
+                for error in errors {
+                    if error.is_from_user_code()
+                        && let Some(report) =
+                            error.build_report("cell".into(), self.last_code.clone(), evcxr::Theme::Dark)
+                    {
+                        let mut buf = Vec::new();
+                        let source = ariadne::Source::from(self.last_code.clone());
+                        if report.write(("cell".to_string(), source), &mut buf).is_ok() {
+                            out.push_str(&String::from_utf8_lossy(&buf));
+                            continue;
+                        }
+                    }
+                    out.push_str(&error.rendered());
+                    out.push('\n');
+                }
+                out
+            }
+            evcxr::Error::SubprocessTerminated(message) => {
+                format!("{message}\nThe evaluation process was restarted; the session's variables are lost.")
+            }
+            other => other.to_string(),
+        }
     }
 
     /// Completions at byte offset `position` of `src` (Rust names and `:commands`).
@@ -271,15 +380,23 @@ fn check_toolchain() -> Result<String, SessionError> {
     rustc(&["--print", "target-libdir"])
 }
 
-fn forward(from: Receiver<String>, to: Sender<SessionEvent>, wrap: impl Fn(String) -> SessionEvent + Send + 'static) {
-    std::thread::Builder::new()
-        .name("session-output".into())
-        .spawn(move || {
-            for line in from {
-                if to.send(wrap(line)).is_err() {
-                    break;
-                }
-            }
-        })
-        .expect("spawn a session output thread");
+/// An observer that ignores everything, for [`Session::execute`].
+impl CellObserver for () {
+    fn event(&mut self, _: SessionEvent) {}
+}
+
+/// Cell code's rich output is marked on stdout; everything else there is a print.
+fn stdout_event(line: String) -> SessionEvent {
+    match ChildEvent::decode(&line) {
+        Some(event) => SessionEvent::Driver(event),
+        None => SessionEvent::Stdout(line),
+    }
+}
+
+/// The driver's side channel is marked on stderr; everything else there is a print.
+fn stderr_event(line: String) -> SessionEvent {
+    match ChildEvent::decode(&line) {
+        Some(event) => SessionEvent::Driver(event),
+        None => SessionEvent::Stderr(line),
+    }
 }

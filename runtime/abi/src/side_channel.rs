@@ -1,12 +1,17 @@
-//! The side channel from the evaluation process to the front-end.
+//! The side channel from a REPL or kernel evaluation process to its front-end.
 //!
-//! evcxr owns the evaluation process's stdout: it is the control channel, and the
-//! cell's own prints travel on it. Everything else the driver has to say — worker
-//! output, progress of a blocking call, an interrupt's outcome — travels on its
-//! stderr as one line per event, marked with an ASCII record separator so that it
-//! cannot be confused with what user code prints there.
+//! evcxr runs cells in a child process and owns its stdout: it is the control
+//! channel, and the cell's own prints travel on it. Everything else that process
+//! has to say travels as one line per event, marked with an ASCII record separator
+//! so that it cannot be confused with what user code prints. The driver's threads
+//! (worker output, progress of a blocking call, an interrupt's outcome) write to
+//! stderr, because they must never touch evcxr's channel. Cell code's rich output
+//! (`ray::notebook`) goes to stdout, so that it stays in order with the cell's
+//! prints. It lives in this crate because both sides of that process speak it: the
+//! host runtime and every cell's copy of `ray`.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 const MARK: &str = "\u{1e}rayrepl ";
 
@@ -72,15 +77,30 @@ pub enum ChildEvent {
         /// Tasks it cancelled.
         cancelled: usize,
     },
+    /// Rich output from cell code: a Jupyter `display_data`, or with `update` an
+    /// `update_display_data` of an earlier output with the same `display_id`.
+    Display {
+        /// MIME type to content, e.g. `text/plain` and `text/html`.
+        data: BTreeMap<String, String>,
+        /// Names the output so that later updates replace it.
+        display_id: Option<String>,
+        /// Replace the output named `display_id` instead of adding one.
+        update: bool,
+    },
+    /// Cell code asked to clear its output so far (`wait`: when new output comes).
+    ClearOutput {
+        /// Clear only when the next output arrives, which avoids flicker.
+        wait: bool,
+    },
 }
 
 impl ChildEvent {
-    /// The event as one stderr line (without the newline).
+    /// The event as one line (without the newline).
     pub fn encode(&self) -> String {
         format!("{MARK}{}", serde_json::to_string(self).unwrap_or_default())
     }
 
-    /// Decodes a stderr line; `None` for ordinary output.
+    /// Decodes a line; `None` for ordinary output.
     pub fn decode(line: &str) -> Option<ChildEvent> {
         serde_json::from_str(line.strip_prefix(MARK)?).ok()
     }
@@ -101,6 +121,12 @@ mod tests {
                 finished: false,
             }),
             ChildEvent::Interrupted { cancelled: 6 },
+            ChildEvent::Display {
+                data: [("text/html".to_string(), "<b>\n</b>".to_string())].into(),
+                display_id: Some("p1".into()),
+                update: true,
+            },
+            ChildEvent::ClearOutput { wait: false },
         ];
         for e in events {
             let line = e.encode();
