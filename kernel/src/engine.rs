@@ -301,6 +301,16 @@ impl Engine {
         let interrupted = self.control.cell_finished();
         observer.finish(if interrupted { Ending::Interrupted } else { Ending::Finished });
         match result {
+            Ok(_) if observer.failed => {
+                // evcxr printed the error's message on stderr, which the cell shows.
+                let message = observer.last_error_line.take().unwrap_or_else(|| "the cell returned an error".into());
+                let ename = if interrupted { "KeyboardInterrupt" } else { "Error" };
+                let error = error_output(ename, &message, vec![message.clone()]);
+                if !job.silent {
+                    self.publisher.send(error.clone(), &job.parent);
+                }
+                ExecuteOutcome::failed(error)
+            }
             Ok(outputs) => {
                 let mut data: Bundle = outputs.content_by_mime_type.into_iter().collect();
                 if let Some(t) = outputs.timing {
@@ -440,6 +450,10 @@ struct CellOutput {
     stdout: String,
     stderr: String,
     progress: Option<ProgressDisplay>,
+    /// The cell's own last stderr line: the message of an error returned with `?`.
+    last_error_line: Option<String>,
+    /// The cell returned an error with `?`.
+    failed: bool,
 }
 
 struct ProgressDisplay {
@@ -451,7 +465,16 @@ struct ProgressDisplay {
 
 impl CellOutput {
     fn new(publisher: Publisher, parent: JupyterMessage, silent: bool) -> Self {
-        CellOutput { publisher, parent, silent, stdout: String::new(), stderr: String::new(), progress: None }
+        CellOutput {
+            publisher,
+            parent,
+            silent,
+            stdout: String::new(),
+            stderr: String::new(),
+            progress: None,
+            last_error_line: None,
+            failed: false,
+        }
     }
 
     fn flush_streams(&mut self) {
@@ -509,6 +532,11 @@ impl CellOutput {
 
 impl CellObserver for CellOutput {
     fn event(&mut self, event: SessionEvent) {
+        match &event {
+            SessionEvent::Stderr(line) if !line.trim().is_empty() => self.last_error_line = Some(line.clone()),
+            SessionEvent::Driver(ChildEvent::CellFailed) => self.failed = true,
+            _ => {}
+        }
         if self.silent {
             return;
         }
@@ -546,7 +574,7 @@ impl CellObserver for CellOutput {
             SessionEvent::Driver(ChildEvent::DriverFailed { message }) => {
                 self.stderr.push_str(&format!("The driver could not attach to the cluster: {message}\n"));
             }
-            SessionEvent::Driver(ChildEvent::DriverReady { .. }) => {}
+            SessionEvent::Driver(ChildEvent::DriverReady { .. } | ChildEvent::CellFailed) => {}
         }
     }
 

@@ -270,7 +270,9 @@ fn show_event(view: &mut CellView, event: SessionEvent) {
                 }
             }
         }
-        SessionEvent::Driver(ChildEvent::DriverReady { .. } | ChildEvent::ClearOutput { .. }) => {}
+        SessionEvent::Driver(
+            ChildEvent::DriverReady { .. } | ChildEvent::ClearOutput { .. } | ChildEvent::CellFailed,
+        ) => {}
     }
 }
 

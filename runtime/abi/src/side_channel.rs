@@ -87,6 +87,8 @@ pub enum ChildEvent {
         /// Replace the output named `display_id` instead of adding one.
         update: bool,
     },
+    /// The cell returned an error with `?`; evcxr printed its message on stderr.
+    CellFailed,
     /// Cell code asked to clear its output so far (`wait`: when new output comes).
     ClearOutput {
         /// Clear only when the next output arrives, which avoids flicker.
@@ -127,6 +129,7 @@ mod tests {
                 update: true,
             },
             ChildEvent::ClearOutput { wait: false },
+            ChildEvent::CellFailed,
         ];
         for e in events {
             let line = e.encode();

@@ -13,7 +13,6 @@ use crate::{CoreWorker, lock};
 use ray_abi::ObjectId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Progress of one blocking call.
@@ -62,7 +61,51 @@ pub(crate) struct BlockingScope {
     core: CoreWorker,
     waker_id: u64,
     generation: u64,
-    stop: Option<Arc<AtomicBool>>,
+    reporter: Option<Arc<Reporter>>,
+}
+
+/// Progress reports of one blocking call.
+///
+/// The final report is sent by the thread whose call returns, before user code
+/// goes on: a front-end then has it before the cell's end, not with the next cell.
+/// Reports are sent under a lock, so that the final one is the last.
+struct Reporter {
+    core: CoreWorker,
+    ids: Vec<ObjectId>,
+    sink: ProgressSink,
+    started: Instant,
+    /// (whether the call returned, whether anything was reported).
+    state: std::sync::Mutex<(bool, bool)>,
+}
+
+impl Reporter {
+    /// Sends a running report; false once the call has returned.
+    fn report_running(&self) -> bool {
+        let mut state = lock(&self.state);
+        if state.0 {
+            return false;
+        }
+        state.1 = true;
+        (self.sink)(&Progress {
+            elapsed: self.started.elapsed(),
+            rows: self.core.progress_rows(&self.ids),
+            finished: false,
+        });
+        true
+    }
+
+    /// The call returned: sends the final report if the front-end saw this call.
+    fn finish(&self) {
+        let mut state = lock(&self.state);
+        state.0 = true;
+        if state.1 {
+            (self.sink)(&Progress {
+                elapsed: self.started.elapsed(),
+                rows: self.core.progress_rows(&self.ids),
+                finished: true,
+            });
+        }
+    }
 }
 
 impl BlockingScope {
@@ -75,8 +118,8 @@ impl BlockingScope {
 impl Drop for BlockingScope {
     fn drop(&mut self) {
         lock(&self.core.0.interrupts).wakers.remove(&self.waker_id);
-        if let Some(stop) = &self.stop {
-            stop.store(true, Ordering::SeqCst);
+        if let Some(reporter) = &self.reporter {
+            reporter.finish();
         }
     }
 }
@@ -122,36 +165,27 @@ impl CoreWorker {
             (id, i.generation)
         };
         let sink = self.0.progress_sink.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let stop = match sink {
+        let reporter = match sink {
             Some(sink) if !crate::execute::in_task() => {
-                let stop = Arc::new(AtomicBool::new(false));
-                self.report_progress(ids.to_vec(), sink, stop.clone());
-                Some(stop)
+                let reporter = Arc::new(Reporter {
+                    core: self.clone(),
+                    ids: ids.to_vec(),
+                    sink,
+                    started: Instant::now(),
+                    state: std::sync::Mutex::new((false, false)),
+                });
+                let running = reporter.clone();
+                self.0.rt.spawn(async move {
+                    tokio::time::sleep(FIRST_REPORT).await;
+                    while running.report_running() {
+                        tokio::time::sleep(REPORT_EVERY).await;
+                    }
+                });
+                Some(reporter)
             }
             _ => None,
         };
-        BlockingScope { core: self.clone(), waker_id, generation, stop }
-    }
-
-    fn report_progress(&self, ids: Vec<ObjectId>, sink: ProgressSink, stop: Arc<AtomicBool>) {
-        let core = self.clone();
-        let started = Instant::now();
-        self.0.rt.spawn(async move {
-            tokio::time::sleep(FIRST_REPORT).await;
-            let mut reported = false;
-            loop {
-                let finished = stop.load(Ordering::SeqCst);
-                if finished && !reported {
-                    return;
-                }
-                sink(&Progress { elapsed: started.elapsed(), rows: core.progress_rows(&ids), finished });
-                reported = true;
-                if finished {
-                    return;
-                }
-                tokio::time::sleep(REPORT_EVERY).await;
-            }
-        });
+        BlockingScope { core: self.clone(), waker_id, generation, reporter }
     }
 
     /// Counts the awaited objects by producing function and state.

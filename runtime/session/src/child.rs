@@ -5,12 +5,19 @@
 //! must be a Ray driver before evcxr takes it over: [`hook`] attaches it to the
 //! session's cluster, routes worker output and progress to the side channel, and
 //! turns SIGINT into an interrupt that cancels the cell's tasks while the process,
-//! and the session's variables, survive.
+//! and the session's variables, survive. It also relays the process's stdout, so
+//! that a cell that fails with `?` is reported as failed.
 
 use crate::protocol::{ChildEvent, Progress, ProgressRow};
 use ray_abi::InitConfig;
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
+
+/// What evcxr's generated code prints on stdout when user code returns an error
+/// with `?` (`evcxr_internal_runtime::USER_ERROR_OCCURRED`, not public).
+const EVCXR_USER_ERROR: &[u8] = b"EVCXR_ERROR_OCCURRED";
 
 /// The cluster the evaluation process attaches to.
 pub(crate) const ENV_ADDRESS: &str = "RAYREPL_SESSION_ADDRESS";
@@ -23,9 +30,48 @@ pub fn hook() {
     if std::env::var_os("EVCXR_IS_RUNTIME").is_some()
         && let Ok(address) = std::env::var(ENV_ADDRESS)
     {
+        if let Err(e) = relay_stdout() {
+            eprintln!("rayrepl: cannot relay stdout ({e}); cells that fail with `?` will look successful");
+        }
         start_driver(address);
     }
     evcxr::runtime_hook();
+}
+
+/// evcxr tells only itself that a cell returned an error with `?`: it consumes a
+/// marker line on the process's stdout and reports success. Passing stdout through
+/// a pipe lets this process add a `CellFailed` event just before that marker, in
+/// order with everything else the cell printed.
+fn relay_stdout() -> std::io::Result<()> {
+    let (reader, writer) = std::io::pipe()?;
+    // SAFETY: dup(2) of fd 1, which is open for the life of the process.
+    let original = unsafe { libc::dup(1) };
+    if original < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `original` was just returned by dup and nothing else owns it.
+    let mut original = unsafe { File::from_raw_fd(original) };
+    // SAFETY: dup2(2) with two open descriptors; fd 1 now writes into the pipe, and
+    // the pipe's own write end is closed when `writer` drops.
+    if unsafe { libc::dup2(writer.as_raw_fd(), 1) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    drop(writer);
+    let failed = format!("{}\n", ChildEvent::CellFailed.encode());
+    std::thread::Builder::new().name("stdout-relay".into()).spawn(move || {
+        let mut reader = BufReader::new(reader);
+        let mut line = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            if line.strip_suffix(b"\n").unwrap_or(&line) == EVCXR_USER_ERROR {
+                let _ = original.write_all(failed.as_bytes());
+            }
+            if original.write_all(&line).is_err() {
+                break;
+            }
+            line.clear();
+        }
+    })?;
+    Ok(())
 }
 
 fn emit(event: &ChildEvent) {
