@@ -239,7 +239,7 @@ impl Engine {
                 })
                 .map_err(|e| format!("cannot start a local cluster: {e}")),
         };
-        let (address, token, session) = match cluster {
+        let (address, token, mut session) = match cluster {
             Ok((address, token)) => {
                 let options = SessionOptions::new(address.clone(), token.clone());
                 let session = Session::start(&options, |note| notes.push(note.to_string())).map_err(|e| e.to_string());
@@ -247,8 +247,11 @@ impl Engine {
             }
             Err(e) => (String::new(), String::new(), Err(e)),
         };
-        match &session {
-            Ok(session) => control.state().interrupter = Some(session.interrupter()),
+        match &mut session {
+            Ok(session) => {
+                control.state().interrupter = Some(session.interrupter());
+                session.warm_up();
+            }
             Err(e) => tracing::error!("the kernel has no session: {e}"),
         }
         Engine { session, address, token, notes, publisher, control, runtime: None }
@@ -297,7 +300,11 @@ impl Engine {
             observer.event(event);
         }
         self.control.cell_started();
+        let started = Instant::now();
         let result = session.execute_observed(&job.code, FLUSH_EVERY, &mut observer);
+        if let Ok(outputs) = &result {
+            tracing::debug!(total = ?started.elapsed(), phases = ?outputs.phases, "cell done");
+        }
         let interrupted = self.control.cell_finished();
         observer.finish(if interrupted { Ending::Interrupted } else { Ending::Finished });
         match result {

@@ -56,7 +56,7 @@ pub use remote::{Arg, IntoArg, Options};
 pub mod prelude {
     pub use crate::actor::Handle as _;
     pub use crate::cell::AwaitAnyFuture as _;
-    pub use crate::notebook::RichRepr as _;
+    pub use crate::notebook::{DebugRepr as _, RichRepr as _};
     pub use crate::{ActorHandle, IntoArg, ObjectRef, RayError, RayResult, remote};
 }
 

@@ -40,6 +40,31 @@ pub trait RichRepr {
     }
 }
 
+/// evcxr's plain rendering of any other cell value, without its second compile.
+///
+/// evcxr first compiles a cell's final value as `(value).evcxr_display()` and,
+/// when that does not compile, compiles the cell again with `{:?}`: every cell
+/// ending in a plain value paid two compiles. This trait gives every `Debug` value
+/// an `evcxr_display`, found only after inherent methods and [`RichRepr`] (it takes
+/// `&mut self`, which method lookup tries last), so the first compile succeeds.
+/// Immutable variables cannot be borrowed mutably; those still take evcxr's path.
+pub trait DebugRepr {
+    /// Prints the value's `{:?}` as evcxr's text/plain output; `()` prints nothing.
+    #[doc(hidden)]
+    fn evcxr_display(&mut self);
+}
+
+impl<T: std::fmt::Debug> DebugRepr for T {
+    fn evcxr_display(&mut self) {
+        if std::any::type_name::<T>() == "()" {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "EVCXR_BEGIN_CONTENT text/plain\n{self:?}\nEVCXR_END_CONTENT\n");
+        let _ = out.flush();
+    }
+}
+
 /// Shows `value` as a separate output of the running cell (Jupyter's `display`).
 pub fn display(value: &impl RichRepr) {
     emit_display(

@@ -228,6 +228,16 @@ impl Session {
         Err(SessionError::Driver("no word from the evaluation process within 30 s".into()))
     }
 
+    /// Does before the first cell what evcxr would otherwise do during it: the first
+    /// cell using `?` compiles twice, and the first `let` waits seconds for
+    /// rust-analyzer to load the `ray` crate and its dependencies. A front-end that
+    /// has idle time after start-up (the kernel) calls this then.
+    pub fn warm_up(&mut self) {
+        let _ = self.context.execute("Ok::<(), ray::RayError>(())?;");
+        let code = "let rayrepl_warm_up = 0u8;\nrayrepl_warm_up.";
+        let _ = self.context.completions(code, code.len());
+    }
+
     /// Output that arrived between cells, such as late worker lines.
     pub fn pending_events(&self) -> Vec<SessionEvent> {
         let mut events: Vec<_> = self.stdout.try_iter().map(stdout_event).collect();
