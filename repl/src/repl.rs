@@ -67,6 +67,9 @@ fn run_on(local: bool, head_address: &str, token: &str) -> anyhow::Result<()> {
     let greeting = greeting(local, head_address, token, started.elapsed());
     println!("{greeting}");
     let session = Arc::new(Mutex::new(session));
+    // While the person reads the greeting and types, not during their first cell.
+    let warming = session.clone();
+    std::thread::spawn(move || warming.lock().unwrap_or_else(|p| p.into_inner()).warm_up());
     let mut editor = editor(session.clone())?;
     let history = history_path();
     if let Some(path) = &history {
