@@ -21,7 +21,7 @@ const LOGO_SVG: &[u8] = include_bytes!("../assets/logo-svg.svg");
 /// Where to install, as `jupyter kernelspec install` and ipykernel name them.
 #[derive(Debug, Clone)]
 pub enum Location {
-    /// The user's Jupyter data directory (`jupyter --data-dir`).
+    /// The user's Jupyter data directory (`jupyter --data-dir`; `JUPYTER_DATA_DIR`).
     User,
     /// The active Python environment's prefix: `$VIRTUAL_ENV`, `$CONDA_PREFIX`,
     /// or `sys.prefix` of `python3`.
@@ -57,6 +57,10 @@ fn kernel_json(binary: &Path) -> String {
 fn kernels_dir(location: &Location) -> Result<PathBuf, KernelError> {
     let prefix = match location {
         Location::User => {
+            // Jupyter's own override comes first, as `jupyter --data-dir` honours it.
+            if let Some(dir) = std::env::var_os("JUPYTER_DATA_DIR").filter(|d| !d.is_empty()) {
+                return Ok(PathBuf::from(dir).join("kernels"));
+            }
             let data = jupyter_zmq_client::dirs::user_data_dir().map_err(|e| KernelError::Install {
                 path: PathBuf::from("~"),
                 detail: format!("cannot find the Jupyter data directory: {e}"),

@@ -6,9 +6,11 @@ keeps the variables, restart and shutdown that leave no cluster process behind,
 and attaching to a running cluster through RAYREPL_ADDRESS. Each test drives a
 real kernel through jupyter_client, as a notebook front-end does."""
 
+import json
 import os
 import pathlib
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -225,3 +227,20 @@ def test_attaches_to_the_cluster_in_rayrepl_address(rayrepl):
             assert status.returncode == 0 and b"Active:" in status.stdout, status
         finally:
             subprocess.run([str(rayrepl), "stop"], env=env, capture_output=True, timeout=60)
+
+
+def test_kernel_install_writes_a_spec_jupyter_lists(rayrepl, tmp_path):
+    # conftest installed with --prefix and put that prefix on JUPYTER_PATH.
+    listed = subprocess.run(
+        [sys.executable, "-m", "jupyter", "kernelspec", "list", "--json"], capture_output=True, text=True, check=True
+    )
+    spec = json.loads(listed.stdout)["kernelspecs"]["rayrepl"]["spec"]
+    assert spec["display_name"] == "Rust (rayrepl)" and spec["language"] == "rust", spec
+    assert spec["argv"][0] == str(rayrepl.resolve()) and spec["interrupt_mode"] == "message", spec
+    # --sys-prefix installs into the active environment, --user into Jupyter's data directory.
+    env = {**os.environ, "VIRTUAL_ENV": str(tmp_path / "venv"), "JUPYTER_DATA_DIR": str(tmp_path / "data")}
+    for flag, where in [("--sys-prefix", "venv/share/jupyter/kernels"), ("--user", "data/kernels")]:
+        subprocess.run([str(rayrepl), "kernel", "install", flag], env=env, check=True, capture_output=True)
+        kernel_dir = tmp_path / where / "rayrepl"
+        assert json.loads((kernel_dir / "kernel.json").read_text())["display_name"] == "Rust (rayrepl)"
+        assert (kernel_dir / "logo-64x64.png").read_bytes().startswith(b"\x89PNG")
