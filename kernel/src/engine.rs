@@ -62,7 +62,10 @@ const API_DOCS: &[(&str, &str)] = &[
     ),
     ("ray::kill", "ray::kill(&handle) -> Result<(), RayError>\n\nTerminates an actor."),
     ("ray::get_actor", "ray::get_actor::<T>(name) -> Result<ActorHandle<T>, RayError>\n\nLooks up a named actor."),
-    ("ray::shutdown", "ray::shutdown()\n\nDisconnects a program from the cluster (the kernel stays connected)."),
+    (
+        "ray::shutdown",
+        "ray::shutdown()\n\nDisconnects from the cluster. In a notebook, ray::init() connects again; refs made before are lost.",
+    ),
     (
         "ray::runtime_context",
         "ray::runtime_context() -> Result<RuntimeContext, RayError>\n\nThe cluster this process is connected to.",

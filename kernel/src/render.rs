@@ -61,32 +61,41 @@ pub(crate) fn progress(p: &Progress, ending: Ending) -> Bundle {
          style=\"border-collapse:collapse\">",
     );
     for row in &p.rows {
-        let total = (row.done + row.running + row.pending).max(1);
-        let done_chars = row.done * BAR_CHARS / total;
-        let running_chars = (row.running * BAR_CHARS / total).min(BAR_CHARS - done_chars);
+        let total = row.total().max(1);
+        let chars = |n: usize| n * BAR_CHARS / total;
+        let (done_chars, failed_chars) = (chars(row.done), chars(row.failed));
+        let running_chars = chars(row.running).min(BAR_CHARS - done_chars - failed_chars);
+        let failed = if row.failed > 0 { format!(", {} failed", row.failed) } else { String::new() };
         plain.push_str(&format!(
-            "{:<name_width$}  {}{}{}  {}/{} done, {} running, {} pending\n",
+            "{:<name_width$}  {}{}{}{}  {}/{} done{failed}, {} running, {} pending\n",
             row.name,
             "█".repeat(done_chars),
+            "✗".repeat(failed_chars),
             "▒".repeat(running_chars),
-            "░".repeat(BAR_CHARS - done_chars - running_chars),
+            "░".repeat(BAR_CHARS - done_chars - failed_chars - running_chars),
             row.done,
-            row.done + row.running + row.pending,
+            row.total(),
             row.running,
             row.pending,
         ));
         let percent = |n: usize| n as f64 * 100.0 / total as f64;
+        let bar = |n: usize, color: &str| format!("<div style=\"width:{:.1}%;background:{color}\"></div>", percent(n));
+        let failed_html = if row.failed > 0 {
+            format!(" · <span style=\"color:#cf222e\">{} failed</span>", row.failed)
+        } else {
+            String::new()
+        };
         html.push_str(&format!(
             "<tr><td style=\"text-align:left;padding:0 8px 0 0\"><b>{}</b></td>\
              <td style=\"padding:0 8px 0 0\"><div style=\"width:240px;height:10px;background:#e5e7eb;\
-             border-radius:3px;overflow:hidden;display:flex\"><div style=\"width:{:.1}%;background:#2da44e\"></div>\
-             <div style=\"width:{:.1}%;background:#e3a008\"></div></div></td>\
-             <td style=\"text-align:left\">{}/{} done · {} running · {} pending</td></tr>",
+             border-radius:3px;overflow:hidden;display:flex\">{}{}{}</div></td>\
+             <td style=\"text-align:left\">{}/{} done{failed_html} · {} running · {} pending</td></tr>",
             escape(&row.name),
-            percent(row.done),
-            percent(row.running),
+            bar(row.done, "#2da44e"),
+            bar(row.failed, "#cf222e"),
+            bar(row.running, "#e3a008"),
             row.done,
-            row.done + row.running + row.pending,
+            row.total(),
             row.running,
             row.pending,
         ));
@@ -158,7 +167,7 @@ mod tests {
     fn progress_shows_counts_in_text_and_html() {
         let p = Progress {
             elapsed_ms: 1500,
-            rows: vec![ProgressRow { name: "retrieve<T>".into(), done: 6, running: 2, pending: 0 }],
+            rows: vec![ProgressRow { name: "retrieve<T>".into(), done: 6, failed: 0, running: 2, pending: 0 }],
             finished: false,
         };
         let out = progress(&p, Ending::Running);
@@ -170,6 +179,15 @@ mod tests {
         assert!(html.contains("retrieve&lt;T&gt;"));
         assert!(html.contains("width:75.0%"));
         assert!(progress(&p, Ending::Interrupted)["text/plain"].ends_with("interrupted after 1.5 s"));
+        assert!(!plain.contains("failed"));
+        let cancelled = Progress {
+            elapsed_ms: 900,
+            rows: vec![ProgressRow { name: "slow".into(), done: 6, failed: 34, running: 0, pending: 0 }],
+            finished: true,
+        };
+        let out = progress(&cancelled, Ending::Interrupted);
+        assert!(out["text/plain"].contains("6/40 done, 34 failed, 0 running"), "{}", out["text/plain"]);
+        assert!(out["text/html"].contains("34 failed"));
     }
 
     #[test]

@@ -180,21 +180,29 @@ pub fn progress_lines(progress: &Progress, max_rows: usize) -> Vec<Line<'static>
     let name_width = progress.rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(0).min(28);
     let shown = if progress.rows.len() > max_rows { max_rows - 1 } else { progress.rows.len() };
     for row in progress.rows.iter().take(shown) {
-        let total = (row.done + row.running + row.pending).max(1);
+        let total = row.total().max(1);
         let cells = |n: usize| n * BAR_WIDTH / total;
-        let (d, r) = (cells(row.done), cells(row.running));
-        let p = BAR_WIDTH.saturating_sub(d + r);
-        lines.push(Line::from(vec![
+        let (d, f, r) = (cells(row.done), cells(row.failed), cells(row.running));
+        let p = BAR_WIDTH.saturating_sub(d + f + r);
+        let mut spans = vec![
             Span::raw(format!("  {:<name_width$} ", truncate(&row.name, name_width))),
             Span::styled("█".repeat(d), Style::default().fg(Color::Green)),
+            Span::styled("█".repeat(f), Style::default().fg(Color::Red)),
             Span::styled("█".repeat(r), Style::default().fg(Color::Yellow)),
             Span::styled("░".repeat(p), Style::default().fg(Color::DarkGray)),
             Span::raw(format!(" {} done", row.done)),
+        ];
+        if row.failed > 0 {
+            spans.push(Span::raw(" · ").dark_gray());
+            spans.push(Span::styled(format!("{} failed", row.failed), Style::default().fg(Color::Red)));
+        }
+        spans.extend([
             Span::raw(" · ").dark_gray(),
             Span::styled(format!("{} running", row.running), Style::default().fg(Color::Yellow)),
             Span::raw(" · ").dark_gray(),
             Span::raw(format!("{} pending", row.pending)),
-        ]));
+        ]);
+        lines.push(Line::from(spans));
     }
     if shown < progress.rows.len() {
         lines.push(Line::from(format!("  … and {} more functions", progress.rows.len() - shown)).dark_gray());
@@ -224,8 +232,8 @@ mod tests {
         let p = Progress {
             elapsed_ms: 2500,
             rows: vec![
-                ProgressRow { name: "retrieve".into(), done: 2, running: 2, pending: 4 },
-                ProgressRow { name: "Tracker.inc".into(), done: 1, running: 0, pending: 0 },
+                ProgressRow { name: "retrieve".into(), done: 2, failed: 0, running: 2, pending: 4 },
+                ProgressRow { name: "Tracker.inc".into(), done: 1, failed: 0, running: 0, pending: 0 },
             ],
             finished: false,
         };
@@ -239,7 +247,9 @@ mod tests {
 
     #[test]
     fn many_functions_are_summarised() {
-        let rows = (0..10).map(|i| ProgressRow { name: format!("f{i}"), done: 0, running: 1, pending: 0 }).collect();
+        let rows = (0..10)
+            .map(|i| ProgressRow { name: format!("f{i}"), done: 0, failed: 0, running: 1, pending: 0 })
+            .collect();
         let t = text(&progress_lines(&Progress { elapsed_ms: 0, rows, finished: false }, 6));
         assert_eq!(t.len(), 7, "{t:?}");
         assert!(t[6].contains("5 more"), "{t:?}");

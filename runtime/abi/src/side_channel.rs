@@ -20,8 +20,11 @@ const MARK: &str = "\u{1e}rayrepl ";
 pub struct ProgressRow {
     /// Function or actor method name.
     pub name: String,
-    /// Finished.
+    /// Finished with a value.
     pub done: usize,
+    /// Finished with an error (failed, cancelled, lost).
+    #[serde(default)]
+    pub failed: usize,
     /// Running on a worker.
     pub running: usize,
     /// Waiting for arguments, resources or a worker.
@@ -39,10 +42,18 @@ pub struct Progress {
     pub finished: bool,
 }
 
+impl ProgressRow {
+    /// Every awaited object of this function.
+    pub fn total(&self) -> usize {
+        self.done + self.failed + self.running + self.pending
+    }
+}
+
 impl Progress {
-    /// Totals over all rows: (done, running, pending).
+    /// Totals over all rows: (settled, running, pending), where settled counts
+    /// failed objects with the done ones.
     pub fn totals(&self) -> (usize, usize, usize) {
-        self.rows.iter().fold((0, 0, 0), |(d, r, p), row| (d + row.done, r + row.running, p + row.pending))
+        self.rows.iter().fold((0, 0, 0), |(d, r, p), row| (d + row.done + row.failed, r + row.running, p + row.pending))
     }
 }
 
@@ -119,7 +130,7 @@ mod tests {
             ChildEvent::WorkerStdout { line: "(f pid=1) hi\u{1e}".into() },
             ChildEvent::Progress(Progress {
                 elapsed_ms: 1200,
-                rows: vec![ProgressRow { name: "retrieve".into(), done: 2, running: 2, pending: 4 }],
+                rows: vec![ProgressRow { name: "retrieve".into(), done: 2, failed: 1, running: 2, pending: 3 }],
                 finished: false,
             }),
             ChildEvent::Interrupted { cancelled: 6 },

@@ -15,29 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Progress of one blocking call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Progress {
-    /// Time since the call started blocking.
-    pub elapsed: Duration,
-    /// One row per function, in name order.
-    pub rows: Vec<ProgressRow>,
-    /// The call returned; this is its last report.
-    pub finished: bool,
-}
-
-/// Counts for the awaited objects that one function produces.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ProgressRow {
-    /// Function or actor method name (`object` for refs this driver does not own).
-    pub name: String,
-    /// Finished, successfully or not.
-    pub done: usize,
-    /// Running on a worker.
-    pub running: usize,
-    /// Waiting for arguments, resources or a worker.
-    pub pending: usize,
-}
+// The same types the evaluation process sends its front-end.
+pub use ray_abi::side_channel::{Progress, ProgressRow};
 
 /// Receives progress reports; set by an interactive driver.
 pub type ProgressSink = Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -86,12 +65,13 @@ impl Reporter {
             return false;
         }
         state.1 = true;
-        (self.sink)(&Progress {
-            elapsed: self.started.elapsed(),
-            rows: self.core.progress_rows(&self.ids),
-            finished: false,
-        });
+        (self.sink)(&self.progress(false));
         true
+    }
+
+    fn progress(&self, finished: bool) -> Progress {
+        let elapsed_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Progress { elapsed_ms, rows: self.core.progress_rows(&self.ids), finished }
     }
 
     /// The call returned: sends the final report if the front-end saw this call.
@@ -99,11 +79,7 @@ impl Reporter {
         let mut state = lock(&self.state);
         state.0 = true;
         if state.1 {
-            (self.sink)(&Progress {
-                elapsed: self.started.elapsed(),
-                rows: self.core.progress_rows(&self.ids),
-                finished: true,
-            });
+            (self.sink)(&self.progress(true));
         }
     }
 }
@@ -190,9 +166,16 @@ impl CoreWorker {
 
     /// Counts the awaited objects by producing function and state.
     pub fn progress_rows(&self, ids: &[ObjectId]) -> Vec<ProgressRow> {
-        let settled: Vec<bool> = {
+        // Some(ok) once settled; a ref this process no longer tracks counts as done.
+        let settled: Vec<Option<bool>> = {
             let refs = lock(&self.0.refs);
-            ids.iter().map(|id| refs.get(id).is_none_or(|e| !matches!(e.state, State::Pending))).collect()
+            ids.iter()
+                .map(|id| match refs.get(id).map(|e| &e.state) {
+                    None | Some(State::Ready(_)) => Some(true),
+                    Some(State::Failed(_)) => Some(false),
+                    Some(State::Pending) => None,
+                })
+                .collect()
         };
         let sched = lock(&self.0.sched);
         let mut rows: BTreeMap<String, ProgressRow> = BTreeMap::new();
@@ -202,11 +185,18 @@ impl CoreWorker {
                 Some(t) => t.name.clone(),
                 None => sched.finished_names.get(&id.task()).unwrap_or("object").to_string(),
             };
-            let row = rows.entry(name.clone()).or_insert_with(|| ProgressRow { name, ..ProgressRow::default() });
+            let row = rows.entry(name.clone()).or_insert_with(|| ProgressRow {
+                name,
+                done: 0,
+                failed: 0,
+                running: 0,
+                pending: 0,
+            });
             match (done, task) {
-                (true, _) => row.done += 1,
-                (false, Some(t)) if t.running.is_some() => row.running += 1,
-                (false, _) => row.pending += 1,
+                (Some(true), _) => row.done += 1,
+                (Some(false), _) => row.failed += 1,
+                (None, Some(t)) if t.running.is_some() => row.running += 1,
+                (None, _) => row.pending += 1,
             }
         }
         rows.into_values().collect()

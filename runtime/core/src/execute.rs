@@ -236,10 +236,19 @@ impl CoreWorker {
             std::mem::replace(&mut *lock(&self.0.current), crate::CurrentTask { id: task_id, name: spec.name.clone() });
         self.0.put_counter.store(0, Ordering::Relaxed);
         // The node keeps the last name it saw; a run of the same task needs no marker.
-        if previous.name != spec.name {
-            let _ = writeln!(std::io::stdout(), "{TASK_MARKER}{}", spec.name);
+        // An actor's output is labelled with its class, as Ray does: methods of a
+        // threaded or async actor run concurrently, and a method name would be a guess.
+        let log_name = |name: &str| -> String {
+            match (&spec.actor_task, &spec.actor_creation) {
+                (None, None) => name.to_string(),
+                _ => name.split('.').next().unwrap_or(name).to_string(),
+            }
+        };
+        let label = log_name(&spec.name);
+        if log_name(&previous.name) != label {
+            let _ = writeln!(std::io::stdout(), "{TASK_MARKER}{label}");
             let _ = std::io::stdout().flush();
-            let _ = writeln!(std::io::stderr(), "{TASK_MARKER}{}", spec.name);
+            let _ = writeln!(std::io::stderr(), "{TASK_MARKER}{label}");
         }
 
         let (state, done) = CallState::new();

@@ -8,7 +8,7 @@
 //! and the session's variables, survive. It also relays the process's stdout, so
 //! that a cell that fails with `?` is reported as failed.
 
-use crate::protocol::{ChildEvent, Progress, ProgressRow};
+use crate::protocol::ChildEvent;
 use ray_abi::InitConfig;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -23,10 +23,20 @@ const EVCXR_USER_ERROR: &[u8] = b"EVCXR_ERROR_OCCURRED";
 pub(crate) const ENV_ADDRESS: &str = "RAYREPL_SESSION_ADDRESS";
 /// The cluster token, handed over by the front-end.
 pub(crate) const ENV_TOKEN: &str = "RAYREPL_SESSION_TOKEN";
+/// The front-end's pid: only its own child is the evaluation process.
+pub(crate) const ENV_FRONT_END: &str = "RAYREPL_SESSION_FRONT_END";
 
 /// Call first thing in `main`, after the cluster roles: in evcxr's evaluation
 /// process it starts the driver and never returns; elsewhere it does nothing.
 pub fn hook() {
+    if std::env::var_os("EVCXR_IS_RUNTIME").is_some() && !started_by_front_end() {
+        // A process that cell code started (`rayrepl status`, say) inherited the
+        // evaluation process's environment; it is an ordinary command.
+        for var in ["EVCXR_IS_RUNTIME", ENV_ADDRESS, ENV_TOKEN, ENV_FRONT_END] {
+            // SAFETY: first thing in `main`, before this process starts any thread.
+            unsafe { std::env::remove_var(var) };
+        }
+    }
     if std::env::var_os("EVCXR_IS_RUNTIME").is_some()
         && let Ok(address) = std::env::var(ENV_ADDRESS)
     {
@@ -74,6 +84,11 @@ fn relay_stdout() -> std::io::Result<()> {
     Ok(())
 }
 
+fn started_by_front_end() -> bool {
+    let front_end = std::env::var(ENV_FRONT_END).ok().and_then(|p| p.parse::<u32>().ok());
+    front_end == Some(std::os::unix::process::parent_id())
+}
+
 fn emit(event: &ChildEvent) {
     let _ = writeln!(std::io::stderr().lock(), "{}", event.encode());
 }
@@ -103,17 +118,7 @@ fn start_driver(address: String) {
             ChildEvent::WorkerStdout { line: text }
         })
     }));
-    core.set_progress_sink(Arc::new(|p: &ray_core::Progress| {
-        emit(&ChildEvent::Progress(Progress {
-            elapsed_ms: p.elapsed.as_millis() as u64,
-            rows: p
-                .rows
-                .iter()
-                .map(|r| ProgressRow { name: r.name.clone(), done: r.done, running: r.running, pending: r.pending })
-                .collect(),
-            finished: p.finished,
-        }))
-    }));
+    core.set_progress_sink(Arc::new(|p: &ray_core::Progress| emit(&ChildEvent::Progress(p.clone()))));
     let interrupted = core.clone();
     // Installed before the first cell runs, so SIGINT never kills this process.
     let sigint = {

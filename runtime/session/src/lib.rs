@@ -193,6 +193,7 @@ impl Session {
             .env("LD_LIBRARY_PATH", library_path)
             .env(child::ENV_ADDRESS, &options.address)
             .env(child::ENV_TOKEN, &options.token)
+            .env(child::ENV_FRONT_END, std::process::id().to_string())
             .env_remove("RAYREPL_ROLE");
         // Its own process group: a terminal's Ctrl-C goes to the front-end, which
         // decides what the evaluation process gets.
