@@ -38,6 +38,9 @@ pub enum KernelError {
     /// A socket could not be bound or used.
     #[error("Jupyter socket error: {0}; is another kernel using the ports in the connection file?")]
     Socket(String),
+    /// The kernel's I/O runtime could not start.
+    #[error("cannot start the kernel's I/O runtime: {0}")]
+    Runtime(String),
     /// The kernelspec could not be written.
     #[error("cannot install the kernelspec into {path}: {detail}")]
     Install {

@@ -38,7 +38,7 @@ pub(crate) fn serve(info: ConnectionInfo, options: KernelOptions) -> Result<(), 
         .thread_name("kernel-io")
         .enable_all()
         .build()
-        .map_err(|e| KernelError::Socket(e.to_string()))?;
+        .map_err(|e| KernelError::Runtime(e.to_string()))?;
     let control = Arc::new(Control::default());
     let result = runtime.block_on(run(info, options, control.clone()));
     // Whatever ended the loop, the cluster this kernel started goes with it.
@@ -73,7 +73,7 @@ async fn run(info: ConnectionInfo, options: KernelOptions, control: Arc<Control>
         history: History::open(history::default_path().as_deref()),
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| KernelError::Socket(e.to_string()))?;
+        .map_err(|e| KernelError::Runtime(e.to_string()))?;
     tokio::select! {
         result = shell.serve() => result,
         result = serve_control(&mut control_socket, &control) => result,

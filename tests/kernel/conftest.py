@@ -1,6 +1,7 @@
 """Shared set-up for the kernel tests: the real `rayrepl` binary, its kernelspec
 installed with `rayrepl kernel install --prefix` into a private directory, and
-JUPYTER_PATH pointing there, so the tests never touch the user's Jupyter."""
+JUPYTER_PATH pointing there, so the tests never touch the user's Jupyter (nor the
+kernel history in the user's data directory)."""
 
 import os
 import pathlib
@@ -28,6 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.add_cleanup(lambda: shutil.rmtree(prefix, ignore_errors=True))
     subprocess.run([str(binary), "kernel", "install", "--prefix", str(prefix)], check=True)
     os.environ["JUPYTER_PATH"] = str(prefix / "share" / "jupyter")
+    # Kernels started by the tests keep their history here, not in the user's.
+    os.environ["RAYREPL_KERNEL_HISTORY"] = str(prefix / "kernel-history.jsonl")
     os.environ["RAYREPL_BIN"] = str(binary)
 
 

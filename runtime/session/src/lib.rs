@@ -230,11 +230,9 @@ impl Session {
     }
 
     /// Does before the first cell what evcxr would otherwise do during it: the first
-    /// cell using `?` compiles twice, and the first `let` waits seconds for
-    /// rust-analyzer to load the `ray` crate and its dependencies. A front-end that
-    /// has idle time after start-up (the kernel) calls this then.
+    /// `let` waits seconds for rust-analyzer to load the `ray` crate and its
+    /// dependencies. A front-end calls this while it would be idle anyway.
     pub fn warm_up(&mut self) {
-        let _ = self.context.execute("Ok::<(), ray::RayError>(())?;");
         let code = "let rayrepl_warm_up = 0u8;\nrayrepl_warm_up.";
         let _ = self.context.completions(code, code.len());
     }
