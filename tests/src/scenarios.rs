@@ -66,6 +66,15 @@ fn timed_sleep(ms: u64) -> (u128, u128) {
     (start, now_ms())
 }
 
+/// The IP of the node this task runs on, after `ms` of work; prints it too.
+#[ray::remote]
+fn where_am_i(ms: u64) -> String {
+    sleep(Duration::from_millis(ms));
+    let ip = std::env::var("RAYREPL_NODE_IP").unwrap_or_default();
+    println!("running on {ip}");
+    ip
+}
+
 #[ray::remote]
 fn boom(message: String) -> i64 {
     panic!("{message}");
@@ -496,6 +505,23 @@ fn run(name: &str) -> Result<(), RayError> {
             init_default()?;
             let refs: Vec<_> = (0..2).map(|n| noisy.remote(n)).collect();
             ray::get(&refs)?;
+        }
+        "placement" => {
+            // On a cluster whose nodes each have one CPU and one resource of
+            // their own: a task follows the resource it needs, and work spreads
+            // when the driver's node is full.
+            ray::init()?;
+            for resource in ["b", "c"] {
+                let ip = ray::get(&where_am_i.options().resource(resource, 1.0).remote(0))?;
+                println!("needs_{resource}={ip}");
+            }
+            let spread: Vec<String> = ray::get(&(0..6).map(|_| where_am_i.remote(400)).collect::<Vec<_>>())?;
+            let nodes: std::collections::BTreeSet<_> = spread.into_iter().collect();
+            println!("spread={}", nodes.into_iter().collect::<Vec<_>>().join(","));
+            match ray::get(&where_am_i.options().resource("nowhere", 1.0).remote(0)) {
+                Err(RayError::Infeasible { .. }) => println!("nowhere=infeasible"),
+                other => println!("nowhere=unexpected {other:?}"),
+            }
         }
         "attach" => {
             let ctx = ray::init()?;

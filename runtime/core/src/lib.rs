@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     pub(crate) refs: Mutex<RefTable>,
     pub(crate) sched: Mutex<submit::Scheduler>,
     pub(crate) peers: Mutex<HashMap<String, CoreWorkerClient>>,
+    /// Other nodes' daemons this process leased workers from, by address.
+    pub(crate) nodes: Mutex<HashMap<String, NodeClient>>,
     pub(crate) events: Mutex<Vec<TaskEvent>>,
     pub(crate) current: Mutex<CurrentTask>,
     pub(crate) put_counter: AtomicU32,
@@ -207,6 +209,7 @@ impl CoreWorker {
             refs: Mutex::new(RefTable::default()),
             sched: Mutex::new(submit::Scheduler::default()),
             peers: Mutex::new(HashMap::new()),
+            nodes: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
             current: Mutex::new(CurrentTask {
                 id: driver_task,
@@ -431,6 +434,17 @@ impl CoreWorker {
         let c = core_worker_client(lazy_channel(address, &self.0.conn.token).ok()?);
         peers.insert(address.to_string(), c.clone());
         Some(c)
+    }
+
+    /// A client for another node's daemon, cached by address.
+    pub(crate) fn remote_node(&self, address: &str) -> Result<NodeClient, RayError> {
+        let mut nodes = lock(&self.0.nodes);
+        if let Some(c) = nodes.get(address) {
+            return Ok(c.clone());
+        }
+        let c = node_client(lazy_channel(address, &self.0.conn.token)?);
+        nodes.insert(address.to_string(), c.clone());
+        Ok(c)
     }
 
     /// Starts fetching a borrowed object's value from its owner, once.

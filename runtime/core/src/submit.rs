@@ -51,6 +51,9 @@ pub(crate) struct PendingTask {
 struct Slot {
     slot_id: u64,
     lease_id: u64,
+    /// The node that granted the lease: returns and kills go there.
+    node: NodeClient,
+    node_id: bytes::Bytes,
     address: String,
     pid: u32,
     client: CoreWorkerClient,
@@ -380,7 +383,7 @@ impl CoreWorker {
                 task.running = Some((slot.pid, slot.lease_id));
                 let mut running = event(task, self.0.job.0, "RUNNING");
                 running.worker_pid = slot.pid;
-                running.node_id = self.0.conn.node_id.clone();
+                running.node_id = slot.node_id.clone();
                 lock(&self.0.events).push(running);
                 pushes.push((slot.slot_id, slot.pid, slot.client.clone(), slot.address.clone(), tid, spec));
             }
@@ -409,14 +412,31 @@ impl CoreWorker {
     }
 
     async fn request_lease(&self, key: String, resources: BTreeMap<String, f64>, name: String) {
-        let req = LeaseRequest {
+        let mut req = LeaseRequest {
             job_id: self.0.job.0,
             resources: resources_from_map(&resources),
             function_name: name.clone(),
             ..LeaseRequest::default()
         };
-        let reply = self.0.node.clone().request_lease(req).await;
-        let failure = match reply.map(|r| r.into_inner().result) {
+        // Ask this process's node; it may send us on to another, once.
+        let mut node = self.0.node.clone();
+        let reply = loop {
+            let reply = node.request_lease(req.clone()).await;
+            match reply.map(|r| r.into_inner().result) {
+                Ok(Some(lease_reply::Result::Spillback(to))) if !req.grant_or_reject => {
+                    match self.remote_node(&to.node_address) {
+                        Ok(client) => node = client,
+                        Err(e) => break Err(e),
+                    }
+                    req.grant_or_reject = true;
+                }
+                Ok(Some(lease_reply::Result::Spillback(_))) => {
+                    break Err(RayError::Internal("a node sent a spilled lease request on again".into()));
+                }
+                other => break other.map_err(|s| from_status(&s, "the node daemon")),
+            }
+        };
+        let failure = match reply {
             Ok(Some(lease_reply::Result::Lease(lease))) => {
                 let client = self.peer(&lease.worker_address);
                 let mut sched = lock(&self.0.sched);
@@ -429,6 +449,8 @@ impl CoreWorker {
                         ks.slots.push(Slot {
                             slot_id,
                             lease_id: lease.lease_id,
+                            node,
+                            node_id: lease.node_id,
                             address: lease.worker_address.clone(),
                             pid: lease.worker_pid,
                             client,
@@ -448,8 +470,8 @@ impl CoreWorker {
             Ok(Some(lease_reply::Result::WorkerStartFailed(why))) => {
                 RayError::FunctionUnavailable { function: name, detail: why }
             }
-            Ok(None) => RayError::Internal("empty lease reply".into()),
-            Err(s) => from_status(&s, "the node daemon"),
+            Ok(Some(lease_reply::Result::Spillback(_))) | Ok(None) => RayError::Internal("empty lease reply".into()),
+            Err(e) => e,
         };
         // The lease cannot be had: fail what waits for it.
         let failed: Vec<TaskId> = {
@@ -483,15 +505,14 @@ impl CoreWorker {
             }
             Err(status) => {
                 // The worker is gone (or unreachable): drop its lease, maybe retry.
-                let lease_id = {
+                let lease = {
                     let mut sched = lock(&self.0.sched);
                     let ks = sched.keys.entry(key.clone()).or_default();
                     let pos = ks.slots.iter().position(|s| s.slot_id == slot_id);
-                    pos.map(|p| ks.slots.remove(p).lease_id)
+                    pos.map(|p| ks.slots.remove(p)).map(|s| (s.lease_id, s.node))
                 };
-                if let Some(lease_id) = lease_id {
-                    let _ =
-                        self.0.node.clone().return_lease(ReturnLeaseRequest { lease_id, worker_failed: true }).await;
+                if let Some((lease_id, mut node)) = lease {
+                    let _ = node.return_lease(ReturnLeaseRequest { lease_id, worker_failed: true }).await;
                 }
                 let retry = {
                     let mut sched = lock(&self.0.sched);
@@ -618,7 +639,14 @@ impl CoreWorker {
             t.cancelled = true;
             let key = t.key.clone();
             let actor = t.actor;
-            let out = (t.name.clone(), if actor.is_some() { None } else { t.running });
+            let running = if actor.is_some() { None } else { t.running };
+            let name = t.name.clone();
+            // The worker's node, which is the one that can kill it.
+            let running = running.map(|(pid, lease_id)| {
+                let node = sched.keys.get(&key).and_then(|k| k.slots.iter().find(|s| s.lease_id == lease_id));
+                (pid, node.map_or_else(|| self.0.node.clone(), |s| s.node.clone()))
+            });
+            let out = (name, running);
             if let Some(ks) = sched.keys.get_mut(&key) {
                 ks.ready.retain(|x| *x != tid);
             }
@@ -627,8 +655,7 @@ impl CoreWorker {
             }
             out
         };
-        if force && let Some((pid, _)) = running {
-            let mut node = self.0.node.clone();
+        if force && let Some((pid, mut node)) = running {
             self.0.rt.spawn(async move {
                 let _ = node.kill_worker(KillWorkerRequest { pid }).await;
             });
@@ -700,36 +727,36 @@ pub(crate) async fn return_idle_leases_loop(cw: CoreWorker) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let idle: Vec<u64> = {
+        let idle: Vec<Slot> = {
             let mut sched = lock(&cw.0.sched);
             let mut idle = Vec::new();
             for ks in sched.keys.values_mut() {
                 if !ks.ready.is_empty() {
                     continue;
                 }
-                ks.slots.retain(|s| {
-                    let expired = s.busy.is_none() && s.idle_since.elapsed() >= LEASE_IDLE;
-                    if expired {
-                        idle.push(s.lease_id);
-                    }
-                    !expired
-                });
+                let (expired, kept) = std::mem::take(&mut ks.slots)
+                    .into_iter()
+                    .partition(|s| s.busy.is_none() && s.idle_since.elapsed() >= LEASE_IDLE);
+                ks.slots = kept;
+                idle.extend::<Vec<Slot>>(expired);
             }
             idle
         };
-        for lease_id in idle {
-            let _ = cw.0.node.clone().return_lease(ReturnLeaseRequest { lease_id, worker_failed: false }).await;
+        for mut slot in idle {
+            let lease_id = slot.lease_id;
+            let _ = slot.node.return_lease(ReturnLeaseRequest { lease_id, worker_failed: false }).await;
         }
     }
 }
 
 /// Gives every lease back, on shutdown.
 pub(crate) async fn return_all_leases(cw: &CoreWorker) {
-    let leases: Vec<u64> = {
+    let slots: Vec<Slot> = {
         let mut sched = lock(&cw.0.sched);
-        sched.keys.values_mut().flat_map(|k| k.slots.drain(..).map(|s| s.lease_id)).collect()
+        sched.keys.values_mut().flat_map(|k| k.slots.drain(..)).collect()
     };
-    for lease_id in leases {
-        let _ = cw.0.node.clone().return_lease(ReturnLeaseRequest { lease_id, worker_failed: false }).await;
+    for mut slot in slots {
+        let lease_id = slot.lease_id;
+        let _ = slot.node.return_lease(ReturnLeaseRequest { lease_id, worker_failed: false }).await;
     }
 }

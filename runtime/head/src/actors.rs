@@ -179,6 +179,8 @@ impl Actors {
                     function_name: spec.class_name.clone(),
                     for_actor: true,
                     detached: spec.detached,
+                    // The head chose this node; it must not send the actor on.
+                    grant_or_reject: true,
                 })
                 .await
                 .map_err(|s| from_status(&s, "the node daemon"))?
@@ -195,7 +197,9 @@ impl Actors {
                 Some(lease_reply::Result::WorkerStartFailed(why)) => {
                     return Err(RayError::FunctionUnavailable { function: spec.class_name.clone(), detail: why });
                 }
-                None => return Err(RayError::Internal("empty lease reply".into())),
+                Some(lease_reply::Result::Spillback(_)) | None => {
+                    return Err(RayError::Internal("empty lease reply".into()));
+                }
             };
             {
                 let mut t = self.lock();

@@ -8,6 +8,7 @@
 //! worker's CPU to others (so nested `get` cannot deadlock), forwards worker output
 //! to the head, and keeps the accounting of the node's shared-memory object store.
 
+mod placement;
 mod pool;
 mod service;
 

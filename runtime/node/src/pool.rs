@@ -79,6 +79,8 @@ pub struct PendingLease {
     pub for_actor: bool,
     /// The actor outlives its job.
     pub detached: bool,
+    /// Another node may serve it instead (not one already sent on).
+    pub may_spill: bool,
 }
 
 /// What the caller must do after a scheduling pass.
@@ -128,6 +130,40 @@ impl Pool {
     /// What is free now.
     pub fn available(&self) -> &Resources {
         &self.available
+    }
+
+    /// What is free once the requests already queued here are granted: what a
+    /// new request can count on without waiting behind them.
+    pub fn unclaimed(&self) -> Resources {
+        let mut unclaimed = self.available.clone();
+        for p in &self.pending {
+            subtract(&mut unclaimed, &p.resources);
+        }
+        unclaimed
+    }
+
+    /// Takes the queued requests that cannot be granted now and that `elsewhere`
+    /// finds another node for, in queue order, with where they go.
+    pub fn spill_waiting<T>(&mut self, mut elsewhere: impl FnMut(&Resources) -> Option<T>) -> Vec<(PendingLease, T)> {
+        let mut spilled = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.pending.len());
+        for p in self.pending.drain(..) {
+            if p.may_spill
+                && !fits(&self.available, &p.resources)
+                && let Some(to) = elsewhere(&p.resources)
+            {
+                spilled.push((p, to));
+            } else {
+                kept.push_back(p);
+            }
+        }
+        self.pending = kept;
+        spilled
+    }
+
+    /// Whether a queued request waits for resources another node might have.
+    pub fn has_spillable(&self) -> bool {
+        self.pending.iter().any(|p| p.may_spill && !fits(&self.available, &p.resources))
     }
 
     /// Workers by id.
@@ -381,7 +417,14 @@ mod tests {
 
     fn request(pool: &mut Pool, job: u32, cpu: f64) -> oneshot::Receiver<LeaseReply> {
         let (tx, rx) = oneshot::channel();
-        pool.enqueue(PendingLease { job, resources: res(cpu), reply: tx, for_actor: false, detached: false });
+        pool.enqueue(PendingLease {
+            job,
+            resources: res(cpu),
+            reply: tx,
+            for_actor: false,
+            detached: false,
+            may_spill: false,
+        });
         rx
     }
 

@@ -2,6 +2,7 @@
 //! head and sending heartbeats, starting workers and relaying their output, and
 //! noticing when a job's driver is gone so its workers can go too.
 
+use crate::placement::{Placement, place};
 use crate::pool::{PendingLease, Pool, Resources, WorkerState, fits};
 use ray_abi::ObjectId;
 use ray_object_store::StoreIndex;
@@ -58,6 +59,9 @@ pub struct NodeConfig {
     pub is_head: bool,
 }
 
+/// How long a node trusts its view of the cluster; heartbeats are every 250 ms.
+const CLUSTER_VIEW_TTL: Duration = Duration::from_millis(200);
+
 struct Shared {
     config: NodeConfig,
     node_id: Vec<u8>,
@@ -70,6 +74,8 @@ struct Shared {
     logs: mpsc::UnboundedSender<(u32, LogLine)>,
     shutdown: Notify,
     children: Mutex<HashMap<u32, Vec<u8>>>,
+    /// The cluster as the head last described it, for placement.
+    cluster: Mutex<Option<(std::time::Instant, Vec<NodeInfo>)>>,
 }
 
 impl Shared {
@@ -88,6 +94,19 @@ impl Shared {
             let this = self.clone();
             tokio::spawn(async move { this.spawn_worker(job).await });
         }
+    }
+
+    /// The cluster's nodes, asked of the head at most every [`CLUSTER_VIEW_TTL`]:
+    /// a busy node consults it for every lease it cannot grant at once.
+    async fn cluster_view(&self) -> Result<Vec<NodeInfo>, Status> {
+        if let Some((at, nodes)) = &*self.cluster.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < CLUSTER_VIEW_TTL
+        {
+            return Ok(nodes.clone());
+        }
+        let nodes = self.head.clone().get_cluster_info(Empty {}).await?.into_inner().nodes;
+        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), nodes.clone()));
+        Ok(nodes)
     }
 
     async fn job_info(&self, job: u32) -> Result<JobInfo, Status> {
@@ -323,20 +342,6 @@ fn hex(b: &[u8]) -> String {
 #[derive(Clone)]
 struct NodeService(Arc<Shared>);
 
-fn infeasible_message(demand: &Resources, nodes: &[NodeInfo]) -> Option<String> {
-    let alive: Vec<&NodeInfo> = nodes.iter().filter(|n| n.alive).collect();
-    if alive.iter().any(|n| fits(&resources_to_map(&n.total), demand)) {
-        return None;
-    }
-    let mut totals: Resources = Resources::new();
-    for n in &alive {
-        for r in &n.total {
-            *totals.entry(r.name.clone()).or_insert(0.0) += r.amount;
-        }
-    }
-    Some(format_resources(&totals))
-}
-
 #[tonic::async_trait]
 impl Node for NodeService {
     async fn register_worker(
@@ -359,11 +364,23 @@ impl Node for NodeService {
     async fn request_lease(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseReply>, Status> {
         let r = req.into_inner();
         let demand = resources_to_map(&r.resources);
-        let local_total = self.0.pool().total().clone();
-        if !fits(&local_total, &demand) {
-            let nodes = self.0.head.clone().get_cluster_info(Empty {}).await?.into_inner().nodes;
-            if let Some(totals) = infeasible_message(&demand, &nodes) {
-                return Ok(Response::new(LeaseReply { result: Some(lease_reply::Result::Infeasible(totals)) }));
+        let (local_total, local_available) = {
+            let pool = self.0.pool();
+            (pool.total().clone(), pool.unclaimed())
+        };
+        // Free here is the common case and needs no look at the cluster.
+        if !fits(&local_available, &demand) {
+            let nodes = self.0.cluster_view().await?;
+            let may_spill = !r.grant_or_reject;
+            match place(&self.0.node_id, &local_total, &local_available, &demand, &nodes, may_spill) {
+                Placement::Local => {}
+                Placement::Spill { node_id, address } => {
+                    let spill = Spillback { node_id: node_id.into(), node_address: address };
+                    return Ok(Response::new(LeaseReply { result: Some(lease_reply::Result::Spillback(spill)) }));
+                }
+                Placement::Infeasible(totals) => {
+                    return Ok(Response::new(LeaseReply { result: Some(lease_reply::Result::Infeasible(totals)) }));
+                }
             }
         }
         // Make sure we know how to start this job's workers before queueing.
@@ -375,6 +392,7 @@ impl Node for NodeService {
             reply: tx,
             for_actor: r.for_actor,
             detached: r.detached,
+            may_spill: !r.grant_or_reject,
         });
         self.0.dispatch();
         let reply = rx.await.map_err(|_| Status::unavailable("node is shutting down"))?;
@@ -479,7 +497,8 @@ impl Node for NodeService {
 }
 
 async fn heartbeat_loop(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(1000));
+    // Often enough that other nodes' placement sees this node's free resources.
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
         let (available, workers) = {
@@ -495,6 +514,36 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
         };
         if let Err(e) = shared.head.clone().heartbeat(hb).await {
             tracing::debug!("heartbeat failed: {e}");
+        }
+    }
+}
+
+/// Sends requests that wait here on to nodes that have become free: placement
+/// decides on the last view of the cluster, and a request queued behind a busy
+/// node should not wait while another node idles.
+async fn spill_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if !shared.pool().has_spillable() {
+            continue;
+        }
+        let Ok(mut nodes) = shared.cluster_view().await else { continue };
+        let spilled = shared.pool().spill_waiting(|demand| {
+            let target = nodes
+                .iter_mut()
+                .filter(|n| n.alive && n.node_id.as_ref() as &[u8] != shared.node_id.as_slice())
+                .find(|n| fits(&resources_to_map(&n.available), demand))?;
+            // Count it against that node until the next view.
+            let mut left = resources_to_map(&target.available);
+            for (k, v) in demand {
+                *left.entry(k.clone()).or_insert(0.0) -= v;
+            }
+            target.available = resources_from_map(&left);
+            Some(Spillback { node_id: target.node_id.clone(), node_address: target.address.clone() })
+        });
+        for (lease, spill) in spilled {
+            let _ = lease.reply.send(LeaseReply { result: Some(lease_reply::Result::Spillback(spill)) });
         }
     }
 }
@@ -562,6 +611,7 @@ pub async fn run(
         logs: log_tx,
         shutdown: Notify::new(),
         children: Mutex::new(HashMap::new()),
+        cluster: Mutex::new(None),
         node_id: node_id.to_vec(),
         address: address.clone(),
         config: config.clone(),
@@ -591,6 +641,7 @@ pub async fn run(
     on_ready(&address, &node_id);
     let background = [
         tokio::spawn(heartbeat_loop(shared.clone())),
+        tokio::spawn(spill_loop(shared.clone())),
         tokio::spawn(reaper_loop(shared.clone())),
         tokio::spawn(publish_logs(log_rx, head)),
     ];

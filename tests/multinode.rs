@@ -1,0 +1,103 @@
+//! Clusters of several nodes on one machine: each node has its own session
+//! directory and its own loopback IP (all of 127.0.0.0/8 is local, so no root is
+//! needed), joins the head with the head's token file, and is stopped by the
+//! `rayrepl stop` of its own directory.
+
+mod support;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A head and two joined nodes, each with 1 CPU and a resource of its own.
+struct ThreeNodes {
+    roots: Vec<tempfile::TempDir>,
+    address: String,
+}
+
+impl ThreeNodes {
+    fn start() -> Self {
+        let roots: Vec<_> = (0..3).map(|_| session_root()).collect();
+        let head = rayrepl(
+            roots[0].path(),
+            &["start", "--head", "--port", "0", "--num-cpus", "1", "--node-ip-address", "127.0.0.1"],
+        );
+        assert!(head.status.success(), "{}", String::from_utf8_lossy(&head.stderr));
+        let latest = roots[0].path().join("session_latest");
+        let address = std::fs::read_to_string(latest.join("head_address")).unwrap().trim().to_string();
+        let cluster = ThreeNodes { roots, address };
+        for (i, resource) in [(1, "b"), (2, "c")] {
+            let ip = format!("127.0.0.{}", i + 1);
+            let resources = format!("{{\"{resource}\": 1}}");
+            let joined = cluster.join(
+                i,
+                &latest.join("token"),
+                &["--num-cpus", "1", "--node-ip-address", &ip, "--resources", &resources],
+            );
+            assert!(joined.status.success(), "{}", String::from_utf8_lossy(&joined.stderr));
+        }
+        cluster.wait_alive(3);
+        cluster
+    }
+
+    fn join(&self, i: usize, token_file: &Path, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(rayrepl_bin());
+        cmd.args(["start", "--address", &self.address])
+            .args(args)
+            .env("RAYREPL_TEMP_DIR", self.roots[i].path())
+            .env("RAYREPL_TOKEN_FILE", token_file)
+            .env_remove("RAYREPL_TOKEN")
+            .env_remove("RAYREPL_ADDRESS");
+        run_bounded(cmd, Duration::from_secs(60))
+    }
+
+    fn alive_nodes(&self) -> usize {
+        let out = rayrepl(self.roots[0].path(), &["list", "nodes", "--format", "json", "--address", &self.address]);
+        let nodes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        nodes.iter().filter(|n| n["STATE"] == "ALIVE").count()
+    }
+
+    fn wait_alive(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.alive_nodes() < n {
+            assert!(Instant::now() < deadline, "fewer than {n} nodes alive after 30 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn driver_env(&self) -> [(&str, String); 2] {
+        [("RAYREPL_ADDRESS", self.address.clone()), ("RAYREPL_TEMP_DIR", self.root(0).display().to_string())]
+    }
+
+    fn root(&self, i: usize) -> PathBuf {
+        self.roots[i].path().to_path_buf()
+    }
+}
+
+impl Drop for ThreeNodes {
+    fn drop(&mut self) {
+        for root in self.roots.iter().rev() {
+            let _ = rayrepl(root.path(), &["stop"]);
+        }
+    }
+}
+
+#[test]
+fn tasks_follow_their_resources_spill_when_full_and_log_with_their_ip() {
+    let cluster = ThreeNodes::start();
+    let env = cluster.driver_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = scenario_with("placement", &env);
+    assert_eq!(run.value("needs_b"), "127.0.0.2", "{}", run.stdout);
+    assert_eq!(run.value("needs_c"), "127.0.0.3", "{}", run.stdout);
+    // Six 400 ms tasks on three one-CPU nodes: the driver's node cannot hold them.
+    let spread = run.value("spread");
+    assert!(spread.split(',').count() >= 2, "all tasks ran on {spread}");
+    assert_eq!(run.value("nowhere"), "infeasible");
+    // Output from other nodes names them.
+    assert!(
+        run.stdout.contains("(where_am_i pid=") && run.stdout.contains("ip=127.0.0.2) running on 127.0.0.2"),
+        "{}",
+        run.stdout
+    );
+}
