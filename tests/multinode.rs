@@ -51,10 +51,21 @@ impl ThreeNodes {
         run_bounded(cmd, Duration::from_secs(60))
     }
 
-    fn alive_nodes(&self) -> usize {
+    /// `rayrepl list nodes` as JSON rows.
+    fn nodes(&self) -> Vec<serde_json::Value> {
         let out = rayrepl(self.roots[0].path(), &["list", "nodes", "--format", "json", "--address", &self.address]);
-        let nodes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        nodes.iter().filter(|n| n["STATE"] == "ALIVE").count()
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    fn alive_nodes(&self) -> usize {
+        self.nodes().iter().filter(|n| n["STATE"] == "ALIVE").count()
+    }
+
+    /// The node daemon's pid and state, for the node with this IP.
+    fn node(&self, ip: &str) -> (i32, String) {
+        let nodes = self.nodes();
+        let n = nodes.iter().find(|n| n["NODE_IP"] == ip).unwrap_or_else(|| panic!("no node {ip} in {nodes:?}"));
+        (n["PID"].as_i64().unwrap_or(0) as i32, n["STATE"].as_str().unwrap_or("").to_string())
     }
 
     fn wait_alive(&self, n: usize) {
@@ -100,4 +111,30 @@ fn tasks_follow_their_resources_spill_when_full_and_log_with_their_ip() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn a_killed_node_is_marked_dead_and_work_goes_on_without_it() {
+    let cluster = ThreeNodes::start();
+    let (pid, _) = cluster.node("127.0.0.3");
+    assert!(pid > 0);
+    // SAFETY: kill(2) on the node daemon this test started; its workers die with it.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let killed = Instant::now();
+    while cluster.node("127.0.0.3").1 != "DEAD" {
+        assert!(killed.elapsed() < Duration::from_secs(15), "node .3 not marked dead 15 s after SIGKILL");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(cluster.alive_nodes(), 2);
+    let status = rayrepl(&cluster.root(0), &["status", "--address", &cluster.address]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    let dead = status.split("Dead:").nth(1).unwrap_or_default();
+    assert!(dead.contains("(127.0.0.3)"), "{status}");
+
+    let env = cluster.driver_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = scenario_with("after_node_death", &env);
+    assert_eq!(run.value("needs_b"), "127.0.0.2");
+    assert_eq!(run.value("needs_c"), "infeasible", "{}", run.stdout);
+    assert!(!run.value("ran_on").contains("127.0.0.3"), "{}", run.stdout);
 }

@@ -523,6 +523,18 @@ fn run(name: &str) -> Result<(), RayError> {
                 other => println!("nowhere=unexpected {other:?}"),
             }
         }
+        "after_node_death" => {
+            // Node .3, the only one with resource `c`, was killed.
+            ray::init()?;
+            println!("needs_b={}", ray::get(&where_am_i.options().resource("b", 1.0).remote(0))?);
+            match ray::get(&where_am_i.options().resource("c", 1.0).remote(0)) {
+                Err(RayError::Infeasible { .. }) => println!("needs_c=infeasible"),
+                other => println!("needs_c=unexpected {other:?}"),
+            }
+            let ran: std::collections::BTreeSet<String> =
+                ray::get(&(0..4).map(|_| where_am_i.remote(100)).collect::<Vec<_>>())?.into_iter().collect();
+            println!("ran_on={}", ran.into_iter().collect::<Vec<_>>().join(","));
+        }
         "attach" => {
             let ctx = ray::init()?;
             println!("attached nodes={} cpus={}", ctx.nodes, ctx.cpus);

@@ -180,12 +180,17 @@ impl Head for HeadService {
         let hb = req.into_inner();
         let mut t = self.lock();
         match t.nodes.get_mut(hb.node_id.as_ref()) {
+            // A node marked dead stays dead: its work has been given up on or moved,
+            // and a node that comes back from a partition must not take new work
+            // under the old id.
+            Some(n) if !n.info.alive => Err(Status::failed_precondition(
+                "this node was marked dead after missing heartbeats; start it again with `rayrepl start --address`",
+            )),
             Some(n) => {
                 n.last_heartbeat = Instant::now();
                 n.info.available = hb.available;
                 n.info.object_store_used = hb.object_store_used;
                 n.info.num_workers = hb.num_workers;
-                n.info.alive = true;
                 Ok(Response::new(HeartbeatReply {}))
             }
             None => Err(Status::not_found("unknown node; register first")),

@@ -512,8 +512,14 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
             object_store_used: used,
             num_workers: workers,
         };
-        if let Err(e) = shared.head.clone().heartbeat(hb).await {
-            tracing::debug!("heartbeat failed: {e}");
+        match shared.head.clone().heartbeat(hb).await {
+            Ok(_) => {}
+            Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                tracing::error!("the head gave this node up: {}", e.message());
+                shared.shutdown.notify_one();
+                return;
+            }
+            Err(e) => tracing::debug!("heartbeat failed: {e}"),
         }
     }
 }
