@@ -138,3 +138,35 @@ fn a_killed_node_is_marked_dead_and_work_goes_on_without_it() {
     assert_eq!(run.value("needs_c"), "infeasible", "{}", run.stdout);
     assert!(!run.value("ran_on").contains("127.0.0.3"), "{}", run.stdout);
 }
+
+#[test]
+fn a_node_joins_only_with_the_cluster_token() {
+    let head_root = session_root();
+    let head = rayrepl(head_root.path(), &["start", "--head", "--port", "0", "--num-cpus", "1"]);
+    assert!(head.status.success(), "{}", String::from_utf8_lossy(&head.stderr));
+    let latest = head_root.path().join("session_latest");
+    let address = std::fs::read_to_string(latest.join("head_address")).unwrap().trim().to_string();
+    let node_root = session_root();
+    let join = |extra: &[&str]| {
+        let mut cmd = Command::new(rayrepl_bin());
+        cmd.args(["start", "--address", &address, "--num-cpus", "1", "--node-ip-address", "127.0.0.2"])
+            .args(extra)
+            .env("RAYREPL_TEMP_DIR", node_root.path())
+            .env_remove("RAYREPL_TOKEN")
+            .env_remove("RAYREPL_TOKEN_FILE")
+            .env_remove("RAYREPL_ADDRESS");
+        run_bounded(cmd, Duration::from_secs(60))
+    };
+    let rejected = join(&["--token", "not-the-token"]);
+    let why = String::from_utf8_lossy(&rejected.stderr);
+    assert!(!rejected.status.success(), "a wrong token joined");
+    assert!(why.contains("wrong cluster token"), "{why}");
+    let token_file = latest.join("token");
+    let joined = join(&["--token-file", token_file.to_str().unwrap()]);
+    assert!(joined.status.success(), "{}", String::from_utf8_lossy(&joined.stderr));
+    let listed = rayrepl(head_root.path(), &["list", "nodes", "--format", "json", "--address", &address]);
+    let nodes: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+    assert_eq!(nodes.iter().filter(|n| n["STATE"] == "ALIVE").count(), 2, "{nodes:?}");
+    let _ = rayrepl(node_root.path(), &["stop"]);
+    let _ = rayrepl(head_root.path(), &["stop"]);
+}

@@ -40,9 +40,13 @@ pub struct StartArgs {
     /// The IP other machines reach this node at (default 127.0.0.1: loopback only).
     #[arg(long, default_value = "127.0.0.1")]
     node_ip_address: String,
-    /// The cluster token, when joining (default: RAYREPL_TOKEN, or this machine's session).
-    #[arg(long)]
+    /// The cluster token, when joining (default: RAYREPL_TOKEN, RAYREPL_TOKEN_FILE,
+    /// or this machine's session).
+    #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
+    /// A file holding the cluster token (the head's `session_latest/token`), when joining.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<std::path::PathBuf>,
     /// Stay in the foreground; Ctrl-C stops the processes.
     #[arg(long)]
     block: bool,
@@ -120,7 +124,16 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         (head.address, token)
     } else {
         let address = args.address.clone().unwrap_or_default();
-        let token = session::find_token(args.token.as_deref(), &address)?;
+        let from_file = match &args.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the token file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let token = session::find_token(args.token.as_deref().or(from_file.as_deref()), &address)?;
         session::write_private(&dir, "token", &token)?;
         session::write_private(&dir, "head_address", &address)?;
         (address, token)
