@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
-/// A head and two joined nodes, each with 1 CPU and a resource of its own.
+/// A head and two joined nodes, each with 1 CPU; the joined ones also have a
+/// resource of their own and one they share.
 struct ThreeNodes {
     roots: Vec<tempfile::TempDir>,
     address: String,
@@ -28,7 +29,8 @@ impl ThreeNodes {
         let cluster = ThreeNodes { roots, address };
         for (i, resource) in [(1, "b"), (2, "c")] {
             let ip = format!("127.0.0.{}", i + 1);
-            let resources = format!("{{\"{resource}\": 1}}");
+            // Each has a resource of its own, and `bc`, which both have.
+            let resources = format!("{{\"{resource}\": 1, \"bc\": 1}}");
             let joined = cluster.join(
                 i,
                 &latest.join("token"),
@@ -169,4 +171,58 @@ fn a_node_joins_only_with_the_cluster_token() {
     assert_eq!(nodes.iter().filter(|n| n["STATE"] == "ALIVE").count(), 2, "{nodes:?}");
     let _ = rayrepl(node_root.path(), &["stop"]);
     let _ = rayrepl(head_root.path(), &["stop"]);
+}
+
+#[test]
+fn a_task_on_a_killed_node_is_retried_on_another() {
+    use std::io::{BufRead, BufReader};
+    let cluster = ThreeNodes::start();
+    let mut cmd = Command::new(scenarios_bin());
+    cmd.arg("retry_on_node_death").stdout(std::process::Stdio::piped()).env_remove("RAYREPL_ADDRESS");
+    for (k, v) in cluster.driver_env() {
+        cmd.env(k, v);
+    }
+    let mut driver = cmd.spawn().unwrap();
+    // Lines arrive on a channel, so that a driver that hangs fails the test instead.
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = driver.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut next = |what: &str| -> Option<String> {
+        let line = lines.recv_timeout(Duration::from_secs(60)).ok();
+        if line.is_none() {
+            eprintln!("no {what} within 60 s; output so far: {seen:?}");
+        }
+        seen.extend(line.clone());
+        line
+    };
+    let started = loop {
+        let line = next("start").expect("the task started");
+        if let Some(ip) = line.split("started on ").nth(1) {
+            break ip.trim().to_string();
+        }
+    };
+    let (pid, _) = cluster.node(&started);
+    // SAFETY: kill(2) on a node daemon this test started; its workers die with it.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let finished = loop {
+        match next("result") {
+            Some(line) => match line.strip_prefix("retried_on=") {
+                Some(ip) => break Some(ip.to_string()),
+                None => continue,
+            },
+            None => break None,
+        }
+    };
+    let _ = driver.kill();
+    let _ = driver.wait();
+    let finished = finished.unwrap_or_else(|| panic!("no result after killing node {started}"));
+    assert_ne!(finished, started, "the task finished on the node that was killed");
+    assert!(["127.0.0.2", "127.0.0.3"].contains(&finished.as_str()), "{finished}");
 }

@@ -75,6 +75,15 @@ fn where_am_i(ms: u64) -> String {
     ip
 }
 
+/// Says where it started, then works for `ms`; returns where it ran.
+#[ray::remote]
+fn announce_then_work(ms: u64) -> String {
+    let ip = std::env::var("RAYREPL_NODE_IP").unwrap_or_default();
+    println!("started on {ip}");
+    sleep(Duration::from_millis(ms));
+    ip
+}
+
 #[ray::remote]
 fn boom(message: String) -> i64 {
     panic!("{message}");
@@ -534,6 +543,13 @@ fn run(name: &str) -> Result<(), RayError> {
             let ran: std::collections::BTreeSet<String> =
                 ray::get(&(0..4).map(|_| where_am_i.remote(100)).collect::<Vec<_>>())?.into_iter().collect();
             println!("ran_on={}", ran.into_iter().collect::<Vec<_>>().join(","));
+        }
+        "retry_on_node_death" => {
+            // Resource `bc` is on nodes .2 and .3; the test kills the node this
+            // task starts on, and the task must finish on the other.
+            ray::init()?;
+            let r = announce_then_work.options().resource("bc", 1.0).max_retries(2).remote(6000);
+            println!("retried_on={}", ray::get(&r)?);
         }
         "attach" => {
             let ctx = ray::init()?;

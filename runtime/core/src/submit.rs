@@ -48,6 +48,11 @@ pub(crate) struct PendingTask {
     actor: Option<ActorId>,
 }
 
+/// How often, and how long apart, a lease request sent on to a node that fails
+/// goes back to this process's node: long enough for the head to mark it dead.
+const SPILL_TARGET_RETRIES: u32 = 30;
+const SPILL_TARGET_RETRY_EVERY: Duration = Duration::from_millis(500);
+
 struct Slot {
     slot_id: u64,
     lease_id: u64,
@@ -418,8 +423,11 @@ impl CoreWorker {
             function_name: name.clone(),
             ..LeaseRequest::default()
         };
-        // Ask this process's node; it may send us on to another, once.
+        // Ask this process's node; it may send us on to another, once. A node we
+        // were sent to may have died since the view it was chosen from: then ask
+        // our own node again, which learns of the death within seconds.
         let mut node = self.0.node.clone();
+        let mut unreachable = 0;
         let reply = loop {
             let reply = node.request_lease(req.clone()).await;
             match reply.map(|r| r.into_inner().result) {
@@ -432,6 +440,13 @@ impl CoreWorker {
                 }
                 Ok(Some(lease_reply::Result::Spillback(_))) => {
                     break Err(RayError::Internal("a node sent a spilled lease request on again".into()));
+                }
+                Err(s) if req.grant_or_reject && unreachable < SPILL_TARGET_RETRIES => {
+                    tracing::debug!("the node a lease was sent on to failed: {s}; asking this node again");
+                    unreachable += 1;
+                    tokio::time::sleep(SPILL_TARGET_RETRY_EVERY).await;
+                    node = self.0.node.clone();
+                    req.grant_or_reject = false;
                 }
                 other => break other.map_err(|s| from_status(&s, "the node daemon")),
             }
