@@ -563,19 +563,9 @@ impl CellObserver for CellOutput {
             SessionEvent::Driver(ChildEvent::Interrupted { cancelled }) => self.stderr.push_str(&format!(
                 "Interrupted: cancelled {cancelled} outstanding task(s); the notebook's variables are kept.\n"
             )),
-            SessionEvent::Driver(ChildEvent::Display { data, display_id, update }) => {
+            SessionEvent::Driver(ChildEvent::Display { data }) => {
                 self.flush_streams();
-                match (display_id, update) {
-                    (Some(id), true) => self.publisher.send(UpdateDisplayData::new(media(data), &id), &self.parent),
-                    (id, _) => self.publisher.send(
-                        DisplayData {
-                            data: media(data),
-                            metadata: Default::default(),
-                            transient: id.map(|id| Transient { display_id: Some(id) }),
-                        },
-                        &self.parent,
-                    ),
-                }
+                self.publisher.send(DisplayData::new(media(data)), &self.parent);
             }
             SessionEvent::Driver(ChildEvent::ClearOutput { wait }) => {
                 self.flush_streams();

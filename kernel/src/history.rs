@@ -55,7 +55,7 @@ impl History {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = File::options().create(true).read(true).append(true).open(path)?;
+        let file = File::options().create(true).read(true).append(true).open(path)?;
         file.lock()?;
         let entries: Vec<Entry> = BufReader::new(&file)
             .lines()
@@ -63,34 +63,27 @@ impl History {
             .filter_map(|line| serde_json::from_str(&line).ok())
             .collect();
         let session = entries.iter().map(|e| e.session).max().unwrap_or(0) + 1;
-        let mut history = History { file: None, session, entries };
-        history.append(&mut file, Entry { session, line: 0, input: String::new(), output: None });
-        file.unlock()?;
-        history.file = Some(file);
-        Ok(history)
-    }
-
-    fn append(&mut self, file: &mut File, entry: Entry) {
-        if let Ok(mut line) = serde_json::to_string(&entry) {
-            line.push('\n');
-            // One write per entry: appends from concurrent kernels do not interleave.
-            if let Err(e) = file.write_all(line.as_bytes()) {
-                tracing::warn!("cannot append to the kernel history: {e}");
-            }
+        let mut history = History { file: Some(file), session, entries };
+        history.record(0, "", None);
+        if let Some(file) = &history.file {
+            file.unlock()?;
         }
-        self.entries.push(entry);
+        Ok(history)
     }
 
     /// Stores the input of execution `line`, and the text of its result.
     pub fn record(&mut self, line: usize, input: &str, output: Option<String>) {
         let entry = Entry { session: self.session, line, input: input.to_string(), output };
-        match self.file.take() {
-            Some(mut file) => {
-                self.append(&mut file, entry);
-                self.file = Some(file);
+        if let Some(file) = &mut self.file
+            && let Ok(mut text) = serde_json::to_string(&entry)
+        {
+            text.push('\n');
+            // One write per entry: appends from concurrent kernels do not interleave.
+            if let Err(e) = file.write_all(text.as_bytes()) {
+                tracing::warn!("cannot append to the kernel history: {e}");
             }
-            None => self.entries.push(entry),
         }
+        self.entries.push(entry);
     }
 
     fn stored(&self) -> impl DoubleEndedIterator<Item = &Entry> {

@@ -5,7 +5,7 @@
 //! JupyterLab shows the HTML. Only plain HTML with inline styles is used (no
 //! widgets, no scripts), so a saved notebook shows the same thing later.
 
-use ray_session::protocol::Progress;
+use ray_session::protocol::{Progress, escape_html as escape};
 use ray_state::{Row, format_table, text};
 use std::collections::BTreeMap;
 
@@ -14,22 +14,6 @@ pub(crate) type Bundle = BTreeMap<String, String>;
 
 pub(crate) fn bundle(plain: String, html: String) -> Bundle {
     [("text/plain".to_string(), plain), ("text/html".to_string(), html)].into()
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 const BAR_CHARS: usize = 24;

@@ -88,15 +88,10 @@ pub enum ChildEvent {
         /// Tasks it cancelled.
         cancelled: usize,
     },
-    /// Rich output from cell code: a Jupyter `display_data`, or with `update` an
-    /// `update_display_data` of an earlier output with the same `display_id`.
+    /// Rich output from cell code: a Jupyter `display_data`.
     Display {
         /// MIME type to content, e.g. `text/plain` and `text/html`.
         data: BTreeMap<String, String>,
-        /// Names the output so that later updates replace it.
-        display_id: Option<String>,
-        /// Replace the output named `display_id` instead of adding one.
-        update: bool,
     },
     /// The cell returned an error with `?`; evcxr printed its message on stderr.
     CellFailed,
@@ -119,6 +114,23 @@ impl ChildEvent {
     }
 }
 
+/// Escapes text for HTML element content and attribute values: both ends of the
+/// channel render values as HTML (cell code's `RichRepr`, the kernel's tables).
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,11 +146,7 @@ mod tests {
                 finished: false,
             }),
             ChildEvent::Interrupted { cancelled: 6 },
-            ChildEvent::Display {
-                data: [("text/html".to_string(), "<b>\n</b>".to_string())].into(),
-                display_id: Some("p1".into()),
-                update: true,
-            },
+            ChildEvent::Display { data: [("text/html".to_string(), "<b>\n</b>".to_string())].into() },
             ChildEvent::ClearOutput { wait: false },
             ChildEvent::CellFailed,
         ];
@@ -149,5 +157,10 @@ mod tests {
         }
         assert_eq!(ChildEvent::decode("rayrepl {\"event\":\"driver_ready\",\"job\":1}"), None);
         assert_eq!(ChildEvent::decode("thread 'main' panicked"), None);
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(escape_html("<a href=\"x\">&'</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;");
     }
 }

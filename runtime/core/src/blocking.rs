@@ -53,18 +53,25 @@ struct Reporter {
     ids: Vec<ObjectId>,
     sink: ProgressSink,
     started: Instant,
-    /// (whether the call returned, whether anything was reported).
-    state: std::sync::Mutex<(bool, bool)>,
+    state: std::sync::Mutex<ReportState>,
+}
+
+#[derive(Default)]
+struct ReportState {
+    /// The blocking call returned.
+    returned: bool,
+    /// The front-end has seen a report of this call.
+    reported: bool,
 }
 
 impl Reporter {
     /// Sends a running report; false once the call has returned.
     fn report_running(&self) -> bool {
         let mut state = lock(&self.state);
-        if state.0 {
+        if state.returned {
             return false;
         }
-        state.1 = true;
+        state.reported = true;
         (self.sink)(&self.progress(false));
         true
     }
@@ -77,8 +84,8 @@ impl Reporter {
     /// The call returned: sends the final report if the front-end saw this call.
     fn finish(&self) {
         let mut state = lock(&self.state);
-        state.0 = true;
-        if state.1 {
+        state.returned = true;
+        if state.reported {
             (self.sink)(&self.progress(true));
         }
     }
@@ -148,7 +155,7 @@ impl CoreWorker {
                     ids: ids.to_vec(),
                     sink,
                     started: Instant::now(),
-                    state: std::sync::Mutex::new((false, false)),
+                    state: Default::default(),
                 });
                 let running = reporter.clone();
                 self.0.rt.spawn(async move {

@@ -749,11 +749,11 @@ pub(crate) async fn return_idle_leases_loop(cw: CoreWorker) {
                 if !ks.ready.is_empty() {
                     continue;
                 }
-                let (expired, kept) = std::mem::take(&mut ks.slots)
+                let (expired, kept): (Vec<Slot>, Vec<Slot>) = std::mem::take(&mut ks.slots)
                     .into_iter()
                     .partition(|s| s.busy.is_none() && s.idle_since.elapsed() >= LEASE_IDLE);
                 ks.slots = kept;
-                idle.extend::<Vec<Slot>>(expired);
+                idle.extend(expired);
             }
             idle
         };

@@ -11,7 +11,7 @@
 
 use crate::actor::Handle;
 use crate::object_ref::ObjectRef;
-use ray_abi::side_channel::ChildEvent;
+use ray_abi::side_channel::{ChildEvent, escape_html};
 use ray_abi::{RayError, RuntimeContext};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -91,7 +91,7 @@ pub fn clear_output(wait: bool) {
 
 fn emit_display(data: BTreeMap<String, String>, fallback: String) {
     if in_evaluation_process() {
-        emit(&ChildEvent::Display { data, display_id: None, update: false });
+        emit(&ChildEvent::Display { data });
     } else {
         println!("{fallback}");
     }
@@ -107,22 +107,6 @@ fn emit(event: &ChildEvent) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", event.encode());
     let _ = out.flush();
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub(crate) fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 impl<T> RichRepr for ObjectRef<T> {
@@ -236,11 +220,6 @@ impl<T: RichRepr> RichRepr for Result<T, RayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(escape_html("<a href=\"x\">&'</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;");
-    }
 
     #[test]
     fn context_card_names_the_cluster() {

@@ -250,14 +250,8 @@ impl Session {
     }
 
     /// Runs one cell: expands `#[ray::remote]` items and top-level `.await`, then
-    /// hands it to evcxr, which also runs `:commands`. Output is dropped; front-ends
-    /// use [`Session::execute_observed`].
-    pub fn execute(&mut self, cell: &str) -> Result<EvalOutputs, evcxr::Error> {
-        self.execute_observed(cell, Duration::from_secs(1), &mut ())
-    }
-
-    /// Runs one cell as [`Session::execute`] does, telling `observer` about each
-    /// line and event as it arrives and ticking it at least every `tick`. When this
+    /// hands it to evcxr, which also runs `:commands`. Tells `observer` about each
+    /// line and event as it arrives, and ticks it at least every `tick`. When this
     /// returns, every line the cell printed has been observed, and so has worker
     /// output that trails a cell that ran tasks.
     pub fn execute_observed(
@@ -387,11 +381,6 @@ fn check_toolchain() -> Result<String, SessionError> {
         return Err(SessionError::Toolchain { built: ray_core::ABI_KEY.to_string(), found });
     }
     rustc(&["--print", "target-libdir"])
-}
-
-/// An observer that ignores everything, for [`Session::execute`].
-impl CellObserver for () {
-    fn event(&mut self, _: SessionEvent) {}
 }
 
 /// Cell code's rich output is marked on stdout; everything else there is a print.
