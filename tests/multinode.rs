@@ -116,6 +116,31 @@ fn tasks_follow_their_resources_spill_when_full_and_log_with_their_ip() {
 }
 
 #[test]
+fn a_gibibyte_object_crosses_nodes_in_chunks_and_its_copies_are_freed_with_it() {
+    let cluster = ThreeNodes::start();
+    let env = cluster.driver_env();
+    let bin = rayrepl_bin().display().to_string();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("RAYREPL_BIN", &bin));
+    let run = scenario_with("transfer", &env);
+    assert_eq!(run.value("driver_len"), (1u64 << 30).to_string(), "{}", run.stdout);
+    assert!(run.line("driver_len").contains("marked=true"), "{}", run.stdout);
+    assert_eq!(run.value("task_marked"), "true", "{}", run.stdout);
+    assert!(run.line("task_marked").contains("task_ip=127.0.0.3"), "{}", run.stdout);
+    // The object lives on .2, with copies on .1 (the driver's node) and .3.
+    let objects: Vec<serde_json::Value> = serde_json::from_str(&run.line("objects")).expect("objects as JSON");
+    let gib: Vec<(&str, &str)> = objects
+        .iter()
+        .filter(|o| o["OBJECT_SIZE"] == "1.00 GiB")
+        .map(|o| (o["IP"].as_str().unwrap_or(""), o["COPY"].as_str().unwrap_or("")))
+        .collect();
+    let mut gib = gib;
+    gib.sort_unstable();
+    assert_eq!(gib, [("127.0.0.1", "SECONDARY"), ("127.0.0.2", "PRIMARY"), ("127.0.0.3", "SECONDARY")], "{objects:?}");
+    assert!(!run.line("objects_after_free").contains("1.00 GiB"), "copies outlived the object: {}", run.stdout);
+}
+
+#[test]
 fn a_killed_node_is_marked_dead_and_work_goes_on_without_it() {
     let cluster = ThreeNodes::start();
     let (pid, _) = cluster.node("127.0.0.3");

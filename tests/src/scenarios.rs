@@ -75,6 +75,34 @@ fn where_am_i(ms: u64) -> String {
     ip
 }
 
+/// A `len`-byte blob with a marker every 4 KiB, so a reader can tell whether the
+/// chunks of a transfer arrived whole and in order.
+#[ray::remote]
+fn marked_blob(len: usize) -> Vec<u8> {
+    let mut blob = vec![0u8; len];
+    for (i, b) in blob.iter_mut().step_by(4096).enumerate() {
+        *b = (i % 251) as u8 + 1;
+    }
+    blob
+}
+
+/// Whether `blob` carries [`marked_blob`]'s markers, and where this ran.
+#[ray::remote]
+fn check_blob(blob: Vec<u8>) -> (bool, String) {
+    (blob_is_marked(&blob), std::env::var("RAYREPL_NODE_IP").unwrap_or_default())
+}
+
+fn blob_is_marked(blob: &[u8]) -> bool {
+    blob.iter().step_by(4096).enumerate().all(|(i, b)| *b == (i % 251) as u8 + 1)
+}
+
+/// `rayrepl list objects` as one line of JSON.
+fn list_objects() -> String {
+    let bin = std::env::var("RAYREPL_BIN").unwrap_or_else(|_| "rayrepl".into());
+    let out = std::process::Command::new(bin).args(["list", "objects", "--format", "json"]).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
 /// Says where it started, then works for `ms`; returns where it ran.
 #[ray::remote]
 fn announce_then_work(ms: u64) -> String {
@@ -531,6 +559,32 @@ fn run(name: &str) -> Result<(), RayError> {
                 Err(RayError::Infeasible { .. }) => println!("nowhere=infeasible"),
                 other => println!("nowhere=unexpected {other:?}"),
             }
+        }
+        "transfer" => {
+            // A 1 GiB object made on node .2 (resource `b`) is read by the driver
+            // on node .1 and by a task on node .3 (resource `c`): each read copies
+            // it across in chunks.
+            ray::init()?;
+            const GIB: usize = 1 << 30;
+            let blob = marked_blob.options().resource("b", 1.0).remote(GIB);
+            ray::wait(std::slice::from_ref(&blob), 1, None)?;
+            let started = Instant::now();
+            let got: Vec<u8> = ray::get(&blob)?;
+            let secs = started.elapsed().as_secs_f64();
+            println!("driver_len={} marked={} gib_per_s={:.2}", got.len(), blob_is_marked(&got), 1.0 / secs);
+            drop(got);
+            let (marked, ip) = ray::get(&check_blob.options().resource("c", 1.0).remote(&blob))?;
+            println!("task_marked={marked} task_ip={ip}");
+            println!("objects={}", list_objects());
+            drop(blob);
+            // Frees travel in the background; give them a moment.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut left = list_objects();
+            while left.contains("OBJECT_ID") && Instant::now() < deadline {
+                sleep(Duration::from_millis(200));
+                left = list_objects();
+            }
+            println!("objects_after_free={left}");
         }
         "after_node_death" => {
             // Node .3, the only one with resource `c`, was killed.

@@ -15,9 +15,8 @@
 //! reference is in flight.
 
 use crate::refs::State;
-use crate::{CoreWorker, ObjectData, block_on, lock};
+use crate::{CoreWorker, ObjectData, ShmObject, block_on, lock};
 use ray_abi::{ActorId, HostTable, ObjectId, RayError, Slice, TaskCall, TaskId};
-use ray_object_store::ObjectView;
 use ray_proto::*;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -332,15 +331,23 @@ impl CoreWorker {
         for (i, arg) in spec.args.iter().enumerate() {
             data.push(match &arg.kind {
                 Some(task_arg::Kind::Value(b)) => ObjectData::Inline(b.clone()),
-                Some(task_arg::Kind::Object(loc)) => match crate::location_to_state(Some(loc.clone())) {
-                    State::Ready(crate::refs::Value::Inline(b)) => ObjectData::Inline(b),
-                    State::Ready(crate::refs::Value::Shm { path, .. }) => {
-                        ObjectData::Mapped(Arc::new(ObjectView::open(std::path::Path::new(&path)).map_err(|e| {
-                            RayError::ObjectLost { object: format!("argument {i}"), detail: e.to_string() }
-                        })?))
+                Some(task_arg::Kind::Object(loc)) => match &loc.kind {
+                    Some(object_location::Kind::Inline(b)) => ObjectData::Inline(b.clone()),
+                    Some(object_location::Kind::Shm(shm)) => {
+                        let id = ObjectId::from_slice(&shm.object_id).ok_or_else(|| {
+                            RayError::Internal(format!("argument {i} is in shared memory but its id is missing"))
+                        })?;
+                        let object = ShmObject {
+                            id,
+                            owner: &shm.owner_address,
+                            path: &shm.path,
+                            node_id: &shm.node_id,
+                            node_address: &shm.node_address,
+                        };
+                        ObjectData::Mapped(Arc::new(self.map_object(&object)?))
                     }
-                    State::Failed(e) => return Err(e),
-                    State::Pending => return Err(RayError::Internal(format!("argument {i} was not resolved"))),
+                    Some(object_location::Kind::Error(e)) => return Err(RayError::from_bytes(e)),
+                    None => return Err(RayError::Internal(format!("argument {i} was not resolved"))),
                 },
                 None => return Err(RayError::Internal(format!("argument {i} is empty"))),
             });

@@ -400,7 +400,7 @@ impl CoreWorker {
                 let client = if node_addr == self.0.conn.node_address {
                     Ok(self.0.node.clone())
                 } else {
-                    lazy_channel(&node_addr, &self.0.conn.token).map(node_client)
+                    self.remote_node(&node_addr)
                 };
                 if let Ok(mut client) = client {
                     let req = FreeObjectsRequest { object_ids: ids.iter().map(|i| i.0.to_vec().into()).collect() };
@@ -431,6 +431,8 @@ impl CoreWorker {
         if let Some(c) = peers.get(address) {
             return Some(c.clone());
         }
+        // A lazy channel needs the runtime's reactor; callers may be user threads.
+        let _runtime = self.0.rt.enter();
         let c = core_worker_client(lazy_channel(address, &self.0.conn.token).ok()?);
         peers.insert(address.to_string(), c.clone());
         Some(c)
@@ -442,6 +444,7 @@ impl CoreWorker {
         if let Some(c) = nodes.get(address) {
             return Ok(c.clone());
         }
+        let _runtime = self.0.rt.enter();
         let c = node_client(lazy_channel(address, &self.0.conn.token)?);
         nodes.insert(address.to_string(), c.clone());
         Ok(c)
@@ -560,12 +563,38 @@ impl CoreWorker {
             State::Pending => None,
             State::Failed(e) => Some(Err(e)),
             State::Ready(Value::Inline(b)) => Some(Ok(ObjectData::Inline(b))),
-            State::Ready(Value::Shm { path, .. }) => Some(
-                ObjectView::open(std::path::Path::new(&path))
-                    .map(|v| ObjectData::Mapped(Arc::new(v)))
-                    .map_err(|e| RayError::ObjectLost { object: id.to_string(), detail: e.to_string() }),
-            ),
+            State::Ready(Value::Shm { path, node_id, node_address, .. }) => {
+                let owner = self.owner_of(id).unwrap_or_else(|_| self.0.address.clone());
+                let object =
+                    ShmObject { id: *id, owner: &owner, path: &path, node_id: &node_id, node_address: &node_address };
+                Some(self.map_object(&object).map(|v| ObjectData::Mapped(Arc::new(v))))
+            }
         }
+    }
+
+    /// Maps a large object read-only, first copying it to this node's store if it
+    /// lives on another node (on one machine every node's files are visible, so
+    /// the node id, not the path, decides).
+    pub(crate) fn map_object(&self, object: &ShmObject<'_>) -> Result<ObjectView, RayError> {
+        let lost = |detail: String| RayError::ObjectLost { object: object.id.to_string(), detail };
+        let path = if object.node_id == self.0.conn.node_id.as_ref() {
+            object.path.to_string()
+        } else {
+            let mut node = self.0.node.clone();
+            let request = PullObjectRequest {
+                object_id: object.id.0.to_vec().into(),
+                owner_address: object.owner.to_string(),
+                source_address: object.node_address.to_string(),
+            };
+            match block_on(&self.0.rt, async move { node.pull_object(request).await }) {
+                Ok(reply) => reply.into_inner().path,
+                Err(s) => match from_status(&s, "the node daemon") {
+                    e @ RayError::ObjectStoreFull { .. } => return Err(e),
+                    e => return Err(lost(format!("cannot copy it from node {}: {e}", object.node_address))),
+                },
+            }
+        };
+        ObjectView::open(std::path::Path::new(&path)).map_err(|e| lost(e.to_string()))
     }
 
     /// Ray's `wait`: marks which of `ids` are ready once `num_returns` are, or the
@@ -656,6 +685,15 @@ impl CoreWorker {
     }
 }
 
+/// A large object as a reader finds it: which node holds it and where.
+pub(crate) struct ShmObject<'a> {
+    pub(crate) id: ObjectId,
+    pub(crate) owner: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) node_id: &'a [u8],
+    pub(crate) node_address: &'a str,
+}
+
 pub(crate) fn location_to_state(loc: Option<ObjectLocation>) -> State {
     match loc.and_then(|l| l.kind) {
         Some(object_location::Kind::Inline(b)) => State::Ready(Value::Inline(b)),
@@ -667,6 +705,17 @@ pub(crate) fn location_to_state(loc: Option<ObjectLocation>) -> State {
     }
 }
 
+/// The location of an object, naming it and its owner so that a reader on
+/// another node can copy it.
+pub(crate) fn object_location(id: &ObjectId, owner: &str, state: &State) -> Option<ObjectLocation> {
+    let mut location = state_to_location(state)?;
+    if let Some(object_location::Kind::Shm(shm)) = location.kind.as_mut() {
+        shm.object_id = id.0.to_vec().into();
+        shm.owner_address = owner.to_string();
+    }
+    Some(location)
+}
+
 pub(crate) fn state_to_location(state: &State) -> Option<ObjectLocation> {
     let kind = match state {
         State::Pending => return None,
@@ -676,6 +725,7 @@ pub(crate) fn state_to_location(state: &State) -> Option<ObjectLocation> {
             path: path.clone(),
             size: *size,
             node_address: node_address.clone(),
+            ..SharedMemory::default()
         }),
         State::Failed(e) => object_location::Kind::Error(e.to_bytes().into()),
     };

@@ -68,6 +68,8 @@ pub struct Entry {
     pub registered_borrower: bool,
     /// Borrowed objects: whether a fetch from the owner is under way.
     pub fetching: bool,
+    /// Owned objects in shared memory: nodes that made a copy, freed with it.
+    pub copies: Vec<String>,
 }
 
 impl Entry {
@@ -82,6 +84,7 @@ impl Entry {
             contained: Vec::new(),
             registered_borrower: false,
             fetching: false,
+            copies: Vec::new(),
         }
     }
 
@@ -235,6 +238,20 @@ impl RefTable {
         }
     }
 
+    /// Records that the node at `node` holds a copy of an owned object; false if
+    /// the object is no longer held (the node should drop its copy).
+    pub fn add_copy(&mut self, id: &ObjectId, node: String) -> bool {
+        match self.entries.get_mut(id) {
+            Some(e) if e.owner.is_none() => {
+                if !e.copies.contains(&node) {
+                    e.copies.push(node);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Runs `w` once the object settles; returns it back if it already has (or the
     /// object is unknown), so the caller runs it.
     pub fn on_settled(&mut self, id: &ObjectId, w: Waiter) -> Option<Waiter> {
@@ -262,7 +279,10 @@ impl RefTable {
         fx.freed.push(*id);
         fx.fire.extend(e.waiters);
         match (&e.owner, &e.state) {
-            (None, State::Ready(Value::Shm { node_address, .. })) => fx.free_shm.push((*id, node_address.clone())),
+            (None, State::Ready(Value::Shm { node_address, .. })) => {
+                fx.free_shm.push((*id, node_address.clone()));
+                fx.free_shm.extend(e.copies.iter().map(|node| (*id, node.clone())));
+            }
             (Some(owner), _) if e.registered_borrower => fx.remove_borrower.push((owner.clone(), *id)),
             _ => {}
         }

@@ -45,7 +45,7 @@ impl CoreWorkerApi for Service {
             return Ok(Response::new(GetObjectReply { location: None, timed_out: true }));
         }
         let location = match lock(&self.0.0.refs).get(&id) {
-            Some(e) => crate::state_to_location(&e.state),
+            Some(e) => crate::object_location(&id, &self.0.0.address, &e.state),
             None => crate::state_to_location(&crate::refs::State::Failed(RayError::ObjectLost {
                 object: id.to_string(),
                 detail: "its owner no longer holds it (all references were dropped)".into(),
@@ -76,6 +76,12 @@ impl CoreWorkerApi for Service {
         Ok(Response::new(Empty {}))
     }
 
+    async fn add_object_copy(&self, req: Request<ObjectCopyRequest>) -> Result<Response<ObjectCopyReply>, Status> {
+        let r = req.into_inner();
+        let held = lock(&self.0.0.refs).add_copy(&object_id(&r.object_id)?, r.node_address);
+        Ok(Response::new(ObjectCopyReply { held }))
+    }
+
     async fn cancel_task(&self, req: Request<CancelRequest>) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
         let tid = TaskId(r.task_id.as_ref().try_into().map_err(|_| Status::invalid_argument("bad task id"))?);
@@ -98,11 +104,7 @@ pub(crate) fn serve(cw: CoreWorker, listener: tokio::net::TcpListener) {
     let token = cw.0.conn.token.clone();
     let server = ray_proto::authed_server!(CoreWorkerServer, Service(cw), &token);
     tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(server)
-            .serve_with_incoming(ray_proto::incoming(listener))
-            .await;
+        let result = ray_proto::server().add_service(server).serve_with_incoming(ray_proto::incoming(listener)).await;
         if let Err(e) = result {
             tracing::error!("core worker service stopped: {e}");
         }

@@ -346,7 +346,7 @@ impl CoreWorker {
                 ArgSubmission::Ref(r) => match refs.get(r).map(|e| &e.state) {
                     Some(State::Failed(e)) => return Err(e.clone()),
                     Some(state @ State::Ready(_)) => task_args.push(TaskArg {
-                        kind: crate::state_to_location(state).map(task_arg::Kind::Object),
+                        kind: crate::object_location(r, &info(r).owner_address, state).map(task_arg::Kind::Object),
                         nested: vec![],
                     }),
                     _ => {

@@ -368,8 +368,7 @@ pub async fn serve(
     });
     let shutdown = service.clone();
     let server = ray_proto::authed_server!(HeadServer, service, token);
-    let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let result = ray_proto::server()
         .add_service(server)
         .serve_with_incoming_shutdown(ray_proto::incoming(listener), async move {
             tokio::select! {

@@ -2,6 +2,8 @@
 //! head and sending heartbeats, starting workers and relaying their output, and
 //! noticing when a job's driver is gone so its workers can go too.
 
+mod transfer;
+
 use crate::placement::{Placement, place};
 use crate::pool::{PendingLease, Pool, Resources, WorkerState, fits};
 use ray_abi::ObjectId;
@@ -11,6 +13,7 @@ use ray_proto::*;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -76,6 +79,13 @@ struct Shared {
     children: Mutex<HashMap<u32, Vec<u8>>>,
     /// The cluster as the head last described it, for placement.
     cluster: Mutex<Option<(std::time::Instant, Vec<NodeInfo>)>>,
+    /// Objects being copied here from other nodes.
+    pulls: transfer::Pulls,
+    /// Channels to other nodes and to owners, by address.
+    channels: Mutex<HashMap<String, AuthChannel>>,
+    /// Object bytes copied here from other nodes, and sent to them.
+    bytes_pulled: AtomicU64,
+    bytes_served: AtomicU64,
 }
 
 impl Shared {
@@ -462,6 +472,7 @@ impl Node for NodeService {
                     size: o.size,
                     owner_address: o.owner.clone(),
                     sealed: o.sealed,
+                    primary: o.primary,
                 })
                 .collect();
             (s.capacity(), s.used(), objects)
@@ -477,6 +488,8 @@ impl Node for NodeService {
             num_workers: pids.len() as u32,
             num_idle_workers: idle as u32,
             worker_pids: pids,
+            bytes_pulled: self.0.bytes_pulled.load(Ordering::Relaxed),
+            bytes_served: self.0.bytes_served.load(Ordering::Relaxed),
         }))
     }
 
@@ -488,6 +501,21 @@ impl Node for NodeService {
         } else {
             Err(Status::not_found(format!("pid {pid} is not a worker of this node")))
         }
+    }
+
+    type ReadObjectStream = transfer::ChunkStream;
+
+    async fn read_object(&self, req: Request<ReadObjectRequest>) -> Result<Response<Self::ReadObjectStream>, Status> {
+        let id = ObjectId::from_slice(&req.into_inner().object_id)
+            .ok_or_else(|| Status::invalid_argument("bad object id"))?;
+        transfer::read_stream(&self.0, id).await.map(Response::new)
+    }
+
+    async fn pull_object(&self, req: Request<PullObjectRequest>) -> Result<Response<PullObjectReply>, Status> {
+        let r = req.into_inner();
+        let id = ObjectId::from_slice(&r.object_id).ok_or_else(|| Status::invalid_argument("bad object id"))?;
+        let path = transfer::pull(&self.0, id, &r.owner_address, &r.source_address).await?;
+        Ok(Response::new(PullObjectReply { path: path.display().to_string() }))
     }
 
     async fn shutdown(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
@@ -618,6 +646,10 @@ pub async fn run(
         shutdown: Notify::new(),
         children: Mutex::new(HashMap::new()),
         cluster: Mutex::new(None),
+        pulls: Default::default(),
+        channels: Mutex::new(HashMap::new()),
+        bytes_pulled: AtomicU64::new(0),
+        bytes_served: AtomicU64::new(0),
         node_id: node_id.to_vec(),
         address: address.clone(),
         config: config.clone(),
@@ -653,8 +685,7 @@ pub async fn run(
     ];
     let server = ray_proto::authed_server!(NodeServer, NodeService(shared.clone()), &config.token);
     let stopper = shared.clone();
-    let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let result = ray_proto::server()
         .add_service(server)
         .serve_with_incoming_shutdown(ray_proto::incoming(listener), async move {
             tokio::select! {

@@ -7,6 +7,11 @@
 //! freeing unlinks it, so the kernel returns the pages once the last mapping goes.
 //! The node daemon keeps the accounting ([`StoreIndex`]): capacity, which objects
 //! exist, and whether each is sealed (immutable and readable).
+//!
+//! An object read on another node is copied there ([`ObjectWriter`] takes it in
+//! chunks as they arrive). Such a secondary copy is a cache: the store evicts copies,
+//! least recently used first, when it needs room, while primaries stay until their
+//! owner frees them.
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
 use ray_abi::{ObjectId, RayError};
@@ -80,6 +85,9 @@ pub struct StoredObject {
     pub owner: String,
     /// Whether it is complete and readable.
     pub sealed: bool,
+    /// Whether this is the object's first copy, made by its creator, rather than a
+    /// secondary copy pulled from another node (which may be evicted).
+    pub primary: bool,
     /// When it was last created or read, for eviction order.
     pub last_used: Instant,
 }
@@ -127,16 +135,53 @@ impl StoreIndex {
 
     /// Reserves space for a new object and returns the file the creator must write.
     pub fn reserve(&mut self, id: ObjectId, size: u64, owner: &str) -> Result<PathBuf, StoreError> {
+        self.reserve_as(id, size, owner, true)
+    }
+
+    /// Reserves space for a secondary copy of an object pulled from another node.
+    pub fn reserve_copy(&mut self, id: ObjectId, size: u64, owner: &str) -> Result<PathBuf, StoreError> {
+        self.reserve_as(id, size, owner, false)
+    }
+
+    fn reserve_as(&mut self, id: ObjectId, size: u64, owner: &str, primary: bool) -> Result<PathBuf, StoreError> {
         if self.objects.contains_key(&id) {
             return Err(StoreError::Exists(id));
+        }
+        if self.used.saturating_add(size) > self.capacity {
+            self.evict_copies(self.used.saturating_add(size) - self.capacity);
         }
         if self.used.saturating_add(size) > self.capacity {
             return Err(StoreError::Full { requested: size, used: self.used, capacity: self.capacity });
         }
         self.used += size;
-        self.objects
-            .insert(id, StoredObject { id, size, owner: owner.to_string(), sealed: false, last_used: Instant::now() });
+        let object =
+            StoredObject { id, size, owner: owner.to_string(), sealed: false, primary, last_used: Instant::now() };
+        self.objects.insert(id, object);
         Ok(self.path_of(&id))
+    }
+
+    /// Frees sealed secondary copies, least recently used first, until `needed`
+    /// bytes are free or none is left. Readers that map a copy keep their pages.
+    fn evict_copies(&mut self, needed: u64) {
+        let mut copies: Vec<(Instant, ObjectId, u64)> =
+            self.objects.values().filter(|o| !o.primary && o.sealed).map(|o| (o.last_used, o.id, o.size)).collect();
+        copies.sort_unstable_by_key(|c| c.0);
+        let mut freed = 0;
+        for (_, id, size) in copies {
+            if freed >= needed {
+                break;
+            }
+            tracing::debug!("evicting the copy of {id} ({size} bytes) to make room");
+            self.free(&id);
+            freed += size;
+        }
+    }
+
+    /// The file of a sealed object, marking it recently used.
+    pub fn sealed_path(&mut self, id: &ObjectId) -> Option<PathBuf> {
+        let o = self.objects.get_mut(id).filter(|o| o.sealed)?;
+        o.last_used = Instant::now();
+        Some(self.path_of(id))
     }
 
     /// Marks an object complete.
@@ -174,22 +219,76 @@ impl StoreIndex {
 /// `parts` are concatenated; writing happens through a shared mapping so the pages
 /// land in tmpfs directly, with one copy.
 pub fn write_object(path: &Path, parts: &[&[u8]]) -> Result<(), StoreError> {
-    let size: usize = parts.iter().map(|p| p.len()).sum();
-    let file =
-        OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path).map_err(io_err(path))?;
-    file.set_len(size as u64).map_err(io_err(path))?;
-    if size == 0 {
-        return Ok(());
-    }
-    // SAFETY: the file was just created exclusively by this process (create_new), so
-    // no one else maps or writes it until it is sealed; its length is `size`.
-    let mut map: MmapMut = unsafe { MmapOptions::new().len(size).populate().map_mut(&file) }.map_err(io_err(path))?;
-    let mut offset = 0;
+    let mut writer = ObjectWriter::create(path, parts.iter().map(|p| p.len() as u64).sum())?;
     for p in parts {
-        map[offset..offset + p.len()].copy_from_slice(p);
-        offset += p.len();
+        writer.append(p)?;
     }
-    Ok(())
+    writer.finish()
+}
+
+/// Fills a new object's file front to back, for bytes that arrive in pieces (an
+/// object pulled from another node in chunks).
+#[derive(Debug)]
+pub struct ObjectWriter {
+    path: PathBuf,
+    map: Option<MmapMut>,
+    written: usize,
+}
+
+impl ObjectWriter {
+    /// Creates the file at `path` with room for exactly `size` bytes.
+    pub fn create(path: &Path, size: u64) -> Result<Self, StoreError> {
+        let file =
+            OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path).map_err(io_err(path))?;
+        file.set_len(size).map_err(io_err(path))?;
+        let map = if size == 0 {
+            None
+        } else {
+            let len = usize::try_from(size).map_err(|_| StoreError::Io {
+                path: path.to_path_buf(),
+                source: io::Error::other("object larger than the address space"),
+            })?;
+            // SAFETY: the file was just created exclusively by this process
+            // (create_new), so no one else maps or writes it until it is sealed; its
+            // length is `len`.
+            Some(unsafe { MmapOptions::new().len(len).populate().map_mut(&file) }.map_err(io_err(path))?)
+        };
+        Ok(ObjectWriter { path: path.to_path_buf(), map, written: 0 })
+    }
+
+    /// Writes the next `bytes`; fails if they would run past the object's size.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let end = self.written + bytes.len();
+        match self.map.as_mut() {
+            Some(map) if end <= map.len() => {
+                map[self.written..end].copy_from_slice(bytes);
+                self.written = end;
+                Ok(())
+            }
+            _ => Err(self.short("more bytes than the object's size")),
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written as u64
+    }
+
+    /// Checks that every byte was written.
+    pub fn finish(self) -> Result<(), StoreError> {
+        if self.written == self.map.as_ref().map_or(0, |m| m.len()) {
+            Ok(())
+        } else {
+            Err(self.short("the object ended early"))
+        }
+    }
+
+    fn short(&self, what: &str) -> StoreError {
+        StoreError::Io { path: self.path.clone(), source: io::Error::new(io::ErrorKind::InvalidData, what.to_string()) }
+    }
 }
 
 /// A read-only view of a sealed object, shared with every other reader.
@@ -244,6 +343,51 @@ mod tests {
         assert_eq!(view.bytes(), b"hello world");
         store.destroy();
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_writer_takes_chunks_and_checks_the_size() {
+        let dir = std::env::temp_dir().join(format!("rayrepl-store-writer-{}", std::process::id()));
+        let mut store = StoreIndex::new(dir, 1 << 20).unwrap();
+        let path = store.reserve_copy(id(1), 6, "o").unwrap();
+        let mut w = ObjectWriter::create(&path, 6).unwrap();
+        w.append(b"abc").unwrap();
+        w.append(b"de").unwrap();
+        assert_eq!(w.written(), 5);
+        assert!(w.append(b"fg").is_err(), "ran past the end");
+        w.append(b"f").unwrap();
+        w.finish().unwrap();
+        assert_eq!(ObjectView::open(&path).unwrap().bytes(), b"abcdef");
+        let path = store.reserve_copy(id(2), 4, "o").unwrap();
+        let mut w = ObjectWriter::create(&path, 4).unwrap();
+        w.append(b"ab").unwrap();
+        assert!(w.finish().is_err(), "a short object was accepted");
+        store.destroy();
+    }
+
+    #[test]
+    fn copies_are_evicted_least_recently_used_first_and_primaries_never() {
+        let dir = std::env::temp_dir().join(format!("rayrepl-store-evict-{}", std::process::id()));
+        let mut store = StoreIndex::new(dir, 100).unwrap();
+        for (n, primary) in [(1, true), (2, false), (3, false)] {
+            let path = if primary { store.reserve(id(n), 30, "o") } else { store.reserve_copy(id(n), 30, "o") };
+            write_object(&path.unwrap(), &[&[n; 30]]).unwrap();
+            store.seal(&id(n)).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // Reading copy 2 makes copy 3 the least recently used.
+        assert!(store.sealed_path(&id(2)).is_some());
+        store.reserve(id(4), 30, "o").unwrap();
+        let left: Vec<u8> = {
+            let mut v: Vec<u8> = store.objects().map(|o| o.id.0[0]).collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(left, vec![1, 2, 4]);
+        // Only copies go: primaries 1 and 4 and copy 2 leave no room for 50 bytes.
+        assert!(matches!(store.reserve(id(5), 50, "o"), Err(StoreError::Full { .. })));
+        assert!(store.objects().all(|o| o.primary));
+        store.destroy();
     }
 
     #[test]

@@ -77,6 +77,15 @@ pub type CoreWorkerClient = core_worker_client::CoreWorkerClient<AuthChannel>;
 /// Largest message accepted; objects bigger than this move as shared memory.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 
+/// HTTP/2 flow-control windows. The defaults (64 KiB a stream) cap an object
+/// stream between nodes at one window per round trip; these let a chunk of
+/// [`OBJECT_CHUNK_BYTES`] and the next be in flight at once.
+const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
+/// The size of the chunks objects move between nodes in.
+pub const OBJECT_CHUNK_BYTES: usize = 2 << 20;
+
 fn endpoint(addr: &str) -> Result<Endpoint, RayError> {
     Endpoint::from_shared(format!("http://{addr}"))
         .map(|e| {
@@ -84,8 +93,19 @@ fn endpoint(addr: &str) -> Result<Endpoint, RayError> {
                 .connect_timeout(Duration::from_secs(5))
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_while_idle(true)
+                .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         })
         .map_err(|e| RayError::InvalidArgument(format!("bad address {addr:?}: {e}")))
+}
+
+/// A server configured as every rayrepl service is: Nagle off (see [`incoming`])
+/// and the same flow-control windows as clients.
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
 }
 
 /// Accepts connections on `listener` with Nagle's algorithm off: every message

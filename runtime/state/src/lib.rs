@@ -160,23 +160,24 @@ pub async fn fetch(head: &mut HeadClient, token: &str, resource: Resource) -> Re
             let mut rows = Vec::new();
             for n in info.nodes.iter().filter(|n| n.alive) {
                 let channel = ray_proto::lazy_channel(&n.address, token)?;
-                let stats = ray_proto::node_client(channel)
-                    .get_stats(Empty {})
-                    .await
-                    .map_err(|s| ray_proto::from_status(&s, "a node daemon"))?
-                    .into_inner();
-                for o in stats.objects {
+                // A node that just died may still be listed as alive: skip it
+                // rather than fail the whole listing.
+                let Ok(stats) = ray_proto::node_client(channel).get_stats(Empty {}).await else {
+                    continue;
+                };
+                for o in stats.into_inner().objects {
                     rows.push(row(vec![
                         ("OBJECT_ID", json!(hex(&o.object_id))),
                         ("OBJECT_SIZE", json!(format_bytes(o.size))),
                         ("SEALED", json!(o.sealed)),
+                        ("COPY", json!(if o.primary { "PRIMARY" } else { "SECONDARY" })),
                         ("OWNER", json!(o.owner_address)),
                         ("IP", json!(n.ip)),
                         ("NODE_ID", json!(hex(&n.node_id))),
                     ]));
                 }
             }
-            (rows, &["OBJECT_ID", "OBJECT_SIZE", "OWNER", "IP"][..])
+            (rows, &["OBJECT_ID", "OBJECT_SIZE", "COPY", "OWNER", "IP"][..])
         }
     })
 }
