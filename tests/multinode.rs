@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use support::*;
 
 /// A head and two joined nodes, each with 1 CPU; the joined ones also have a
-/// resource of their own and one they share.
+/// resource of their own and one they share. Node .3 plays another machine: its
+/// host id differs, so it must fetch drivers' programs rather than run their files.
 struct ThreeNodes {
     roots: Vec<tempfile::TempDir>,
     address: String,
@@ -48,6 +49,7 @@ impl ThreeNodes {
             .args(args)
             .env("RAYREPL_TEMP_DIR", self.roots[i].path())
             .env("RAYREPL_TOKEN_FILE", token_file)
+            .env("RAYREPL_HOST_ID", if i == 2 { "another-machine" } else { "" })
             .env_remove("RAYREPL_TOKEN")
             .env_remove("RAYREPL_ADDRESS");
         run_bounded(cmd, Duration::from_secs(60))
@@ -107,6 +109,9 @@ fn tasks_follow_their_resources_spill_when_full_and_log_with_their_ip() {
     let spread = run.value("spread");
     assert!(spread.split(',').count() >= 2, "all tasks ran on {spread}");
     assert_eq!(run.value("nowhere"), "infeasible");
+    // Node .3 ran the task from the program it fetched into its session directory.
+    let exe = run.value("exe_on_c");
+    assert!(exe.starts_with(&cluster.root(2).display().to_string()) && exe.contains("/executables/"), "{exe}");
     // Output from other nodes names them.
     assert!(
         run.stdout.contains("(where_am_i pid=") && run.stdout.contains("ip=127.0.0.2) running on 127.0.0.2"),

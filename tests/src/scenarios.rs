@@ -103,6 +103,12 @@ fn list_objects() -> String {
     out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 
+/// The program this worker runs.
+#[ray::remote]
+fn executable() -> String {
+    std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default()
+}
+
 /// Says where it started, then works for `ms`; returns where it ran.
 #[ray::remote]
 fn announce_then_work(ms: u64) -> String {
@@ -552,6 +558,7 @@ fn run(name: &str) -> Result<(), RayError> {
                 let ip = ray::get(&where_am_i.options().resource(resource, 1.0).remote(0))?;
                 println!("needs_{resource}={ip}");
             }
+            println!("exe_on_c={}", ray::get(&executable.options().resource("c", 1.0).remote())?);
             let spread: Vec<String> = ray::get(&(0..6).map(|_| where_am_i.remote(400)).collect::<Vec<_>>())?;
             let nodes: std::collections::BTreeSet<_> = spread.into_iter().collect();
             println!("spread={}", nodes.into_iter().collect::<Vec<_>>().join(","));

@@ -1,4 +1,5 @@
-//! Code artifacts: REPL cell libraries shipped to workers by content hash.
+//! Code artifacts: REPL cell libraries shipped to workers by content hash, and
+//! the driver's own program for nodes on other machines.
 //!
 //! A function defined in a REPL cell exists only in that cell's shared library,
 //! in a build directory private to the driver's session. The driver publishes each
@@ -6,6 +7,10 @@
 //! keeps it in the node's session directory, loads it and looks the trampoline up
 //! by symbol. Libraries are never unloaded: code in them may still be running on
 //! other threads, and a recycled worker is the safe way to drop them.
+//!
+//! Workers of a compiled program run that program. A node on the driver's machine
+//! runs it by path; a node elsewhere asks the driver for it ([`executable_chunks`])
+//! on its first worker for the job.
 
 use crate::{CoreWorker, block_on, lock};
 use ray_abi::{RayError, TaskFn};
@@ -30,6 +35,8 @@ pub(crate) struct ArtifactCache {
     by_address: Mutex<HashMap<u64, String>>,
     /// Hash → the loaded library, leaked on purpose (see the module docs).
     loaded: Mutex<HashMap<String, &'static libloading::Library>>,
+    /// This program's bytes and hash, read when a node first asks for them.
+    executable: tokio::sync::OnceCell<(bytes::Bytes, String)>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -70,22 +77,7 @@ impl CoreWorker {
                 RayError::InvalidArgument(format!("cannot read the code library {}: {e}", path.display()))
             })?);
         let hash = hex(&Sha256::digest(&bytes));
-        let mut chunks = Vec::with_capacity(bytes.len() / CHUNK + 1);
-        let mut at = 0;
-        loop {
-            let end = (at + CHUNK).min(bytes.len());
-            let first = at == 0;
-            chunks.push(ArtifactChunk {
-                hash: if first { hash.clone() } else { String::new() },
-                abi_key: if first { ABI_KEY.to_string() } else { String::new() },
-                size: if first { bytes.len() as u64 } else { 0 },
-                data: bytes.slice(at..end),
-            });
-            at = end;
-            if at >= bytes.len() {
-                break;
-            }
-        }
+        let chunks = chunks_of(&bytes, &hash);
         let mut head = self.0.head.clone();
         block_on(&self.0.rt, async move { head.put_artifact(tokio_stream::iter(chunks)).await })
             .map_err(|s| from_status(&s, "the head"))?;
@@ -165,6 +157,46 @@ impl CoreWorker {
         std::fs::rename(&tmp, path).map_err(io)?;
         Ok(())
     }
+}
+
+/// Splits an artifact into chunks; the first carries its hash, ABI and size.
+fn chunks_of(bytes: &bytes::Bytes, hash: &str) -> Vec<ArtifactChunk> {
+    let mut chunks = Vec::with_capacity(bytes.len() / CHUNK + 1);
+    let mut at = 0;
+    loop {
+        let end = (at + CHUNK).min(bytes.len());
+        let first = at == 0;
+        chunks.push(ArtifactChunk {
+            hash: if first { hash.to_string() } else { String::new() },
+            abi_key: if first { ABI_KEY.to_string() } else { String::new() },
+            size: if first { bytes.len() as u64 } else { 0 },
+            data: bytes.slice(at..end),
+        });
+        at = end;
+        if at >= bytes.len() {
+            break chunks;
+        }
+    }
+}
+
+/// This program's executable as chunks, read and hashed once.
+pub(crate) async fn executable_chunks(cw: &CoreWorker) -> Result<Vec<ArtifactChunk>, RayError> {
+    let (bytes, hash) =
+        cw.0.artifacts
+            .executable
+            .get_or_try_init(|| async {
+                tokio::task::spawn_blocking(|| {
+                    let exe = std::env::current_exe()
+                        .and_then(std::fs::read)
+                        .map_err(|e| RayError::Internal(format!("cannot read this program's executable: {e}")))?;
+                    let hash = hex(&Sha256::digest(&exe));
+                    Ok::<_, RayError>((bytes::Bytes::from(exe), hash))
+                })
+                .await
+                .map_err(|e| RayError::Internal(e.to_string()))?
+            })
+            .await?;
+    Ok(chunks_of(bytes, hash))
 }
 
 fn check_abi(function: &str, abi_key: &str) -> Result<(), RayError> {

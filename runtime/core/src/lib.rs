@@ -179,6 +179,7 @@ impl CoreWorker {
                             driver_pid: std::process::id(),
                             entrypoint: std::env::args().collect::<Vec<_>>().join(" "),
                             worker_executable: exe.display().to_string(),
+                            host_id: host_id(),
                             driver_ip: conn.ip.clone(),
                             namespace: opts.namespace.clone(),
                             // Cell libraries may link the toolchain's libstd

@@ -82,6 +82,13 @@ impl CoreWorkerApi for Service {
         Ok(Response::new(ObjectCopyReply { held }))
     }
 
+    type GetExecutableStream = tokio_stream::Iter<std::vec::IntoIter<Result<ArtifactChunk, Status>>>;
+
+    async fn get_executable(&self, _: Request<Empty>) -> Result<Response<Self::GetExecutableStream>, Status> {
+        let chunks = crate::artifacts::executable_chunks(&self.0).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(tokio_stream::iter(chunks.into_iter().map(Ok).collect::<Vec<_>>())))
+    }
+
     async fn cancel_task(&self, req: Request<CancelRequest>) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
         let tid = TaskId(r.task_id.as_ref().try_into().map_err(|_| Status::invalid_argument("bad task id"))?);

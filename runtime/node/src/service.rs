@@ -2,6 +2,7 @@
 //! head and sending heartbeats, starting workers and relaying their output, and
 //! noticing when a job's driver is gone so its workers can go too.
 
+mod executables;
 mod transfer;
 
 use crate::placement::{Placement, place};
@@ -86,6 +87,10 @@ struct Shared {
     /// Object bytes copied here from other nodes, and sent to them.
     bytes_pulled: AtomicU64,
     bytes_served: AtomicU64,
+    /// This machine, as [`host_id`] names it.
+    host_id: String,
+    /// Programs fetched from drivers on other machines, by job.
+    executables: executables::Executables,
 }
 
 impl Shared {
@@ -136,6 +141,14 @@ impl Shared {
                 return;
             }
         };
+        let executable = match self.worker_executable(&info).await {
+            Ok(path) => path,
+            Err(why) => {
+                tracing::error!("cannot start a worker for job {job}: {why}");
+                self.fail_job_leases(job, why);
+                return;
+            }
+        };
         let worker_id: [u8; 16] = rand::random();
         // Record the worker before it exists: it may register before spawn returns.
         self.pool().worker_spawned(worker_id.to_vec(), 0, job);
@@ -158,7 +171,7 @@ impl Shared {
             ("RAYREPL_NODE_ID".into(), hex(&self.node_id)),
             ("RAYREPL_SESSION_DIR".into(), self.config.session_dir.display().to_string()),
         ]);
-        let request = SpawnRequest { executable: info.worker_executable.clone(), env, reply: tx };
+        let request = SpawnRequest { executable: executable.clone(), env, reply: tx };
         let spawned = match self.spawner.send(request) {
             Ok(()) => rx.await.unwrap_or_else(|_| Err(std::io::Error::other("spawner stopped"))),
             Err(_) => Err(std::io::Error::other("spawner stopped")),
@@ -166,9 +179,9 @@ impl Shared {
         match spawned {
             Ok(child) => self.watch_worker(child, worker_id.to_vec(), job),
             Err(e) => {
-                tracing::error!("cannot start worker {}: {e}", info.worker_executable);
+                tracing::error!("cannot start worker {}: {e}", executable.display());
                 self.pool().worker_exited(&worker_id);
-                self.fail_job_leases(job, format!("cannot start worker `{}`: {e}", info.worker_executable));
+                self.fail_job_leases(job, format!("cannot start worker `{}`: {e}", executable.display()));
             }
         }
     }
@@ -307,7 +320,7 @@ async fn publish_logs(mut rx: mpsc::UnboundedReceiver<(u32, LogLine)>, head: Hea
 }
 
 struct SpawnRequest {
-    executable: String,
+    executable: PathBuf,
     env: Vec<(String, String)>,
     reply: oneshot::Sender<std::io::Result<tokio::process::Child>>,
 }
@@ -650,6 +663,8 @@ pub async fn run(
         channels: Mutex::new(HashMap::new()),
         bytes_pulled: AtomicU64::new(0),
         bytes_served: AtomicU64::new(0),
+        host_id: host_id(),
+        executables: Default::default(),
         node_id: node_id.to_vec(),
         address: address.clone(),
         config: config.clone(),

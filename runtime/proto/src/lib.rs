@@ -262,6 +262,21 @@ pub fn format_bytes(n: u64) -> String {
     if unit == 0 { format!("{n} B") } else { format!("{v:.2} {}", UNITS[unit]) }
 }
 
+/// Names this machine, so processes can tell whether they share its files:
+/// `RAYREPL_HOST_ID` if set (tests use it to play another machine), else the
+/// systemd machine id, else the kernel's boot id, else the hostname.
+pub fn host_id() -> String {
+    if let Ok(id) = std::env::var("RAYREPL_HOST_ID")
+        && !id.is_empty()
+    {
+        return id;
+    }
+    ["/etc/machine-id", "/proc/sys/kernel/random/boot_id", "/etc/hostname"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(f).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
+        .unwrap_or_default()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
