@@ -203,56 +203,106 @@ fn a_node_joins_only_with_the_cluster_token() {
     let _ = rayrepl(head_root.path(), &["stop"]);
 }
 
-#[test]
-fn a_task_on_a_killed_node_is_retried_on_another() {
-    use std::io::{BufRead, BufReader};
-    let cluster = ThreeNodes::start();
-    let mut cmd = Command::new(scenarios_bin());
-    cmd.arg("retry_on_node_death").stdout(std::process::Stdio::piped()).env_remove("RAYREPL_ADDRESS");
-    for (k, v) in cluster.driver_env() {
-        cmd.env(k, v);
+/// A scenario driver that the test talks to line by line while it runs.
+struct LiveDriver {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl LiveDriver {
+    fn start(cluster: &ThreeNodes, scenario: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut cmd = Command::new(scenarios_bin());
+        cmd.arg(scenario).stdin(Stdio::piped()).stdout(Stdio::piped()).env_remove("RAYREPL_ADDRESS");
+        for (k, v) in cluster.driver_env() {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the scenario driver");
+        // Lines arrive on a channel, so that a driver that hangs fails the test instead.
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LiveDriver { child, lines, seen: Vec::new() }
     }
-    let mut driver = cmd.spawn().unwrap();
-    // Lines arrive on a channel, so that a driver that hangs fails the test instead.
-    let (tx, lines) = std::sync::mpsc::channel();
-    let stdout = driver.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
+
+    /// What `pick` finds in the next line it accepts, within 60 s a line.
+    fn next(&mut self, what: &str, pick: impl Fn(&str) -> Option<String>) -> Option<String> {
+        loop {
+            let Ok(line) = self.lines.recv_timeout(Duration::from_secs(60)) else {
+                eprintln!("no {what} within 60 s; output so far: {:?}", self.seen);
+                return None;
+            };
+            self.seen.push(line.clone());
+            if let Some(v) = pick(&line) {
+                return Some(v);
             }
         }
-    });
-    let mut seen = Vec::new();
-    let mut next = |what: &str| -> Option<String> {
-        let line = lines.recv_timeout(Duration::from_secs(60)).ok();
-        if line.is_none() {
-            eprintln!("no {what} within 60 s; output so far: {seen:?}");
-        }
-        seen.extend(line.clone());
-        line
-    };
-    let started = loop {
-        let line = next("start").expect("the task started");
-        if let Some(ip) = line.split("started on ").nth(1) {
-            break ip.trim().to_string();
-        }
-    };
-    let (pid, _) = cluster.node(&started);
+    }
+
+    /// The value after `key=` on the next line that starts with it.
+    fn value(&mut self, key: &str) -> Option<String> {
+        let prefix = format!("{key}=");
+        self.next(key, |line| line.strip_prefix(&prefix).map(str::to_string))
+    }
+
+    fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).expect("write to the driver");
+    }
+}
+
+impl Drop for LiveDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kill_node(cluster: &ThreeNodes, ip: &str) {
+    let (pid, _) = cluster.node(ip);
+    assert!(pid > 0, "no pid for node {ip}");
     // SAFETY: kill(2) on a node daemon this test started; its workers die with it.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    let finished = loop {
-        match next("result") {
-            Some(line) => match line.strip_prefix("retried_on=") {
-                Some(ip) => break Some(ip.to_string()),
-                None => continue,
-            },
-            None => break None,
-        }
-    };
-    let _ = driver.kill();
-    let _ = driver.wait();
-    let finished = finished.unwrap_or_else(|| panic!("no result after killing node {started}"));
+}
+
+#[test]
+fn a_task_on_a_killed_node_is_retried_on_another() {
+    let cluster = ThreeNodes::start();
+    let mut driver = LiveDriver::start(&cluster, "retry_on_node_death");
+    let started = driver
+        .next("start", |line| line.split("started on ").nth(1).map(|ip| ip.trim().to_string()))
+        .expect("the task started");
+    kill_node(&cluster, &started);
+    let finished = driver.value("retried_on").unwrap_or_else(|| panic!("no result after killing node {started}"));
     assert_ne!(finished, started, "the task finished on the node that was killed");
     assert!(["127.0.0.2", "127.0.0.3"].contains(&finished.as_str()), "{finished}");
+}
+
+#[test]
+fn an_actor_on_a_killed_node_restarts_on_another() {
+    let cluster = ThreeNodes::start();
+    let mut driver = LiveDriver::start(&cluster, "actor_on_node_death");
+    let started = driver.value("actor_started_on").expect("the actor answered");
+    let (ip, count) = started.split_once(" count=").expect("ip and count");
+    assert_eq!(count, "1");
+    kill_node(&cluster, ip);
+    driver.say("killed");
+    let restarted = driver.value("actor_restarted_on").unwrap_or_else(|| panic!("no answer after killing node {ip}"));
+    let (new_ip, count) = restarted.split_once(" count=").expect("ip and count");
+    assert_ne!(new_ip, ip, "the actor answered from the node that was killed");
+    assert!(["127.0.0.2", "127.0.0.3"].contains(&new_ip), "{new_ip}");
+    // A new instance: the constructor ran again.
+    assert_eq!(count, "1");
+    let actors = rayrepl(&cluster.root(0), &["list", "actors", "--format", "json", "--address", &cluster.address]);
+    let actors: Vec<serde_json::Value> = serde_json::from_slice(&actors.stdout).unwrap_or_default();
+    assert!(actors.iter().any(|a| a["STATE"] == "ALIVE" && a["CLASS_NAME"] == "Counter"), "{actors:?}");
 }

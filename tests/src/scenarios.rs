@@ -207,6 +207,10 @@ impl Counter {
     fn pid(&self) -> u32 {
         std::process::id()
     }
+    fn node_ip_and_count(&mut self) -> (String, i64) {
+        self.value += 1;
+        (std::env::var("RAYREPL_NODE_IP").unwrap_or_default(), self.value)
+    }
     fn slow_pid(&self, ms: u64) -> u32 {
         sleep(Duration::from_millis(ms));
         std::process::id()
@@ -604,6 +608,18 @@ fn run(name: &str) -> Result<(), RayError> {
             let ran: std::collections::BTreeSet<String> =
                 ray::get(&(0..4).map(|_| where_am_i.remote(100)).collect::<Vec<_>>())?.into_iter().collect();
             println!("ran_on={}", ran.into_iter().collect::<Vec<_>>().join(","));
+        }
+        "actor_on_node_death" => {
+            // Resource `bc` is on nodes .2 and .3; the test kills the node the
+            // actor starts on, then says so on stdin.
+            ray::init()?;
+            let a = Counter::options().resource("bc", 1.0).max_restarts(1).max_task_retries(2).remote()?;
+            let (ip, count) = ray::get(&a.node_ip_and_count())?;
+            println!("actor_started_on={ip} count={count}");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map_err(|e| RayError::Internal(e.to_string()))?;
+            let (ip, count) = ray::get(&a.node_ip_and_count())?;
+            println!("actor_restarted_on={ip} count={count}");
         }
         "retry_on_node_death" => {
             // Resource `bc` is on nodes .2 and .3; the test kills the node this

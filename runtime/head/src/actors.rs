@@ -4,9 +4,10 @@
 //! whole job) and must come back after a crash, so its lifecycle cannot belong to
 //! its creator. The head keeps every actor's spec, leases a dedicated worker for it
 //! from a node daemon, runs its constructor there, and watches for the worker's
-//! death: then it restarts the actor (`max_restarts`) or marks it dead with the
-//! reason, which every later call reports. Callers ask the head where an actor
-//! lives and then talk to its worker directly.
+//! death, or its whole node's: then it restarts the actor (`max_restarts`), on
+//! another node if its own is gone, or marks it dead with the reason, which every
+//! later call reports. Callers ask the head where an actor lives and then talk to
+//! its worker directly.
 
 use ray_abi::RayError;
 use ray_proto::*;
@@ -31,6 +32,14 @@ struct Tables {
     names: HashMap<(String, String), Vec<u8>>,
 }
 
+/// The cluster's nodes as the head knows them now.
+pub(crate) type NodeSource = Arc<dyn Fn() -> Vec<NodeInfo> + Send + Sync>;
+
+/// How often, and how long, an actor's placement is retried when the node chosen
+/// for it stops answering (it is then marked dead within seconds).
+const PLACEMENT_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+const PLACEMENT_ATTEMPTS: u32 = 30;
+
 /// Actor state shared by the head's handlers.
 #[derive(Clone)]
 pub(crate) struct Actors {
@@ -38,6 +47,7 @@ pub(crate) struct Actors {
     changed: Arc<watch::Sender<u64>>,
     token: Arc<str>,
     nodes: Arc<Mutex<HashMap<String, NodeClient>>>,
+    cluster: NodeSource,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -49,12 +59,13 @@ fn died(info: &ActorInfo, cause: impl Into<String>) -> RayError {
 }
 
 impl Actors {
-    pub(crate) fn new(token: &str) -> Self {
+    pub(crate) fn new(token: &str, cluster: NodeSource) -> Self {
         Actors {
             tables: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
             token: token.into(),
             nodes: Arc::default(),
+            cluster,
         }
     }
 
@@ -78,7 +89,7 @@ impl Actors {
 
     /// Registers an actor and starts creating it; with `get_if_exists`, returns
     /// the live actor of the same name instead.
-    pub(crate) fn create(&self, spec: ActorSpec, nodes: Vec<NodeInfo>) -> Result<ActorInfo, RayError> {
+    pub(crate) fn create(&self, spec: ActorSpec) -> Result<ActorInfo, RayError> {
         let key = (spec.namespace.clone(), spec.name.clone());
         {
             let t = self.lock();
@@ -128,7 +139,7 @@ impl Actors {
         }
         let this = self.clone();
         let id = spec.actor_id.to_vec();
-        tokio::spawn(async move { this.schedule(id, nodes).await });
+        tokio::spawn(async move { this.schedule(id).await });
         Ok(info)
     }
 
@@ -144,32 +155,46 @@ impl Actors {
     }
 
     /// Leases a worker for the actor and runs its constructor there.
-    async fn schedule(&self, id: Vec<u8>, nodes: Vec<NodeInfo>) {
-        let Some((spec, info)) = self.lock().actors.get(&id).map(|e| (e.spec.clone(), e.info.clone())) else {
-            return;
+    async fn schedule(&self, id: Vec<u8>) {
+        for attempt in 1..=PLACEMENT_ATTEMPTS {
+            match self.place(&id).await {
+                Err(RayError::Connection { what, detail }) if attempt < PLACEMENT_ATTEMPTS => {
+                    tracing::info!("placing actor {} again: {what}: {detail}", hex(&id));
+                    tokio::time::sleep(PLACEMENT_RETRY).await;
+                }
+                Err(e) => return self.mark_dead(&id, e),
+                Ok(()) => return,
+            }
+        }
+    }
+
+    /// One placement attempt: the first alive node with the actor's resources
+    /// free, else the first whose totals hold them (the lease queues there).
+    async fn place(&self, id: &[u8]) -> Result<(), RayError> {
+        let Some((spec, info)) = self.lock().actors.get(id).map(|e| (e.spec.clone(), e.info.clone())) else {
+            return Ok(());
         };
+        let nodes = (self.cluster)();
         let demand = resources_to_map(&spec.resources);
-        let fits = |n: &&NodeInfo| {
-            let total = resources_to_map(&n.total);
-            n.alive && demand.iter().all(|(k, v)| total.get(k).copied().unwrap_or(0.0) + 1e-9 >= *v)
+        let holds = |r: &[Resource]| {
+            let r = resources_to_map(r);
+            demand.iter().all(|(k, v)| r.get(k).copied().unwrap_or(0.0) + 1e-9 >= *v)
         };
-        let Some(node) = nodes.iter().find(fits) else {
+        let alive = || nodes.iter().filter(|n| n.alive);
+        let Some(node) = alive().find(|n| holds(&n.available)).or_else(|| alive().find(|n| holds(&n.total))) else {
             let mut totals = std::collections::BTreeMap::new();
-            for n in nodes.iter().filter(|n| n.alive) {
+            for n in alive() {
                 for (k, v) in resources_to_map(&n.total) {
                     *totals.entry(k).or_insert(0.0) += v;
                 }
             }
-            self.mark_dead(
-                &id,
-                RayError::Infeasible {
-                    function: info.class_name.clone(),
-                    requested: format_resources(&demand),
-                    available: format_resources(&totals),
-                },
-            );
-            return;
+            return Err(RayError::Infeasible {
+                function: info.class_name.clone(),
+                requested: format_resources(&demand),
+                available: format_resources(&totals),
+            });
         };
+        let id = id.to_vec();
         let result = async {
             let mut client = self.node(&node.address)?;
             let reply = client
@@ -232,7 +257,7 @@ impl Actors {
         }
         .await;
         match result {
-            Err(e) => self.mark_dead(&id, e),
+            Err(e) => return Err(e),
             // The worker died during the constructor: its death report decides.
             Ok((_, Err(_))) => {}
             Ok((lease, Ok(reply))) => {
@@ -249,13 +274,13 @@ impl Actors {
                         let _ =
                             n.return_lease(ReturnLeaseRequest { lease_id: lease.lease_id, worker_failed: true }).await;
                     }
-                    return;
+                    return Ok(());
                 }
                 {
                     let mut t = self.lock();
                     if let Some(e) = t.actors.get_mut(&id) {
                         if e.info.state == "DEAD" {
-                            return;
+                            return Ok(());
                         }
                         e.info.state = "ALIVE".into();
                         e.info.address = lease.worker_address.clone();
@@ -264,17 +289,40 @@ impl Actors {
                 self.notify();
             }
         }
+        Ok(())
     }
 
     /// A worker process ended: restart or bury the actor it hosted.
-    pub(crate) fn worker_died(&self, worker_id: &[u8], pid: u32, detail: &str, nodes: Vec<NodeInfo>) {
+    pub(crate) fn worker_died(&self, worker_id: &[u8], pid: u32, detail: &str) {
+        let id = self.lock().actors.iter().find(|(_, e)| e.worker_id == worker_id).map(|(id, _)| id.clone());
+        if let Some(id) = id {
+            self.lost(&id, &format!("its worker process (pid {pid}) died ({detail})"));
+        }
+    }
+
+    /// A node was marked dead: restart its actors elsewhere, or bury them.
+    pub(crate) fn node_died(&self, node_id: &[u8]) {
+        let ids: Vec<Vec<u8>> = self
+            .lock()
+            .actors
+            .iter()
+            // Actors with a worker there; one being placed again retries by itself.
+            .filter(|(_, e)| e.info.node_id.as_ref() == node_id && !e.worker_id.is_empty() && e.info.state != "DEAD")
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.lost(&id, &format!("its node {} died", hex(node_id)));
+        }
+    }
+
+    fn lost(&self, id: &[u8], why: &str) {
         let restart = {
             let mut t = self.lock();
-            let Some((id, e)) = t.actors.iter_mut().find(|(_, e)| e.worker_id == worker_id) else { return };
+            let Some(e) = t.actors.get_mut(id) else { return };
             if e.info.state == "DEAD" {
                 return;
             }
-            let id = id.clone();
+            let id = id.to_vec();
             e.worker_id.clear();
             e.info.address.clear();
             let max = e.spec.max_restarts;
@@ -288,9 +336,7 @@ impl Actors {
                 e.info.incarnation += 1;
                 Some(id)
             } else {
-                let why = format!(
-                    "its worker process (pid {pid}) died ({detail}) and max_restarts={max} allows no more restarts"
-                );
+                let why = format!("{why} and max_restarts={max} allows no more restarts");
                 e.info.state = "DEAD".into();
                 e.info.death_error = died(&e.info, why).to_bytes().into();
                 None
@@ -299,7 +345,7 @@ impl Actors {
         self.notify();
         if let Some(id) = restart {
             let this = self.clone();
-            tokio::spawn(async move { this.schedule(id, nodes).await });
+            tokio::spawn(async move { this.schedule(id).await });
         }
     }
 

@@ -125,10 +125,18 @@ impl HeadService {
     /// A head that will advertise `address` and `session_dir`, and use `token` to
     /// reach node daemons and workers.
     pub fn new(address: String, session_dir: String, token: &str) -> Self {
+        let tables = Arc::new(Mutex::new(Tables { next_job: 1, ..Tables::default() }));
+        let cluster = {
+            let tables = tables.clone();
+            Arc::new(move || {
+                let t = tables.lock().unwrap_or_else(|p| p.into_inner());
+                t.nodes.values().map(|n| n.info.clone()).collect()
+            })
+        };
         HeadService {
-            actors: Actors::new(token),
+            actors: Actors::new(token, cluster),
             artifacts: Artifacts::new(&session_dir),
-            tables: Arc::new(Mutex::new(Tables { next_job: 1, ..Tables::default() })),
+            tables,
             address,
             session_dir,
             start_ms: now_ms(),
@@ -140,19 +148,22 @@ impl HeadService {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn nodes(&self) -> Vec<NodeInfo> {
-        self.lock().nodes.values().map(|n| n.info.clone()).collect()
-    }
-
-    /// Marks nodes without recent heartbeats dead. Returns the ids newly marked.
+    /// Marks nodes without recent heartbeats dead and restarts their actors
+    /// elsewhere. Returns the ids newly marked.
     pub fn check_node_liveness(&self) -> Vec<Vec<u8>> {
-        let mut t = self.lock();
-        let mut dead = Vec::new();
-        for (id, n) in t.nodes.iter_mut() {
-            if n.info.alive && n.last_heartbeat.elapsed() > NODE_TIMEOUT {
-                n.info.alive = false;
-                dead.push(id.clone());
+        let dead: Vec<Vec<u8>> = {
+            let mut t = self.lock();
+            let mut dead = Vec::new();
+            for (id, n) in t.nodes.iter_mut() {
+                if n.info.alive && n.last_heartbeat.elapsed() > NODE_TIMEOUT {
+                    n.info.alive = false;
+                    dead.push(id.clone());
+                }
             }
+            dead
+        };
+        for id in &dead {
+            self.actors.node_died(id);
         }
         dead
     }
@@ -283,7 +294,7 @@ impl Head for HeadService {
 
     async fn create_actor(&self, req: Request<CreateActorRequest>) -> Result<Response<ActorInfo>, Status> {
         let spec = req.into_inner().spec.ok_or_else(|| Status::invalid_argument("missing actor spec"))?;
-        self.actors.create(spec, self.nodes()).map(Response::new).map_err(|e| to_status(&e))
+        self.actors.create(spec).map(Response::new).map_err(|e| to_status(&e))
     }
 
     async fn get_actor(&self, req: Request<GetActorRequest>) -> Result<Response<ActorInfo>, Status> {
@@ -313,7 +324,7 @@ impl Head for HeadService {
 
     async fn worker_died(&self, req: Request<WorkerDiedRequest>) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        self.actors.worker_died(&r.worker_id, r.pid, &r.detail, self.nodes());
+        self.actors.worker_died(&r.worker_id, r.pid, &r.detail);
         Ok(Response::new(Empty {}))
     }
 
