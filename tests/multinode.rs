@@ -306,3 +306,37 @@ fn an_actor_on_a_killed_node_restarts_on_another() {
     let actors: Vec<serde_json::Value> = serde_json::from_slice(&actors.stdout).unwrap_or_default();
     assert!(actors.iter().any(|a| a["STATE"] == "ALIVE" && a["CLASS_NAME"] == "Counter"), "{actors:?}");
 }
+
+#[test]
+fn a_lost_object_is_rebuilt_from_its_lineage_or_reported_lost() {
+    let cluster = ThreeNodes::start();
+    let mut driver = LiveDriver::start(&cluster, "lineage");
+    // Kills the node holding the object of `size`, once it is made, and waits
+    // until the head knows.
+    let kill_holder = |driver: &mut LiveDriver, size: &str| -> String {
+        assert_eq!(driver.value("made").as_deref(), Some(size));
+        let listed = rayrepl(&cluster.root(0), &["list", "objects", "--format", "json", "--address", &cluster.address]);
+        let objects: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+        let holder = objects
+            .iter()
+            .find(|o| o["OBJECT_SIZE"] == size.replace(" MiB", ".00 MiB") && o["COPY"] == "PRIMARY")
+            .and_then(|o| o["IP"].as_str())
+            .unwrap_or_else(|| panic!("no {size} object in {objects:?}"))
+            .to_string();
+        kill_node(&cluster, &holder);
+        let killed = Instant::now();
+        while cluster.node(&holder).1 != "DEAD" {
+            assert!(killed.elapsed() < Duration::from_secs(15), "node {holder} not marked dead");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        driver.say("killed");
+        holder
+    };
+    let first = kill_holder(&mut driver, "64 MiB");
+    let rebuilt = driver.value("rebuilt_len").expect("the object was rebuilt");
+    assert_eq!(rebuilt, format!("{} marked=true", 64 << 20));
+    let second = kill_holder(&mut driver, "32 MiB");
+    assert_ne!(first, second);
+    let lost = driver.value("lost").expect("a lost object was reported");
+    assert!(lost.starts_with("ObjectLost") && lost.contains("no retries left"), "{lost}");
+}

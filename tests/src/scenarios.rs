@@ -609,6 +609,30 @@ fn run(name: &str) -> Result<(), RayError> {
                 ray::get(&(0..4).map(|_| where_am_i.remote(100)).collect::<Vec<_>>())?.into_iter().collect();
             println!("ran_on={}", ran.into_iter().collect::<Vec<_>>().join(","));
         }
+        "lineage" => {
+            // Resource `bc` is on nodes .2 and .3. The test kills the node holding
+            // each object once the scenario says it is made.
+            ray::init()?;
+            let wait_for_test = || {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map_err(|e| RayError::Internal(e.to_string()))
+            };
+            const MIB: usize = 1 << 20;
+            let rebuildable = marked_blob.options().resource("bc", 1.0).max_retries(2).remote(64 * MIB);
+            ray::wait(std::slice::from_ref(&rebuildable), 1, None)?;
+            println!("made=64 MiB");
+            wait_for_test()?;
+            let blob: Vec<u8> = ray::get(&rebuildable)?;
+            println!("rebuilt_len={} marked={}", blob.len(), blob_is_marked(&blob));
+            let once = marked_blob.options().resource("bc", 1.0).max_retries(0).remote(32 * MIB);
+            ray::wait(std::slice::from_ref(&once), 1, None)?;
+            println!("made=32 MiB");
+            wait_for_test()?;
+            match ray::get(&once) {
+                Err(e @ RayError::ObjectLost { .. }) => println!("lost=ObjectLost {e}"),
+                other => println!("lost=unexpected {:?}", other.map(|v| v.len())),
+            }
+        }
         "actor_on_node_death" => {
             // Resource `bc` is on nodes .2 and .3; the test kills the node the
             // actor starts on, then says so on stdin.

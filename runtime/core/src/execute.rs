@@ -344,7 +344,15 @@ impl CoreWorker {
                             node_id: &shm.node_id,
                             node_address: &shm.node_address,
                         };
-                        ObjectData::Mapped(Arc::new(self.map_object(&object)?))
+                        // An argument whose node is gone fails the task with
+                        // ObjectLost; the owner rebuilds objects on its own reads.
+                        ObjectData::Mapped(Arc::new(self.map_object(&object).map_err(|f| match f {
+                            crate::ReadFailure::SourceGone(e) => RayError::ObjectLost {
+                                object: id.to_string(),
+                                detail: format!("the node holding this argument cannot be reached: {e}"),
+                            },
+                            crate::ReadFailure::Failed(e) => e,
+                        })?))
                     }
                     Some(object_location::Kind::Error(e)) => return Err(RayError::from_bytes(e)),
                     None => return Err(RayError::Internal(format!("argument {i} was not resolved"))),

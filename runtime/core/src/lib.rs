@@ -18,6 +18,7 @@ pub mod actor;
 mod artifacts;
 mod blocking;
 pub mod execute;
+mod recovery;
 pub mod refs;
 pub mod service;
 pub mod submit;
@@ -391,6 +392,9 @@ impl CoreWorker {
 
     /// Carries out table effects: frees, borrower releases, callbacks.
     pub(crate) fn apply(&self, mut fx: Effects) {
+        if !fx.freed.is_empty() {
+            self.release_lineage(&mut fx);
+        }
         fx.run_callbacks();
         if !fx.free_shm.is_empty() {
             let mut by_node: HashMap<String, Vec<ObjectId>> = HashMap::new();
@@ -453,6 +457,12 @@ impl CoreWorker {
 
     /// Starts fetching a borrowed object's value from its owner, once.
     fn fetch_if_borrowed(&self, id: &ObjectId) {
+        self.fetch_borrowed(id, None);
+    }
+
+    /// Fetches a pending borrowed object's location from its owner, unless a fetch
+    /// is under way; `lost_at` names a node the last location pointed to in vain.
+    pub(crate) fn fetch_borrowed(&self, id: &ObjectId, lost_at: Option<String>) {
         let owner = {
             let mut refs = lock(&self.0.refs);
             match refs.get_mut(id) {
@@ -470,7 +480,11 @@ impl CoreWorker {
             let state = match cw.peer(&owner) {
                 None => State::Failed(RayError::OwnerDied { object: id.to_string(), owner: owner.clone() }),
                 Some(mut client) => {
-                    let req = GetObjectRequest { object_id: id.0.to_vec().into(), timeout_ms: -1 };
+                    let req = GetObjectRequest {
+                        object_id: id.0.to_vec().into(),
+                        timeout_ms: -1,
+                        lost_at: lost_at.unwrap_or_default(),
+                    };
                     match client.get_object(req).await {
                         Ok(reply) => location_to_state(reply.into_inner().location),
                         Err(s) => State::Failed(match from_status(&s, "the object's owner") {
@@ -499,9 +513,26 @@ impl CoreWorker {
 
     /// Ray's `get` for one object: waits up to `timeout` and returns its bytes.
     pub fn get(&self, id: &ObjectId, timeout: Option<Duration>) -> Result<ObjectData, RayError> {
-        if let Some(r) = self.try_read(id) {
-            return r;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(r) = self.try_read(id) {
+                return r;
+            }
+            // Not settled, or being recovered after its node was lost: wait.
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.wait_settled(id, left) {
+                return Err(match e {
+                    RayError::Timeout { .. } => {
+                        RayError::Timeout { timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0), pending: 1 }
+                    }
+                    other => other,
+                });
+            }
         }
+    }
+
+    /// Blocks until `id` settles, or `timeout` passes.
+    fn wait_settled(&self, id: &ObjectId, timeout: Option<Duration>) -> Result<(), RayError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
         let wake = tx.clone();
         let scope = self.blocking_scope(
@@ -528,14 +559,10 @@ impl CoreWorker {
             return Err(RayError::Interrupted);
         }
         drop(scope);
-        match outcome {
-            Ok(()) => {
-                self.try_read(id).unwrap_or_else(|| Err(RayError::Internal("object settled but unreadable".into())))
-            }
-            Err(()) => {
-                Err(RayError::Timeout { timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0), pending: 1 })
-            }
-        }
+        outcome.map_err(|()| RayError::Timeout {
+            timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
+            pending: 1,
+        })
     }
 
     /// A worker blocked in `get`/`wait` lends its CPU to others, as in Ray.
@@ -568,7 +595,11 @@ impl CoreWorker {
                 let owner = self.owner_of(id).unwrap_or_else(|_| self.0.address.clone());
                 let object =
                     ShmObject { id: *id, owner: &owner, path: &path, node_id: &node_id, node_address: &node_address };
-                Some(self.map_object(&object).map(|v| ObjectData::Mapped(Arc::new(v))))
+                match self.map_object(&object) {
+                    Ok(view) => Some(Ok(ObjectData::Mapped(Arc::new(view)))),
+                    Err(ReadFailure::SourceGone(why)) => self.object_lost(id, &node_address, &why).err().map(Err),
+                    Err(ReadFailure::Failed(e)) => Some(Err(e)),
+                }
             }
         }
     }
@@ -576,7 +607,7 @@ impl CoreWorker {
     /// Maps a large object read-only, first copying it to this node's store if it
     /// lives on another node (on one machine every node's files are visible, so
     /// the node id, not the path, decides).
-    pub(crate) fn map_object(&self, object: &ShmObject<'_>) -> Result<ObjectView, RayError> {
+    pub(crate) fn map_object(&self, object: &ShmObject<'_>) -> Result<ObjectView, ReadFailure> {
         let lost = |detail: String| RayError::ObjectLost { object: object.id.to_string(), detail };
         let path = if object.node_id == self.0.conn.node_id.as_ref() {
             object.path.to_string()
@@ -589,13 +620,22 @@ impl CoreWorker {
             };
             match block_on(&self.0.rt, async move { node.pull_object(request).await }) {
                 Ok(reply) => reply.into_inner().path,
-                Err(s) => match from_status(&s, "the node daemon") {
-                    e @ RayError::ObjectStoreFull { .. } => return Err(e),
-                    e => return Err(lost(format!("cannot copy it from node {}: {e}", object.node_address))),
-                },
+                // The node holding it is gone, or no longer has it.
+                Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::NotFound) => {
+                    return Err(ReadFailure::SourceGone(RayError::Connection {
+                        what: format!("node {}", object.node_address),
+                        detail: s.message().to_string(),
+                    }));
+                }
+                Err(s) => {
+                    return Err(ReadFailure::Failed(match from_status(&s, "the node daemon") {
+                        e @ RayError::ObjectStoreFull { .. } => e,
+                        e => lost(format!("cannot copy it from node {}: {e}", object.node_address)),
+                    }));
+                }
             }
         };
-        ObjectView::open(std::path::Path::new(&path)).map_err(|e| lost(e.to_string()))
+        ObjectView::open(std::path::Path::new(&path)).map_err(|e| ReadFailure::Failed(lost(e.to_string())))
     }
 
     /// Ray's `wait`: marks which of `ids` are ready once `num_returns` are, or the
@@ -684,6 +724,14 @@ impl CoreWorker {
             }
         });
     }
+}
+
+/// Why a large object could not be mapped.
+pub(crate) enum ReadFailure {
+    /// The node holding it is unreachable or lost it: recovery may help.
+    SourceGone(RayError),
+    /// Anything else.
+    Failed(RayError),
 }
 
 /// A large object as a reader finds it: which node holds it and where.

@@ -26,6 +26,14 @@ impl CoreWorkerApi for Service {
     async fn get_object(&self, req: Request<GetObjectRequest>) -> Result<Response<GetObjectReply>, Status> {
         let r = req.into_inner();
         let id = object_id(&r.object_id)?;
+        if !r.lost_at.is_empty() {
+            let why = RayError::Connection {
+                what: format!("node {}", r.lost_at),
+                detail: "a borrower could not reach it".into(),
+            };
+            // On failure the object is now failed, which the reply below reports.
+            let _ = self.0.object_lost(&id, &r.lost_at, &why);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let leftover = lock(&self.0.0.refs).on_settled(
             &id,

@@ -26,20 +26,21 @@ const DEFAULT_MAX_RETRIES: u32 = 3;
 
 type SchedKey = String;
 
-/// A task this process submitted and has not seen finish.
+/// A task this process submitted and has not seen finish (or, in the lineage,
+/// one that finished and may have to run again).
 pub(crate) struct PendingTask {
-    id: TaskId,
+    pub(crate) id: TaskId,
     pub(crate) name: String,
     function: FunctionDescriptor,
-    args: Vec<ArgSubmission>,
+    pub(crate) args: Vec<ArgSubmission>,
     resources: BTreeMap<String, f64>,
-    max_retries: u32,
+    pub(crate) max_retries: u32,
     retry_exceptions: bool,
     pub(crate) attempt: u32,
     pub(crate) return_id: ObjectId,
     /// Objects this task keeps alive until it finishes: its ref arguments and
     /// the refs nested in its value arguments.
-    deps: Vec<ObjectId>,
+    pub(crate) deps: Vec<ObjectId>,
     pub(crate) spec: Option<TaskSpec>,
     pub(crate) cancelled: bool,
     pub(crate) running: Option<(u32, u64)>,
@@ -91,6 +92,8 @@ pub(crate) struct Scheduler {
     pub(crate) actors: HashMap<ActorId, crate::actor::ActorConn>,
     /// Names of recently finished tasks, for progress reports that outlive them.
     pub(crate) finished_names: FinishedNames,
+    /// Finished tasks that can rebuild their result if it is lost, by result.
+    pub(crate) lineage: HashMap<ObjectId, PendingTask>,
 }
 
 /// A bounded memory of finished tasks' names. Only interactive drivers, which
@@ -218,15 +221,22 @@ impl CoreWorker {
             running: None,
             actor,
         };
+        self.enqueue(task, top_level);
+        Ok(return_id)
+    }
+
+    /// Queues a task: it runs once its top-level ref arguments exist.
+    pub(crate) fn enqueue(&self, task: PendingTask, mut top_level: Vec<ObjectId>) {
+        let id = task.id;
         let mut first = event(&task, self.0.job.0, "PENDING_ARGS_AVAIL");
         first.required = resources_from_map(&task.resources);
         self.record_event(first);
         {
             let mut sched = lock(&self.0.sched);
-            sched.tasks.insert(id, task);
-            if let Some(a) = actor {
+            if let Some(a) = task.actor {
                 sched.actors.entry(a).or_default().queue.push_back(id);
             }
+            sched.tasks.insert(id, task);
         }
         top_level.sort();
         top_level.dedup();
@@ -255,7 +265,6 @@ impl CoreWorker {
                 );
             }
         }
-        Ok(return_id)
     }
 
     /// All ref arguments exist: build the spec, or fail with the upstream error.
@@ -621,6 +630,12 @@ impl CoreWorker {
         let (pid, contained) = outcome.unwrap_or_default();
         ev.worker_pid = pid;
         self.record_event(ev);
+        // A result in shared memory can be lost with its node; while retries are
+        // left, the task is kept to run again (its inputs stay pinned with it).
+        let keep_lineage = task.actor.is_none()
+            && !task.cancelled
+            && task.attempt < task.max_retries
+            && matches!(state, State::Ready(crate::refs::Value::Shm { .. }));
         let mut fx = Effects::default();
         {
             let mut refs = lock(&self.0.refs);
@@ -635,9 +650,14 @@ impl CoreWorker {
                 }
                 refs.settle(&task.return_id, state, &mut fx);
             }
-            for d in &task.deps {
-                refs.remove_submitted(d, &mut fx);
+            if !keep_lineage {
+                for d in &task.deps {
+                    refs.remove_submitted(d, &mut fx);
+                }
             }
+        }
+        if keep_lineage {
+            lock(&self.0.sched).lineage.insert(task.return_id, task);
         }
         self.apply(fx);
     }
