@@ -340,3 +340,56 @@ fn a_lost_object_is_rebuilt_from_its_lineage_or_reported_lost() {
     let lost = driver.value("lost").expect("a lost object was reported");
     assert!(lost.starts_with("ObjectLost") && lost.contains("no retries left"), "{lost}");
 }
+
+#[test]
+fn status_shows_each_node_and_the_demands_waiting_for_resources() {
+    let cluster = ThreeNodes::start();
+    let mut driver = LiveDriver::start(&cluster, "busy");
+    assert_eq!(driver.value("submitted").as_deref(), Some("8"));
+    // Eight tasks on three CPUs: lease requests wait, and heartbeats (every
+    // 250 ms) carry them to the head.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let out = rayrepl(&cluster.root(0), &["status", "-v", "--address", &cluster.address]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("pending tasks/actors") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let demands = status.split("Demands:").nth(1).unwrap_or_default();
+    assert!(demands.contains("{CPU: 1}: ") && demands.contains("+ pending tasks/actors"), "{status}");
+    assert_eq!(status.matches("\nNode: node_").count(), 3, "{status}");
+    // Each node's own usage, its resources included.
+    assert_eq!(status.matches("\n Usage:\n").count(), 3, "{status}");
+    assert!(status.contains("/1.0 b\n") && status.contains("/1.0 c\n"), "{status}");
+    assert_eq!(driver.value("ran").as_deref(), Some("8"));
+}
+
+#[test]
+fn a_driver_attaches_to_a_node_on_its_own_machine() {
+    let cluster = ThreeNodes::start();
+    // Node .3's machine has no head: its session still names the cluster, so
+    // the token and address are found there.
+    let status = rayrepl(&cluster.root(2), &["status"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let env = |host: &str| {
+        let mut cmd = Command::new(scenarios_bin());
+        cmd.arg("attach_elsewhere")
+            .env("RAYREPL_ADDRESS", &cluster.address)
+            .env("RAYREPL_TEMP_DIR", cluster.root(2))
+            .env("RAYREPL_HOST_ID", host)
+            .env_remove("RAYREPL_TOKEN")
+            .env_remove("RAYREPL_TOKEN_FILE");
+        run_bounded(cmd, Duration::from_secs(120))
+    };
+    let run = env("another-machine");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("on_b=127.0.0.2 marked=true"), "{stdout}");
+    // A machine with no node of the cluster cannot hold a driver's objects.
+    let run = env("a-third-machine");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(stderr.contains("no node of the cluster") && stderr.contains("rayrepl start --address"), "{stderr}");
+}

@@ -6,7 +6,7 @@
 //! there. `status` asks the head, like `ray status`.
 
 use anyhow::{Context, bail};
-use ray_proto::{Empty, format_bytes, resources_to_map};
+use ray_proto::{Empty, NodeInfo, format_bytes, format_resources, resources_to_map};
 use ray_runtime::cluster::{DaemonSpec, NodeResources, head_env, node_env, spawn_daemon};
 use ray_runtime::session;
 use std::collections::BTreeMap;
@@ -66,12 +66,15 @@ pub struct StatusArgs {
     /// The head's address (default: this machine's latest session).
     #[arg(long)]
     address: Option<String>,
+    /// Also show each node's resource usage.
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 impl StatusArgs {
     /// Status of the cluster at `address` (the REPL's `:status`).
     pub fn for_address(address: String) -> Self {
-        StatusArgs { address: Some(address) }
+        StatusArgs { address: Some(address), verbose: false }
     }
 }
 
@@ -146,7 +149,11 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         detach: !args.block,
     })?;
     record_pid(&dir, node.child.id())?;
-    if args.head {
+    // A joined node's session names the cluster too, so `status`, `list` and
+    // drivers on a host without a head find it; a latest session of the same
+    // cluster is left as it is.
+    let latest_head = session::read(&session::latest(), "head_address");
+    if args.head || latest_head.as_deref() != Some(head_address.as_str()) {
         point_latest_at(&dir)?;
     }
     println!("Local node IP: {ip}");
@@ -240,6 +247,53 @@ pub fn connect_head(
     Ok((rt, ray_proto::head_client(channel), token))
 }
 
+/// Resource usage summed over `nodes`, one ` used/total name` line each, as
+/// `ray status` prints it.
+fn usage(nodes: &[&NodeInfo]) -> String {
+    let mut total: BTreeMap<String, f64> = BTreeMap::new();
+    let mut available: BTreeMap<String, f64> = BTreeMap::new();
+    let (mut store_cap, mut store_used) = (0u64, 0u64);
+    for n in nodes {
+        for (k, v) in resources_to_map(&n.total) {
+            *total.entry(k).or_default() += v;
+        }
+        for (k, v) in resources_to_map(&n.available) {
+            *available.entry(k).or_default() += v;
+        }
+        store_cap += n.object_store_capacity;
+        store_used += n.object_store_used;
+    }
+    let mut out = String::new();
+    for (k, t) in &total {
+        let used = t - available.get(k).copied().unwrap_or(0.0);
+        out.push_str(&format!(" {:.1}/{:.1} {k}\n", used.max(0.0), t));
+    }
+    out.push_str(&format!(" {}/{} object_store_memory\n", format_bytes(store_used), format_bytes(store_cap)));
+    out
+}
+
+/// Requests waiting for resources, by shape, summed over `nodes`. Owners ask for
+/// at most one worker per queued task, so counts are lower bounds, as in Ray.
+fn demands(nodes: &[&NodeInfo]) -> String {
+    let mut by_shape: Vec<(BTreeMap<String, f64>, u32)> = Vec::new();
+    for d in nodes.iter().flat_map(|n| &n.pending) {
+        let shape = resources_to_map(&d.shape);
+        match by_shape.iter_mut().find(|(s, _)| *s == shape) {
+            Some((_, n)) => *n += d.count,
+            None => by_shape.push((shape, d.count)),
+        }
+    }
+    if by_shape.is_empty() {
+        return " (no resource demands)\n".to_string();
+    }
+    by_shape.iter().map(|(shape, n)| format!(" {}: {n}+ pending tasks/actors\n", format_resources(shape))).collect()
+}
+
+fn node_name(n: &NodeInfo) -> String {
+    let id: String = n.node_id.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("node_{id}")
+}
+
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let (rt, mut head, _) = connect_head(args.address)?;
     let info = rt.block_on(async {
@@ -256,38 +310,32 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!(" (no active nodes)");
     }
     for n in &alive {
-        let id: String = n.node_id.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        println!(" 1 node_{id} ({}){}", n.ip, if n.is_head { " head" } else { "" });
+        println!(" 1 {} ({}){}", node_name(n), n.ip, if n.is_head { " head" } else { "" });
     }
     println!("Dead:");
     if dead.is_empty() {
         println!(" (no dead nodes)");
     }
     for n in &dead {
-        let id: String = n.node_id.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        println!(" 1 node_{id} ({})", n.ip);
+        println!(" 1 {} ({})", node_name(n), n.ip);
     }
     println!();
     println!("Resources");
     println!("{}", "-".repeat(63));
     println!("Usage:");
-    let mut total: BTreeMap<String, f64> = BTreeMap::new();
-    let mut available: BTreeMap<String, f64> = BTreeMap::new();
-    let (mut store_cap, mut store_used) = (0u64, 0u64);
-    for n in &alive {
-        for (k, v) in resources_to_map(&n.total) {
-            *total.entry(k).or_default() += v;
+    print!("{}", usage(&alive));
+    println!();
+    println!("Demands:");
+    print!("{}", demands(&alive));
+    if args.verbose {
+        for n in &alive {
+            println!();
+            println!("Node: {} ({}){}", node_name(n), n.ip, if n.is_head { " head" } else { "" });
+            println!(" Usage:");
+            for line in usage(&[*n]).lines() {
+                println!(" {line}");
+            }
         }
-        for (k, v) in resources_to_map(&n.available) {
-            *available.entry(k).or_default() += v;
-        }
-        store_cap += n.object_store_capacity;
-        store_used += n.object_store_used;
     }
-    for (k, t) in &total {
-        let used = t - available.get(k).copied().unwrap_or(0.0);
-        println!(" {:.1}/{:.1} {k}", used.max(0.0), t);
-    }
-    println!(" {}/{} object_store_memory", format_bytes(store_used), format_bytes(store_cap));
     Ok(())
 }

@@ -79,6 +79,10 @@ fn where_am_i(ms: u64) -> String {
 /// chunks of a transfer arrived whole and in order.
 #[ray::remote]
 fn marked_blob(len: usize) -> Vec<u8> {
+    marked(len)
+}
+
+fn marked(len: usize) -> Vec<u8> {
     let mut blob = vec![0u8; len];
     for (i, b) in blob.iter_mut().step_by(4096).enumerate() {
         *b = (i % 251) as u8 + 1;
@@ -609,6 +613,13 @@ fn run(name: &str) -> Result<(), RayError> {
                 ray::get(&(0..4).map(|_| where_am_i.remote(100)).collect::<Vec<_>>())?.into_iter().collect();
             println!("ran_on={}", ran.into_iter().collect::<Vec<_>>().join(","));
         }
+        "busy" => {
+            // More two-second tasks than the cluster has CPUs, for `status` to see.
+            ray::init()?;
+            let refs: Vec<_> = (0..8).map(|_| where_am_i.remote(2000)).collect();
+            println!("submitted=8");
+            println!("ran={}", ray::get(&refs)?.len());
+        }
         "lineage" => {
             // Resource `bc` is on nodes .2 and .3. The test kills the node holding
             // each object once the scenario says it is made.
@@ -656,6 +667,15 @@ fn run(name: &str) -> Result<(), RayError> {
             let ctx = ray::init()?;
             println!("attached nodes={} cpus={}", ctx.nodes, ctx.cpus);
             println!("sum={}", ray::get(&add.remote(40, 2))?);
+        }
+        "attach_elsewhere" => {
+            // A driver on a machine whose only node is .3: its objects live
+            // there, and node .2 runs its task from the program it fetches.
+            let ctx = ray::init()?;
+            println!("attached nodes={}", ctx.nodes);
+            let blob = ray::put(&marked(16 << 20))?;
+            let (marked, ip) = ray::get(&check_blob.options().resource("b", 1.0).remote(&blob))?;
+            println!("on_b={ip} marked={marked}");
         }
         "hang" => {
             init_default()?;

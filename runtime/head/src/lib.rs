@@ -202,6 +202,7 @@ impl Head for HeadService {
                 n.info.available = hb.available;
                 n.info.object_store_used = hb.object_store_used;
                 n.info.num_workers = hb.num_workers;
+                n.info.pending = hb.pending;
                 Ok(Response::new(HeartbeatReply {}))
             }
             None => Err(Status::not_found("unknown node; register first")),

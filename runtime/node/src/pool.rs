@@ -166,6 +166,18 @@ impl Pool {
         self.pending.iter().any(|p| p.may_spill && !fits(&self.available, &p.resources))
     }
 
+    /// The waiting requests grouped by resource shape, in order of first arrival.
+    pub fn pending_demands(&self) -> Vec<(Resources, u32)> {
+        let mut demands: Vec<(Resources, u32)> = Vec::new();
+        for p in &self.pending {
+            match demands.iter_mut().find(|(shape, _)| *shape == p.resources) {
+                Some((_, n)) => *n += 1,
+                None => demands.push((p.resources.clone(), 1)),
+            }
+        }
+        demands
+    }
+
     /// Workers by id.
     pub fn workers(&self) -> impl Iterator<Item = (&Vec<u8>, &Worker)> {
         self.workers.iter()

@@ -542,9 +542,14 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
-        let (available, workers) = {
+        let (available, workers, pending) = {
             let pool = shared.pool();
-            (resources_from_map(pool.available()), pool.workers().count() as u32)
+            let pending = pool
+                .pending_demands()
+                .into_iter()
+                .map(|(shape, count)| ResourceDemand { shape: resources_from_map(&shape), count })
+                .collect();
+            (resources_from_map(pool.available()), pool.workers().count() as u32, pending)
         };
         let used = shared.store().used();
         let hb = HeartbeatRequest {
@@ -552,6 +557,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
             available,
             object_store_used: used,
             num_workers: workers,
+            pending,
         };
         match shared.head.clone().heartbeat(hb).await {
             Ok(_) => {}
@@ -687,6 +693,8 @@ pub async fn run(
                 num_workers: 0,
                 hostname,
                 is_head: config.is_head,
+                pending: Vec::new(),
+                host_id: shared.host_id.clone(),
             }),
         })
         .await

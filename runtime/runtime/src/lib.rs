@@ -147,12 +147,26 @@ async fn attach(head_address: &str, token: &str) -> Result<Connection, RayError>
         .into_inner();
     let head_host = head_address.rsplit_once(':').map(|(h, _)| h).unwrap_or(head_address);
     let alive: Vec<_> = info.nodes.into_iter().filter(|n| n.alive).collect();
-    let node = alive
+    if alive.is_empty() {
+        return Err(RayError::Startup(format!("the cluster at {head_address} has no live node")));
+    }
+    // Objects are written to the node's shared memory, so the node must be on
+    // this machine; the head's own node first, if it is here.
+    let this_host = ray_proto::host_id();
+    let here: Vec<_> = alive.iter().filter(|n| n.host_id == this_host).collect();
+    let node = here
         .iter()
         .find(|n| n.ip == head_host || n.ip == "127.0.0.1")
-        .or_else(|| alive.first())
-        .cloned()
-        .ok_or_else(|| RayError::Startup(format!("the cluster at {head_address} has no live node")))?;
+        .or_else(|| here.first())
+        .map(|n| (*n).clone())
+        .ok_or_else(|| {
+            let ips: Vec<&str> = alive.iter().map(|n| n.ip.as_str()).collect();
+            RayError::Startup(format!(
+                "no node of the cluster at {head_address} runs on this machine (its nodes are at {}); start one \
+                 here with `rayrepl start --address {head_address}`, then connect again",
+                ips.join(", ")
+            ))
+        })?;
     Ok(Connection {
         head_address: head_address.to_string(),
         node_address: node.address,
