@@ -6,6 +6,11 @@
 //! Metric names are Ray's (`single_client_tasks_sync`, ...), so the compare script
 //! can line the two up. The remote functions and actors below are compiled into
 //! `rayrepl` itself, which is also the cluster's worker executable.
+//!
+//! Two metrics of our own follow Ray's suite, on a two-node cluster on loopback
+//! (nodes at 127.0.0.1 and 127.0.0.2): `ray::get` of an object made on the other
+//! node (it crosses in chunks) against one made on the driver's node, and task
+//! throughput when tasks spill across both nodes.
 
 use ray::ActorHandle;
 use serde::Serialize;
@@ -35,6 +40,11 @@ fn do_put() {
     for _ in 0..10 {
         ray::put(&vec![0i64; 10 * 1024 * 1024]).expect("put 80 MiB");
     }
+}
+
+#[ray::remote]
+fn blob(len: usize) -> Vec<u8> {
+    vec![7u8; len]
 }
 
 #[ray::remote]
@@ -222,13 +232,18 @@ impl Runner {
             }
             stats.push(multiplier * count as f64 / start.elapsed().as_secs_f64());
         }
-        let mean = stats.iter().sum::<f64>() / stats.len() as f64;
-        let sd = (stats.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / stats.len() as f64).sqrt();
+        self.record(name, &stats);
+        Ok(())
+    }
+
+    /// Reports a metric's per-round rates as mean ± standard deviation.
+    fn record(&mut self, name: &str, stats: &[f64]) {
+        let mean = stats.iter().sum::<f64>() / stats.len().max(1) as f64;
+        let sd = (stats.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / stats.len().max(1) as f64).sqrt();
         if !self.quiet {
             println!("{name} per second {mean:.2} +- {sd:.2}");
         }
         self.results.push(Metric { name: name.to_string(), perf_metric_name: metric_key(name), mean, sd });
-        Ok(())
     }
 }
 
@@ -348,6 +363,7 @@ pub fn run(timing: Timing, filter: Option<String>, quiet: bool) -> anyhow::Resul
         })?;
     }
     ray::shutdown();
+    run_two_nodes(&mut r)?;
     // Not Ray's: what `single client put gigabytes` is measured against. Each round
     // copies into a fresh allocation, as a put into new shared memory must.
     if r.wanted("plain memcpy gigabytes") {
@@ -359,6 +375,61 @@ pub fn run(timing: Timing, filter: Option<String>, quiet: bool) -> anyhow::Resul
         })?;
     }
     Ok(r.results)
+}
+
+/// The two-node metrics (not Ray's): a cluster of two loopback nodes, each with
+/// this machine's CPUs and a resource naming it.
+fn run_two_nodes(r: &mut Runner) -> anyhow::Result<()> {
+    let names = ["cross node get gigabytes", "same node get gigabytes", "2 node tasks async"];
+    if !names.iter().any(|n| r.wanted(n)) {
+        return Ok(());
+    }
+    let resources = |name: &str| ray_runtime::cluster::NodeResources {
+        custom: [(name.to_string(), 1.0)].into(),
+        ..Default::default()
+    };
+    let mut cluster = ray_runtime::cluster::LocalCluster::start(&resources("node_a"))?;
+    cluster.add_node("127.0.0.2", &resources("node_b"))?;
+    ray::init_with(ray::Config::address(cluster.head.address.clone()))?;
+    // Wait until both nodes are in the head's view, so work can spill.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ray::runtime_context()?.nodes < 2 {
+        anyhow::ensure!(Instant::now() < deadline, "the second node did not join within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let result = two_node_metrics(r);
+    ray::shutdown();
+    cluster.stop();
+    result
+}
+
+fn two_node_metrics(r: &mut Runner) -> anyhow::Result<()> {
+    // Each round gets a fresh object (made untimed), so every read is a transfer.
+    let len: usize = if r.timing.round < Duration::from_secs(1) { 16 << 20 } else { 512 << 20 };
+    for (name, node) in [("cross node get gigabytes", "node_b"), ("same node get gigabytes", "node_a")] {
+        if !r.wanted(name) {
+            continue;
+        }
+        std::thread::sleep(r.timing.settle);
+        let mut stats = Vec::with_capacity(r.timing.rounds);
+        for round in 0..=r.timing.rounds {
+            let made = blob.options().resource(node, 1.0).remote(len);
+            ray::wait(std::slice::from_ref(&made), 1, None)?;
+            let start = Instant::now();
+            let got: Vec<u8> = ray::get(&made)?;
+            let secs = start.elapsed().as_secs_f64();
+            anyhow::ensure!(got.len() == len, "got {} bytes of {len}", got.len());
+            // Round 0 warms up.
+            if round > 0 {
+                stats.push(len as f64 / secs / 1e9);
+            }
+        }
+        r.record(name, &stats);
+    }
+    r.timeit("2 node tasks async", 1000.0, || {
+        unit(ray::get(&(0..1000).map(|_| small_value.remote()).collect::<Vec<_>>()))
+    })?;
+    Ok(())
 }
 
 /// Time from `ray::init()` with no cluster running to the first task's result,

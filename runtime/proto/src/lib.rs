@@ -80,11 +80,13 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 /// HTTP/2 flow-control windows. The defaults (64 KiB a stream) cap an object
 /// stream between nodes at one window per round trip; these let a chunk of
 /// [`OBJECT_CHUNK_BYTES`] and the next be in flight at once.
-const STREAM_WINDOW_BYTES: u32 = 8 << 20;
-const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+const STREAM_WINDOW_BYTES: u32 = 16 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
+/// Larger HTTP/2 frames: a 16 KiB default would cut a chunk into hundreds.
+const MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// The size of the chunks objects move between nodes in.
-pub const OBJECT_CHUNK_BYTES: usize = 2 << 20;
+pub const OBJECT_CHUNK_BYTES: usize = 4 << 20;
 
 fn endpoint(addr: &str) -> Result<Endpoint, RayError> {
     Endpoint::from_shared(format!("http://{addr}"))
@@ -95,6 +97,7 @@ fn endpoint(addr: &str) -> Result<Endpoint, RayError> {
                 .keep_alive_while_idle(true)
                 .initial_stream_window_size(STREAM_WINDOW_BYTES)
                 .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+                .max_frame_size(MAX_FRAME_BYTES)
         })
         .map_err(|e| RayError::InvalidArgument(format!("bad address {addr:?}: {e}")))
 }
@@ -106,6 +109,7 @@ pub fn server() -> tonic::transport::Server {
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
 }
 
 /// Accepts connections on `listener` with Nagle's algorithm off: every message

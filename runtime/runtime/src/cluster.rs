@@ -55,17 +55,20 @@ pub struct Daemon {
     pub extra: String,
 }
 
-/// A running embedded cluster: head and one node.
+/// A running embedded cluster: head and one node, and any nodes added.
 pub struct LocalCluster {
     /// The head.
     pub head: Daemon,
     /// The node daemon.
     pub node: Daemon,
+    /// Nodes added with [`LocalCluster::add_node`].
+    pub extra_nodes: Vec<Daemon>,
     /// Its token.
     pub token: String,
     /// Its session directory.
     pub session_dir: PathBuf,
     lifeline: Option<OwnedFd>,
+    extra_lifelines: Vec<OwnedFd>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), RayError> {
@@ -244,13 +247,40 @@ impl LocalCluster {
         };
         drop(read_end);
         session::write_private(&session_dir, "head_address", &head.address)?;
-        Ok(LocalCluster { head, node, token, session_dir, lifeline: Some(write_end) })
+        Ok(LocalCluster {
+            head,
+            node,
+            extra_nodes: Vec::new(),
+            token,
+            session_dir,
+            lifeline: Some(write_end),
+            extra_lifelines: Vec::new(),
+        })
+    }
+
+    /// Joins another node at `ip` (any 127.0.0.0/8 address is this machine's),
+    /// living as long as the cluster. Returns its address.
+    pub fn add_node(&mut self, ip: &str, resources: &NodeResources) -> Result<String, RayError> {
+        let (read_end, write_end) = pipe()?;
+        let n = self.extra_nodes.len() + 1;
+        let node = spawn_daemon(DaemonSpec {
+            role: "node",
+            env: node_env(&self.head.address, &self.token, &self.session_dir, ip, resources, false, 0),
+            log: self.session_dir.join(format!("logs/node-{n}.err")),
+            lifeline: Some(read_end.as_raw_fd()),
+            detach: false,
+        })?;
+        let address = node.address.clone();
+        self.extra_nodes.push(node);
+        self.extra_lifelines.push(write_end);
+        Ok(address)
     }
 
     /// Stops the daemons (closing the lifeline) and waits until they are gone.
     pub fn stop(&mut self) {
         self.lifeline.take();
-        for d in [&mut self.node, &mut self.head] {
+        self.extra_lifelines.clear();
+        for d in self.extra_nodes.iter_mut().chain([&mut self.node, &mut self.head]) {
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
             loop {
                 match d.child.try_wait() {
