@@ -89,7 +89,6 @@ fn drivers_attach_to_a_started_cluster_and_need_its_token() {
     let out = rayrepl(root.path(), &["stop"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Stopped 2"), "{}", String::from_utf8_lossy(&out.stdout));
     for pid in pids {
-        // SAFETY: kill with signal 0 only probes for existence.
-        assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "pid {pid} survived rayrepl stop");
+        assert!(!pid_running(pid), "pid {pid} survived rayrepl stop");
     }
 }

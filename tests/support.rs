@@ -140,6 +140,11 @@ pub fn descendants(root: i32) -> HashSet<Proc> {
     found
 }
 
+/// Whether process `pid` runs (an exited one awaiting its reaper does not).
+pub fn pid_running(pid: i32) -> bool {
+    read_stat(pid).is_some()
+}
+
 /// Whether this exact process still runs.
 pub fn still_running(p: &Proc) -> bool {
     read_stat(p.pid).is_some_and(|(_, start, _)| start == p.start)

@@ -188,9 +188,16 @@ fn sessions_with_pids() -> Vec<PathBuf> {
     rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("pids").is_file() && !p.is_symlink()).collect()
 }
 
+/// Whether `pid` still runs. A detached daemon that exited stays a zombie until
+/// init reaps it, which some inits do only every few seconds: that counts as gone.
 fn alive(pid: i32) -> bool {
     // SAFETY: kill(2) with signal 0 only checks whether the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
+    let exists = unsafe { libc::kill(pid, 0) == 0 };
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false);
+    exists && !zombie
 }
 
 pub fn stop(args: StopArgs) -> anyhow::Result<()> {

@@ -380,15 +380,13 @@ pub async fn serve(
     });
     let shutdown = service.clone();
     let server = ray_proto::authed_server!(HeadServer, service, token);
-    let result = ray_proto::server()
-        .add_service(server)
-        .serve_with_incoming_shutdown(ray_proto::incoming(listener), async move {
-            tokio::select! {
-                () = stop => {}
-                () = shutdown.shutdown_requested() => {}
-            }
-        })
-        .await;
+    let stop = async move {
+        tokio::select! {
+            () = stop => {}
+            () = shutdown.shutdown_requested() => {}
+        }
+    };
+    let result = ray_proto::serve_until(ray_proto::server().add_service(server), listener, stop).await;
     monitor.abort();
     result
 }

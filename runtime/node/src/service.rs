@@ -708,15 +708,13 @@ pub async fn run(
     ];
     let server = ray_proto::authed_server!(NodeServer, NodeService(shared.clone()), &config.token);
     let stopper = shared.clone();
-    let result = ray_proto::server()
-        .add_service(server)
-        .serve_with_incoming_shutdown(ray_proto::incoming(listener), async move {
-            tokio::select! {
-                () = stop => {}
-                () = stopper.shutdown.notified() => {}
-            }
-        })
-        .await;
+    let stop = async move {
+        tokio::select! {
+            () = stop => {}
+            () = stopper.shutdown.notified() => {}
+        }
+    };
+    let result = ray_proto::serve_until(ray_proto::server().add_service(server), listener, stop).await;
     for task in background {
         task.abort();
     }

@@ -112,6 +112,35 @@ pub fn server() -> tonic::transport::Server {
         .max_frame_size(MAX_FRAME_BYTES)
 }
 
+/// How long a stopping service lets calls in flight finish. A fully graceful
+/// shutdown would also wait for every peer to close its idle connection, which
+/// took seconds per daemon.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+
+/// Serves `router` on `listener` until `stop` resolves, then lets calls in flight
+/// finish for at most [`SHUTDOWN_GRACE`].
+pub async fn serve_until(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            stop.await;
+            stopping.notify_one();
+        }
+    };
+    tokio::select! {
+        result = router.serve_with_incoming_shutdown(incoming(listener), signal) => result,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => Ok(()),
+    }
+}
+
 /// Accepts connections on `listener` with Nagle's algorithm off: every message
 /// here is latency-bound, and a delayed ACK would cost 40 ms a call.
 pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
