@@ -93,6 +93,7 @@ async fn copy_from(shared: &Arc<Shared>, id: ObjectId, owner: &str, source: &str
         .map_err(|s| source_failed(s, source))?
         .ok_or_else(|| Status::data_loss(format!("node {source} sent no bytes of object {id}")))?;
     let size = first.size;
+    let started = std::time::Instant::now();
     let path = shared.store().reserve_copy(id, size, owner).map_err(store_status)?;
     let written = async {
         let file = path.clone();
@@ -112,6 +113,8 @@ async fn copy_from(shared: &Arc<Shared>, id: ObjectId, owner: &str, source: &str
     }
     shared.store().seal(&id).map_err(store_status)?;
     shared.bytes_pulled.fetch_add(size, Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    tracing::debug!("copied {id} ({size} bytes) from {source} in {secs:.3} s ({:.2} GB/s)", size as f64 / secs / 1e9);
     tokio::spawn(tell_owner(shared.clone(), id, owner.to_string()));
     Ok(path)
 }
