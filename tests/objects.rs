@@ -16,3 +16,12 @@ fn large_objects_live_in_shared_memory_until_their_refs_are_dropped() {
     let (now, baseline) = after.split_once(" baseline=").expect("after_drop=N baseline=M");
     assert_eq!(now, baseline, "shared memory returns to its baseline once refs are dropped");
 }
+
+#[test]
+fn objects_go_when_their_owner_dies() {
+    let bin = rayrepl_bin().display().to_string();
+    let run = scenario_with("owner_dies", &[("RAYREPL_BIN", &bin)]);
+    assert_eq!(run.value("before"), "1", "{}", run.stdout);
+    assert_eq!(run.value("after"), "0", "the dead actor's object outlived it: {}", run.stdout);
+    assert!(run.line("read").starts_with("lost "), "{}", run.stdout);
+}

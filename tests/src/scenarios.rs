@@ -100,10 +100,12 @@ fn blob_is_marked(blob: &[u8]) -> bool {
     blob.iter().step_by(4096).enumerate().all(|(i, b)| *b == (i % 251) as u8 + 1)
 }
 
-/// `rayrepl list objects` as one line of JSON.
+/// `rayrepl list objects` of this driver's cluster as one line of JSON.
 fn list_objects() -> String {
     let bin = std::env::var("RAYREPL_BIN").unwrap_or_else(|_| "rayrepl".into());
-    let out = std::process::Command::new(bin).args(["list", "objects", "--format", "json"]).output();
+    let address = ray::runtime_context().map(|c| c.address).unwrap_or_default();
+    let out =
+        std::process::Command::new(bin).args(["list", "objects", "--format", "json", "--address", &address]).output();
     out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 
@@ -210,6 +212,9 @@ impl Counter {
     }
     fn pid(&self) -> u32 {
         std::process::id()
+    }
+    fn put_blob(&self, len: usize) -> ObjectRef<Vec<u8>> {
+        ray::put(&vec![3u8; len]).expect("put in an actor")
     }
     fn node_ip_and_count(&mut self) -> (String, i64) {
         self.value += 1;
@@ -619,6 +624,23 @@ fn run(name: &str) -> Result<(), RayError> {
             let refs: Vec<_> = (0..8).map(|_| where_am_i.remote(2000)).collect();
             println!("submitted=8");
             println!("ran={}", ray::get(&refs)?.len());
+        }
+        "owner_dies" => {
+            // An actor owns an object it put; killing the actor frees the object.
+            init_default()?;
+            let a = Counter::remote()?;
+            let blob = ray::get(&a.put_blob(4 << 20))?;
+            println!("before={}", list_objects().matches("4.00 MiB").count());
+            ray::kill(&a)?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while list_objects().contains("4.00 MiB") && Instant::now() < deadline {
+                sleep(Duration::from_millis(100));
+            }
+            println!("after={}", list_objects().matches("4.00 MiB").count());
+            match ray::get(&blob) {
+                Err(e @ (RayError::OwnerDied { .. } | RayError::ObjectLost { .. })) => println!("read=lost {e}"),
+                other => println!("read=unexpected {:?}", other.map(|v| v.len())),
+            }
         }
         "lineage" => {
             // Resource `bc` is on nodes .2 and .3. The test kills the node holding

@@ -225,8 +225,12 @@ impl Shared {
             let status = child.wait().await;
             tracing::debug!("worker {pid} exited: {status:?}");
             this.children.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
-            this.pool().worker_exited(&worker_id);
+            let exited = this.pool().worker_exited(&worker_id);
             this.dispatch();
+            // Objects die with their owner, as in Ray: nobody can free them now.
+            if let Some(w) = exited.filter(|w| !w.address.is_empty()) {
+                this.free_owned_by(w.address);
+            }
             // The head restarts or buries an actor the worker hosted.
             let detail = match status {
                 Ok(s) => describe_exit(s),
@@ -235,6 +239,17 @@ impl Shared {
             let report =
                 WorkerDiedRequest { node_id: this.node_id.clone().into(), worker_id: worker_id.into(), pid, detail };
             let _ = this.head.clone().worker_died(report).await;
+        });
+    }
+
+    /// Frees the objects here that `owner` owned, off the async threads.
+    fn free_owned_by(self: &Arc<Self>, owner: String) {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let freed = this.store().free_owned_by(&owner);
+            if freed > 0 {
+                tracing::debug!("freed {freed} objects of {owner}, which is gone");
+            }
         });
     }
 
@@ -624,6 +639,7 @@ async fn reaper_loop(shared: Arc<Shared>) {
                 for (_, pid) in shared.pool().job_workers(job) {
                     kill(pid);
                 }
+                shared.free_owned_by(info.driver_address.clone());
                 shared.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&job);
             }
         }

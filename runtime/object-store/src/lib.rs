@@ -206,6 +206,16 @@ impl StoreIndex {
         }
     }
 
+    /// Frees every object `owner` owned (its owner is gone, so nobody else will);
+    /// returns how many.
+    pub fn free_owned_by(&mut self, owner: &str) -> usize {
+        let ids: Vec<ObjectId> = self.objects.values().filter(|o| o.owner == owner).map(|o| o.id).collect();
+        for id in &ids {
+            self.free(id);
+        }
+        ids.len()
+    }
+
     /// Removes every object and the directory.
     pub fn destroy(&mut self) {
         self.objects.clear();
@@ -387,6 +397,20 @@ mod tests {
         // Only copies go: primaries 1 and 4 and copy 2 leave no room for 50 bytes.
         assert!(matches!(store.reserve(id(5), 50, "o"), Err(StoreError::Full { .. })));
         assert!(store.objects().all(|o| o.primary));
+        store.destroy();
+    }
+
+    #[test]
+    fn an_owner_s_objects_go_with_it() {
+        let dir = std::env::temp_dir().join(format!("rayrepl-store-owner-{}", std::process::id()));
+        let mut store = StoreIndex::new(dir, 100).unwrap();
+        for (n, owner) in [(1, "a"), (2, "b"), (3, "a")] {
+            let path = store.reserve(id(n), 10, owner).unwrap();
+            write_object(&path, &[&[n; 10]]).unwrap();
+        }
+        assert_eq!(store.free_owned_by("a"), 2);
+        assert_eq!(store.used(), 10);
+        assert_eq!(store.objects().map(|o| o.owner.as_str()).collect::<Vec<_>>(), ["b"]);
         store.destroy();
     }
 
