@@ -333,6 +333,7 @@ fn a_lost_object_is_rebuilt_from_its_lineage_or_reported_lost() {
         holder
     };
     let first = kill_holder(&mut driver, "64 MiB");
+    assert_eq!(driver.value("arg_marked").as_deref(), Some("true"), "a task's lost argument was not rebuilt");
     let rebuilt = driver.value("rebuilt_len").expect("the object was rebuilt");
     assert_eq!(rebuilt, format!("{} marked=true", 64 << 20));
     let second = kill_holder(&mut driver, "32 MiB");

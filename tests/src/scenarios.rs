@@ -655,6 +655,9 @@ fn run(name: &str) -> Result<(), RayError> {
             ray::wait(std::slice::from_ref(&rebuildable), 1, None)?;
             println!("made=64 MiB");
             wait_for_test()?;
+            // A task reading it first: the argument is rebuilt, then the task runs.
+            let (marked, _) = ray::get(&check_blob.options().resource("bc", 1.0).remote(&rebuildable))?;
+            println!("arg_marked={marked}");
             let blob: Vec<u8> = ray::get(&rebuildable)?;
             println!("rebuilt_len={} marked={}", blob.len(), blob_is_marked(&blob));
             let once = marked_blob.options().resource("bc", 1.0).max_retries(0).remote(32 * MIB);

@@ -5,7 +5,8 @@
 //! as Ray does: from another copy if one exists; else by running the task that
 //! made it again (its *lineage*, kept while retries are left); else the object is
 //! lost, and every reader gets a typed `ObjectLost` error. A borrower hands the
-//! failure to the owner and fetches the object's new location.
+//! failure to the owner and fetches the object's new location. A task whose
+//! worker could not read such an argument runs again once it is recovered.
 
 use crate::refs::{Effects, State, Value};
 use crate::{CoreWorker, lock};

@@ -572,6 +572,13 @@ impl CoreWorker {
     pub(crate) async fn task_replied(&self, tid: TaskId, worker_address: &str, reply: PushTaskReply) {
         let result = reply.result.unwrap_or_default();
         let state = crate::location_to_state(result.location);
+        // The worker could not read an argument because its node is gone: recover
+        // the argument, then run the task again once it is back.
+        if let State::Failed(lost @ RayError::ObjectLost { object, .. }) = &state
+            && self.recover_argument(tid, object, lost)
+        {
+            return;
+        }
         // A panicking task may be retried if the caller asked for it.
         if let State::Failed(RayError::Task(_)) = &state {
             let mut sched = lock(&self.0.sched);
@@ -610,6 +617,41 @@ impl CoreWorker {
             .filter_map(|c| ObjectId::from_slice(&c.object_id).map(|i| (i, c.owner_address.clone())))
             .collect();
         self.finish(tid, state, Some((reply.worker_pid, contained)));
+    }
+
+    /// If `object` is one of the task's ref arguments and can be recovered, starts
+    /// that and queues the task to run again once the argument settles.
+    fn recover_argument(&self, tid: TaskId, object: &str, why: &RayError) -> bool {
+        let arg = {
+            let sched = lock(&self.0.sched);
+            // Actor calls keep their order by sequence number; they are not re-sent.
+            let Some(t) = sched.tasks.get(&tid).filter(|t| !t.cancelled && t.actor.is_none()) else { return false };
+            t.args.iter().find_map(|a| match a {
+                ArgSubmission::Ref(r) if r.to_string() == object => Some(*r),
+                _ => None,
+            })
+        };
+        let Some(arg) = arg else { return false };
+        let node = match lock(&self.0.refs).get(&arg).map(|e| &e.state) {
+            Some(State::Ready(crate::refs::Value::Shm { node_address, .. })) => node_address.clone(),
+            _ => return false,
+        };
+        if self.object_lost(&arg, &node, why).is_err() {
+            return false;
+        }
+        if let Some(t) = lock(&self.0.sched).tasks.get_mut(&tid) {
+            t.spec = None;
+            t.running = None;
+        }
+        let cw = self.clone();
+        self.on_ready(
+            &arg,
+            Box::new(move || {
+                let rt = cw.0.rt.clone();
+                rt.spawn(async move { cw.deps_ready(tid) });
+            }),
+        );
+        true
     }
 
     /// Settles a task's return object and releases what it kept alive.
