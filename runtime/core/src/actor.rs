@@ -11,7 +11,8 @@ use crate::refs::State;
 use crate::{CoreWorker, block_on, lock};
 use ray_abi::{ActorCall, ActorCreation, ActorId, ActorRef, ArgSubmission, ObjectId, RayError, TaskId, TaskOptions};
 use ray_proto::*;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 /// Calls one caller keeps in flight to one actor; more wait in the queue. This is
 /// backpressure, like Ray's `max_pending_calls`: an unbounded burst would open more
@@ -30,9 +31,80 @@ pub(crate) struct ActorConn {
     min_incarnation: u32,
     /// Calls not yet sent, in submission order.
     pub(crate) queue: VecDeque<TaskId>,
-    client: Option<CoreWorkerClient>,
+    calls: Option<Arc<CallStream>>,
     dead: Option<RayError>,
     in_flight: usize,
+}
+
+type ReplySender = tokio::sync::oneshot::Sender<Result<PushTaskReply, tonic::Status>>;
+
+/// One caller's calls to one actor incarnation, sent as messages on a single
+/// gRPC stream. Each call waits for the reply that names its task; if the stream
+/// breaks (the actor's process died), every call still waiting gets the error,
+/// exactly as a unary call would.
+pub(crate) struct CallStream {
+    requests: tokio::sync::mpsc::UnboundedSender<PushTaskRequest>,
+    /// Calls waiting for replies, by task id; `None` once the stream has ended.
+    waiting: Mutex<Option<HashMap<bytes::Bytes, ReplySender>>>,
+}
+
+impl CallStream {
+    /// Opens the stream on `client`'s connection (from within the runtime).
+    fn open(mut client: CoreWorkerClient) -> Arc<Self> {
+        let (requests, outgoing) = tokio::sync::mpsc::unbounded_channel();
+        let stream = Arc::new(CallStream { requests, waiting: Mutex::new(Some(HashMap::new())) });
+        let this = stream.clone();
+        tokio::spawn(async move {
+            let outgoing = tokio_stream::wrappers::UnboundedReceiverStream::new(outgoing);
+            let ended = match client.push_task_stream(outgoing).await {
+                Err(status) => status,
+                Ok(replies) => {
+                    let mut replies = replies.into_inner();
+                    loop {
+                        match replies.message().await {
+                            Ok(Some(reply)) => this.answer(reply),
+                            Ok(None) => break tonic::Status::unavailable("the actor closed the call stream"),
+                            Err(status) => break status,
+                        }
+                    }
+                }
+            };
+            let waiting = lock(&this.waiting).take().unwrap_or_default();
+            for (_, caller) in waiting {
+                let _ = caller.send(Err(ended.clone()));
+            }
+        });
+        stream
+    }
+
+    fn answer(&self, mut reply: PushTaskReply) {
+        let caller = lock(&self.waiting).as_mut().and_then(|w| w.remove(&reply.task_id));
+        let Some(caller) = caller else { return };
+        let result = if reply.error.is_empty() {
+            Ok(reply)
+        } else {
+            Err(to_status(&RayError::from_bytes(&std::mem::take(&mut reply.error))))
+        };
+        let _ = caller.send(result);
+    }
+
+    /// Sends one call and waits for its reply.
+    async fn call(&self, spec: TaskSpec) -> Result<PushTaskReply, tonic::Status> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut waiting = lock(&self.waiting);
+            let Some(w) = waiting.as_mut() else {
+                return Err(tonic::Status::unavailable("the call stream to the actor has ended"));
+            };
+            w.insert(spec.task_id.clone(), tx);
+            // Sent under the lock: if the stream ends now, the caller is still
+            // in `waiting` and gets the error.
+            if self.requests.send(PushTaskRequest { spec: Some(spec) }).is_err() {
+                return Err(tonic::Status::unavailable("the call stream to the actor has ended"));
+            }
+        }
+        rx.await.unwrap_or_else(|_| Err(tonic::Status::unavailable("the call stream to the actor has ended")))
+    }
 }
 
 fn actor_id(b: &[u8]) -> ActorId {
@@ -124,7 +196,7 @@ impl CoreWorker {
             let conn = sched.actors.entry(actor).or_default();
             if let Some(err) = &conn.dead {
                 failed = conn.queue.drain(..).map(|t| (t, err.clone())).collect();
-            } else if conn.client.is_none() {
+            } else if conn.calls.is_none() {
                 if !conn.resolving && !conn.queue.is_empty() {
                     conn.resolving = true;
                     resolve = Some(conn.min_incarnation);
@@ -156,8 +228,8 @@ impl CoreWorker {
                     let mut running = crate::submit::running_event(task, self.0.job.0, pid);
                     running.node_id = conn.info.as_ref().map(|i| i.node_id.clone()).unwrap_or_default();
                     lock(&self.0.events).push(running);
-                    let client = conn.client.clone().expect("checked above");
-                    sends.push((tid, client, spec, conn.incarnation));
+                    let calls = conn.calls.clone().expect("checked above");
+                    sends.push((tid, calls, spec, conn.incarnation));
                 }
             }
         }
@@ -168,9 +240,9 @@ impl CoreWorker {
             let cw = self.clone();
             self.0.rt.spawn(async move { cw.resolve_actor(actor, min).await });
         }
-        for (tid, client, spec, incarnation) in sends {
+        for (tid, calls, spec, incarnation) in sends {
             let cw = self.clone();
-            self.0.rt.spawn(async move { cw.push_actor(actor, tid, client, spec, incarnation).await });
+            self.0.rt.spawn(async move { cw.push_actor(actor, tid, calls, spec, incarnation).await });
         }
     }
 
@@ -205,7 +277,7 @@ impl CoreWorker {
                         conn.dead = Some(RayError::from_bytes(&info.death_error));
                     } else {
                         match self.peer(&info.address) {
-                            Some(client) => conn.client = Some(client),
+                            Some(client) => conn.calls = Some(CallStream::open(client)),
                             None => {
                                 conn.dead = Some(RayError::Connection {
                                     what: format!("actor {}", info.class_name),
@@ -229,18 +301,18 @@ impl CoreWorker {
         &self,
         actor: ActorId,
         tid: TaskId,
-        mut client: CoreWorkerClient,
+        calls: Arc<CallStream>,
         spec: TaskSpec,
         incarnation: u32,
     ) {
         let address = lock(&self.0.sched).actors.get(&actor).and_then(|c| c.info.as_ref()).map(|i| i.address.clone());
-        let result = client.push_task(PushTaskRequest { spec: Some(spec) }).await;
+        let result = calls.call(spec).await;
         if let Some(conn) = lock(&self.0.sched).actors.get_mut(&actor) {
             conn.in_flight = conn.in_flight.saturating_sub(1);
         }
         match result {
             Ok(reply) => {
-                self.task_replied(tid, &address.unwrap_or_default(), reply.into_inner()).await;
+                self.task_replied(tid, &address.unwrap_or_default(), reply).await;
                 self.pump_actor(actor);
             }
             Err(status) => {
@@ -252,7 +324,7 @@ impl CoreWorker {
                         sched.actors.get(&actor).and_then(|c| c.info.as_ref()).map(|i| i.max_task_retries).unwrap_or(0);
                     let conn = sched.actors.entry(actor).or_default();
                     if conn.incarnation == incarnation {
-                        conn.client = None;
+                        conn.calls = None;
                         conn.info = None;
                         conn.min_incarnation = incarnation + 1;
                     }

@@ -406,6 +406,8 @@ impl CoreWorker {
             result: Some(ReturnObject { location, contained }),
             borrowed: self.report_borrowed(adopted),
             worker_pid: std::process::id(),
+            task_id: spec.task_id.clone(),
+            error: Default::default(),
         }
     }
 

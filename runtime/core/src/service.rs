@@ -23,6 +23,34 @@ impl CoreWorkerApi for Service {
         self.0.execute(spec).await.map(Response::new).map_err(|e| to_status(&e))
     }
 
+    type PushTaskStreamStream = tokio_stream::wrappers::UnboundedReceiverStream<Result<PushTaskReply, Status>>;
+
+    async fn push_task_stream(
+        &self,
+        req: Request<tonic::Streaming<PushTaskRequest>>,
+    ) -> Result<Response<Self::PushTaskStreamStream>, Status> {
+        let mut calls = req.into_inner();
+        let (replies, stream) = tokio::sync::mpsc::unbounded_channel();
+        let cw = self.0.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(call)) = calls.message().await {
+                let Some(spec) = call.spec else { continue };
+                let (cw, replies) = (cw.clone(), replies.clone());
+                // Calls run concurrently here; an actor's own ordering (sequence
+                // numbers, max_concurrency) decides when each starts.
+                tokio::spawn(async move {
+                    let task_id = spec.task_id.clone();
+                    let reply = match cw.execute(spec).await {
+                        Ok(reply) => reply,
+                        Err(e) => PushTaskReply { task_id, error: e.to_bytes().into(), ..PushTaskReply::default() },
+                    };
+                    let _ = replies.send(Ok(reply));
+                });
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::UnboundedReceiverStream::new(stream)))
+    }
+
     async fn get_object(&self, req: Request<GetObjectRequest>) -> Result<Response<GetObjectReply>, Status> {
         let r = req.into_inner();
         let id = object_id(&r.object_id)?;
