@@ -297,14 +297,7 @@ impl CoreWorker {
         self.pump_actor(actor);
     }
 
-    async fn push_actor(
-        &self,
-        actor: ActorId,
-        tid: TaskId,
-        calls: Arc<CallStream>,
-        spec: TaskSpec,
-        incarnation: u32,
-    ) {
+    async fn push_actor(&self, actor: ActorId, tid: TaskId, calls: Arc<CallStream>, spec: TaskSpec, incarnation: u32) {
         let address = lock(&self.0.sched).actors.get(&actor).and_then(|c| c.info.as_ref()).map(|i| i.address.clone());
         let result = calls.call(spec).await;
         if let Some(conn) = lock(&self.0.sched).actors.get_mut(&actor) {

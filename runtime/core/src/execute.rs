@@ -126,7 +126,7 @@ pub(crate) struct Job {
 
 /// What an executor thread hands back.
 enum Executed {
-    Done(PushTaskReply),
+    Done(Box<PushTaskReply>),
     /// An async call running on the actor's event loop.
     Pending {
         state: Arc<CallState>,
@@ -205,7 +205,7 @@ impl CoreWorker {
         }
         let executed = rx.await.map_err(|_| RayError::Internal("executor dropped a task".into()));
         let reply = match executed? {
-            Executed::Done(reply) => reply,
+            Executed::Done(reply) => *reply,
             Executed::Pending { state, done, spec } => {
                 let _ = done.await;
                 let cw = self.clone();
@@ -260,14 +260,14 @@ impl CoreWorker {
         let _ = std::io::stderr().flush();
 
         if let Err(e) = called {
-            return Executed::Done(self.finish_call(&spec, Err(e), adopted));
+            return Executed::Done(Box::new(self.finish_call(&spec, Err(e), adopted)));
         }
         match state.take() {
             Some(result) => {
                 if let (Some(creation), Ok(_)) = (&spec.actor_creation, &result) {
                     self.become_actor(creation, &function.artifact, lock(&state.instance).unwrap_or(0));
                 }
-                Executed::Done(self.finish_call(&spec, result, adopted))
+                Executed::Done(Box::new(self.finish_call(&spec, result, adopted)))
             }
             None => Executed::Pending { state, done, spec: Box::new(spec) },
         }
