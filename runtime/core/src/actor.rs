@@ -7,12 +7,13 @@
 //! the restarted actor up to `max_task_retries` times; the caller learns where the
 //! actor went, or why it is dead, by asking the head.
 
+use crate::call_stream::CallStream;
 use crate::refs::State;
 use crate::{CoreWorker, block_on, lock};
 use ray_abi::{ActorCall, ActorCreation, ActorId, ActorRef, ArgSubmission, ObjectId, RayError, TaskId, TaskOptions};
 use ray_proto::*;
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Calls one caller keeps in flight to one actor; more wait in the queue. This is
 /// backpressure, like Ray's `max_pending_calls`: an unbounded burst would open more
@@ -34,77 +35,6 @@ pub(crate) struct ActorConn {
     calls: Option<Arc<CallStream>>,
     dead: Option<RayError>,
     in_flight: usize,
-}
-
-type ReplySender = tokio::sync::oneshot::Sender<Result<PushTaskReply, tonic::Status>>;
-
-/// One caller's calls to one actor incarnation, sent as messages on a single
-/// gRPC stream. Each call waits for the reply that names its task; if the stream
-/// breaks (the actor's process died), every call still waiting gets the error,
-/// exactly as a unary call would.
-pub(crate) struct CallStream {
-    requests: tokio::sync::mpsc::UnboundedSender<PushTaskRequest>,
-    /// Calls waiting for replies, by task id; `None` once the stream has ended.
-    waiting: Mutex<Option<HashMap<bytes::Bytes, ReplySender>>>,
-}
-
-impl CallStream {
-    /// Opens the stream on `client`'s connection (from within the runtime).
-    fn open(mut client: CoreWorkerClient) -> Arc<Self> {
-        let (requests, outgoing) = tokio::sync::mpsc::unbounded_channel();
-        let stream = Arc::new(CallStream { requests, waiting: Mutex::new(Some(HashMap::new())) });
-        let this = stream.clone();
-        tokio::spawn(async move {
-            let outgoing = tokio_stream::wrappers::UnboundedReceiverStream::new(outgoing);
-            let ended = match client.push_task_stream(outgoing).await {
-                Err(status) => status,
-                Ok(replies) => {
-                    let mut replies = replies.into_inner();
-                    loop {
-                        match replies.message().await {
-                            Ok(Some(reply)) => this.answer(reply),
-                            Ok(None) => break tonic::Status::unavailable("the actor closed the call stream"),
-                            Err(status) => break status,
-                        }
-                    }
-                }
-            };
-            let waiting = lock(&this.waiting).take().unwrap_or_default();
-            for (_, caller) in waiting {
-                let _ = caller.send(Err(ended.clone()));
-            }
-        });
-        stream
-    }
-
-    fn answer(&self, mut reply: PushTaskReply) {
-        let caller = lock(&self.waiting).as_mut().and_then(|w| w.remove(&reply.task_id));
-        let Some(caller) = caller else { return };
-        let result = if reply.error.is_empty() {
-            Ok(reply)
-        } else {
-            Err(to_status(&RayError::from_bytes(&std::mem::take(&mut reply.error))))
-        };
-        let _ = caller.send(result);
-    }
-
-    /// Sends one call and waits for its reply.
-    async fn call(&self, spec: TaskSpec) -> Result<PushTaskReply, tonic::Status> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        {
-            let mut waiting = lock(&self.waiting);
-            let Some(w) = waiting.as_mut() else {
-                return Err(tonic::Status::unavailable("the call stream to the actor has ended"));
-            };
-            w.insert(spec.task_id.clone(), tx);
-            // Sent under the lock: if the stream ends now, the caller is still
-            // in `waiting` and gets the error.
-            if self.requests.send(PushTaskRequest { spec: Some(spec) }).is_err() {
-                return Err(tonic::Status::unavailable("the call stream to the actor has ended"));
-            }
-        }
-        rx.await.unwrap_or_else(|_| Err(tonic::Status::unavailable("the call stream to the actor has ended")))
-    }
 }
 
 fn actor_id(b: &[u8]) -> ActorId {

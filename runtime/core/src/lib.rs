@@ -17,6 +17,7 @@
 pub mod actor;
 mod artifacts;
 mod blocking;
+mod call_stream;
 pub mod execute;
 mod recovery;
 pub mod refs;

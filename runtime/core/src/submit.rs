@@ -8,6 +8,7 @@
 //! so a stream of calls reuses it without asking the node again. A worker that dies
 //! mid-task fails the push; the task is retried up to `max_retries` times.
 
+use crate::call_stream::CallStream;
 use crate::refs::{Effects, State};
 use crate::{CoreWorker, LEASE_IDLE, lock};
 use ray_abi::{
@@ -62,7 +63,7 @@ struct Slot {
     node_id: bytes::Bytes,
     address: String,
     pid: u32,
-    client: CoreWorkerClient,
+    calls: Arc<CallStream>,
     busy: Option<TaskId>,
     idle_since: Instant,
 }
@@ -71,7 +72,7 @@ struct Slot {
 struct Worker {
     slot_id: u64,
     pid: u32,
-    client: CoreWorkerClient,
+    calls: Arc<CallStream>,
     address: String,
 }
 
@@ -399,7 +400,7 @@ impl CoreWorker {
                 running.worker_pid = slot.pid;
                 running.node_id = slot.node_id.clone();
                 lock(&self.0.events).push(running);
-                pushes.push((slot.slot_id, slot.pid, slot.client.clone(), slot.address.clone(), tid, spec));
+                pushes.push((slot.slot_id, slot.pid, slot.calls.clone(), slot.address.clone(), tid, spec));
             }
             let wanted = ks.ready.len().saturating_sub(ks.requesting);
             let room = MAX_LEASES_PER_KEY.saturating_sub(ks.slots.len() + ks.requesting);
@@ -410,10 +411,10 @@ impl CoreWorker {
                 name = ks.ready.front().and_then(|t| tasks.get(t)).map(|t| t.name.clone()).unwrap_or_default();
             }
         }
-        for (slot_id, pid, client, address, tid, spec) in pushes {
+        for (slot_id, pid, calls, address, tid, spec) in pushes {
             let cw = self.clone();
             let key = key.to_string();
-            let worker = Worker { slot_id, pid, client, address };
+            let worker = Worker { slot_id, pid, calls, address };
             self.0.rt.spawn(async move { cw.push(key, worker, tid, spec).await });
         }
         for _ in 0..lease_requests {
@@ -477,7 +478,7 @@ impl CoreWorker {
                             node_id: lease.node_id,
                             address: lease.worker_address.clone(),
                             pid: lease.worker_pid,
-                            client,
+                            calls: CallStream::open(client),
                             busy: None,
                             idle_since: Instant::now(),
                         });
@@ -510,11 +511,10 @@ impl CoreWorker {
     }
 
     async fn push(&self, key: String, worker: Worker, tid: TaskId, spec: TaskSpec) {
-        let Worker { slot_id, pid, mut client, address } = worker;
-        let result = client.push_task(PushTaskRequest { spec: Some(spec) }).await;
+        let Worker { slot_id, pid, calls, address } = worker;
+        let result = calls.call(spec).await;
         match result {
             Ok(reply) => {
-                let reply = reply.into_inner();
                 self.task_replied(tid, &address, reply).await;
                 {
                     let mut sched = lock(&self.0.sched);
