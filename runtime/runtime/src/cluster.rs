@@ -105,6 +105,12 @@ pub fn spawn_daemon(spec: DaemonSpec<'_>) -> Result<Daemon, RayError> {
         .open(&spec.log)
         .map_err(|e| RayError::Startup(format!("cannot open {}: {e}", spec.log.display())))?;
     let mut cmd = Command::new(exe);
+    // rayrepl allocates with mimalloc, whose eager arena commit keeps ~12 MiB
+    // resident per idle process; daemons and their workers commit as they go.
+    // (The option is read before main, so the driver that starts us keeps it.)
+    if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
+        cmd.env("MIMALLOC_ARENA_EAGER_COMMIT", "0");
+    }
     cmd.env("RAYREPL_ROLE", spec.role)
         .env_remove("RAYREPL_ADDRESS")
         .envs(spec.env)
