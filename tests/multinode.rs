@@ -274,6 +274,17 @@ fn kill_node(cluster: &ThreeNodes, ip: &str) {
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
+/// Kills the node at `ip` and waits until the head has marked it dead; its
+/// workers, which die with it by the parent-death signal, are surely gone then.
+fn kill_node_and_wait_dead(cluster: &ThreeNodes, ip: &str) {
+    kill_node(cluster, ip);
+    let killed = Instant::now();
+    while cluster.node(ip).1 != "DEAD" {
+        assert!(killed.elapsed() < Duration::from_secs(15), "node {ip} not marked dead 15 s after SIGKILL");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn a_task_on_a_killed_node_is_retried_on_another() {
     let cluster = ThreeNodes::start();
@@ -294,7 +305,8 @@ fn an_actor_on_a_killed_node_restarts_on_another() {
     let started = driver.value("actor_started_on").expect("the actor answered");
     let (ip, count) = started.split_once(" count=").expect("ip and count");
     assert_eq!(count, "1");
-    kill_node(&cluster, ip);
+    // Until its worker is gone, a call could still reach the old instance.
+    kill_node_and_wait_dead(&cluster, ip);
     driver.say("killed");
     let restarted = driver.value("actor_restarted_on").unwrap_or_else(|| panic!("no answer after killing node {ip}"));
     let (new_ip, count) = restarted.split_once(" count=").expect("ip and count");
@@ -323,12 +335,7 @@ fn a_lost_object_is_rebuilt_from_its_lineage_or_reported_lost() {
             .and_then(|o| o["IP"].as_str())
             .unwrap_or_else(|| panic!("no {size} object in {objects:?}"))
             .to_string();
-        kill_node(&cluster, &holder);
-        let killed = Instant::now();
-        while cluster.node(&holder).1 != "DEAD" {
-            assert!(killed.elapsed() < Duration::from_secs(15), "node {holder} not marked dead");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        kill_node_and_wait_dead(&cluster, &holder);
         driver.say("killed");
         holder
     };

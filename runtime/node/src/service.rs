@@ -660,6 +660,10 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let address = format!("{}:{}", config.ip, listener.local_addr().map(|a| a.port()).unwrap_or(0));
     let node_id: [u8; 16] = rand::random();
+    let stale = ray_object_store::remove_stale_stores();
+    if stale > 0 {
+        tracing::info!("removed {stale} object stores left by node daemons that died");
+    }
     let session_name = config.session_dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let store = StoreIndex::new(
         ray_object_store::default_root(&session_name, &hex(&node_id[..4])),

@@ -67,11 +67,46 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
+fn store_base() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() }
+}
+
 /// Where a node keeps its objects: tmpfs when the machine has it.
 pub fn default_root(session: &str, node: &str) -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
-    base.join(format!("rayrepl-{session}-{node}"))
+    store_base().join(format!("rayrepl-{session}-{node}"))
+}
+
+/// The file in a store's directory naming the process that keeps it.
+const KEEPER_FILE: &str = ".keeper";
+
+/// This process, as `pid start-time` (the start time tells a reused pid apart).
+fn process_identity(pid: &str) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = stat.rsplit_once(')')?.1;
+    let start = after_name.split_whitespace().nth(19)?;
+    Some(format!("{pid} {start}"))
+}
+
+/// Removes the stores of node daemons that died without cleaning up (killed with
+/// SIGKILL, say): their objects would otherwise hold tmpfs memory until reboot.
+/// Keepers are checked by pid, so nodes sharing `/dev/shm` must share a pid
+/// namespace (true on one machine, and for network namespaces). Returns how many
+/// were removed.
+pub fn remove_stale_stores() -> usize {
+    let Ok(entries) = std::fs::read_dir(store_base()) else { return 0 };
+    let mut removed = 0;
+    for dir in entries.flatten().map(|e| e.path()) {
+        let is_store = dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("rayrepl-"));
+        let Some(keeper) = is_store.then(|| std::fs::read_to_string(dir.join(KEEPER_FILE)).ok()).flatten() else {
+            continue;
+        };
+        let pid = keeper.split_whitespace().next().unwrap_or_default();
+        if process_identity(pid).as_deref() != Some(keeper.trim()) && std::fs::remove_dir_all(&dir).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// One object's bookkeeping.
@@ -105,6 +140,11 @@ impl StoreIndex {
     /// A store under `root` holding at most `capacity` bytes. Creates `root`.
     pub fn new(root: PathBuf, capacity: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+        // Names this process as the store's keeper, for `remove_stale_stores`.
+        if let Some(me) = process_identity(&std::process::id().to_string()) {
+            let keeper = root.join(KEEPER_FILE);
+            std::fs::write(&keeper, me).map_err(io_err(&keeper))?;
+        }
         Ok(StoreIndex { root, capacity, used: 0, objects: HashMap::new() })
     }
 
@@ -412,6 +452,25 @@ mod tests {
         assert_eq!(store.used(), 10);
         assert_eq!(store.objects().map(|o| o.owner.as_str()).collect::<Vec<_>>(), ["b"]);
         store.destroy();
+    }
+
+    #[test]
+    fn stores_whose_keeper_died_are_removed_and_live_ones_kept() {
+        let live = std::env::temp_dir().join(format!("rayrepl-store-live-{}", std::process::id()));
+        let store = StoreIndex::new(live.clone(), 100).unwrap();
+        let dead = store_base().join(format!("rayrepl-test-dead-{}", std::process::id()));
+        std::fs::create_dir_all(&dead).unwrap();
+        // A pid that cannot be running: above the kernel's maximum.
+        std::fs::write(dead.join(KEEPER_FILE), "4194305 1").unwrap();
+        std::fs::write(dead.join("object"), b"bytes").unwrap();
+        let mine = store_base().join(format!("rayrepl-test-mine-{}", std::process::id()));
+        let _mine = StoreIndex::new(mine.clone(), 100).unwrap();
+        assert!(remove_stale_stores() >= 1);
+        assert!(!dead.exists(), "a dead node's store was kept");
+        assert!(mine.exists(), "a live node's store was removed");
+        std::fs::remove_dir_all(&mine).unwrap();
+        drop(store);
+        let _ = std::fs::remove_dir_all(&live);
     }
 
     #[test]
