@@ -62,14 +62,12 @@ impl ThreeNodes {
     }
 
     fn alive_nodes(&self) -> usize {
-        self.nodes().iter().filter(|n| n["STATE"] == "ALIVE").count()
+        count_alive(&self.nodes())
     }
 
     /// The node daemon's pid and state, for the node with this IP.
     fn node(&self, ip: &str) -> (i32, String) {
-        let nodes = self.nodes();
-        let n = nodes.iter().find(|n| n["NODE_IP"] == ip).unwrap_or_else(|| panic!("no node {ip} in {nodes:?}"));
-        (n["PID"].as_i64().unwrap_or(0) as i32, n["STATE"].as_str().unwrap_or("").to_string())
+        node_pid_and_state(&self.nodes(), ip)
     }
 
     fn wait_alive(&self, n: usize) {

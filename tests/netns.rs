@@ -9,29 +9,9 @@
 mod support;
 use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use support::*;
-
-/// Runs a command, killing it if it outlives `limit`; `None` if it could not
-/// start or timed out. Unlike `run_bounded` it never panics, so teardown can
-/// use it while a failed test unwinds.
-fn try_bounded(mut cmd: Command, limit: Duration) -> Option<Output> {
-    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().ok()?;
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.ok(),
-        Err(_) => {
-            // SAFETY: kill(2) on the child we spawned; no memory-safety concerns.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            None
-        }
-    }
-}
 
 /// Runs `ip args`, or says which command failed and why.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -196,14 +176,12 @@ impl NetnsCluster {
     }
 
     fn alive_nodes(&self) -> usize {
-        self.nodes().iter().filter(|n| n["STATE"] == "ALIVE").count()
+        count_alive(&self.nodes())
     }
 
     /// The node daemon's pid and state, for the node with this IP.
     fn node(&self, ip: &str) -> (i32, String) {
-        let nodes = self.nodes();
-        let n = nodes.iter().find(|n| n["NODE_IP"] == ip).unwrap_or_else(|| panic!("no node {ip} in {nodes:?}"));
-        (n["PID"].as_i64().unwrap_or(0) as i32, n["STATE"].as_str().unwrap_or("").to_string())
+        node_pid_and_state(&self.nodes(), ip)
     }
 
     /// A scenario run as a driver in the head's namespace.

@@ -78,22 +78,41 @@ pub fn scenario(name: &str) -> Run {
 }
 
 /// Runs a command, killing it if it outlives `limit`.
-pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
+pub fn run_bounded(cmd: Command, limit: Duration) -> Output {
+    let shown = format!("{cmd:?}");
+    try_bounded(cmd, limit).unwrap_or_else(|| panic!("{shown} could not start or did not finish within {limit:?}"))
+}
+
+/// Runs a command, killing it if it outlives `limit`; `None` if it could not
+/// start or timed out. It never panics, so teardown can use it while a failed
+/// test unwinds.
+pub fn try_bounded(mut cmd: Command, limit: Duration) -> Option<Output> {
     use std::process::Stdio;
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().ok()?;
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
     match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("wait"),
+        Ok(out) => out.ok(),
         Err(_) => {
             // SAFETY: kill(2) on the child we spawned; no memory-safety concerns.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish within {limit:?}");
+            None
         }
     }
+}
+
+/// How many rows of `rayrepl list nodes --format json` are ALIVE.
+pub fn count_alive(nodes: &[serde_json::Value]) -> usize {
+    nodes.iter().filter(|n| n["STATE"] == "ALIVE").count()
+}
+
+/// The daemon pid and state of the node with this IP, from `rayrepl list nodes`.
+pub fn node_pid_and_state(nodes: &[serde_json::Value], ip: &str) -> (i32, String) {
+    let n = nodes.iter().find(|n| n["NODE_IP"] == ip).unwrap_or_else(|| panic!("no node {ip} in {nodes:?}"));
+    (n["PID"].as_i64().unwrap_or(0) as i32, n["STATE"].as_str().unwrap_or("").to_string())
 }
 
 /// A process: pid and start time (so a reused pid is not mistaken for it).

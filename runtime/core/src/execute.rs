@@ -344,8 +344,8 @@ impl CoreWorker {
                             node_id: &shm.node_id,
                             node_address: &shm.node_address,
                         };
-                        // An argument whose node is gone fails the task with
-                        // ObjectLost; the owner rebuilds objects on its own reads.
+                        // An argument whose node is gone fails the call with
+                        // ObjectLost; the owner recovers it and runs the task again.
                         ObjectData::Mapped(Arc::new(self.map_object(&object).map_err(|f| match f {
                             crate::ReadFailure::SourceGone(e) => RayError::ObjectLost {
                                 object: id.to_string(),

@@ -521,19 +521,15 @@ impl CoreWorker {
             }
             // Not settled, or being recovered after its node was lost: wait.
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if let Err(e) = self.wait_settled(id, left) {
-                return Err(match e {
-                    RayError::Timeout { .. } => {
-                        RayError::Timeout { timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0), pending: 1 }
-                    }
-                    other => other,
-                });
+            if !self.wait_settled(id, left)? {
+                let timeout_ms = timeout.map(|t| t.as_millis() as u64).unwrap_or(0);
+                return Err(RayError::Timeout { timeout_ms, pending: 1 });
             }
         }
     }
 
-    /// Blocks until `id` settles, or `timeout` passes.
-    fn wait_settled(&self, id: &ObjectId, timeout: Option<Duration>) -> Result<(), RayError> {
+    /// Blocks until `id` settles (true) or `timeout` passes (false).
+    fn wait_settled(&self, id: &ObjectId, timeout: Option<Duration>) -> Result<bool, RayError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
         let wake = tx.clone();
         let scope = self.blocking_scope(
@@ -560,10 +556,7 @@ impl CoreWorker {
             return Err(RayError::Interrupted);
         }
         drop(scope);
-        outcome.map_err(|()| RayError::Timeout {
-            timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
-            pending: 1,
-        })
+        Ok(outcome.is_ok())
     }
 
     /// A worker blocked in `get`/`wait` lends its CPU to others, as in Ray.
@@ -579,21 +572,21 @@ impl CoreWorker {
 
     /// The object's bytes if it has settled.
     fn try_read(&self, id: &ObjectId) -> Option<Result<ObjectData, RayError>> {
-        let state = match lock(&self.0.refs).get(id) {
+        let (state, owner) = match lock(&self.0.refs).get(id) {
             None => {
                 return Some(Err(RayError::ObjectLost {
                     object: id.to_string(),
                     detail: "no reference to it is held here (was it freed?)".into(),
                 }));
             }
-            Some(e) => e.state.clone(),
+            Some(e) => (e.state.clone(), e.owner.clone()),
         };
         match state {
             State::Pending => None,
             State::Failed(e) => Some(Err(e)),
             State::Ready(Value::Inline(b)) => Some(Ok(ObjectData::Inline(b))),
             State::Ready(Value::Shm { path, node_id, node_address, .. }) => {
-                let owner = self.owner_of(id).unwrap_or_else(|_| self.0.address.clone());
+                let owner = owner.unwrap_or_else(|| self.0.address.clone());
                 let object =
                     ShmObject { id: *id, owner: &owner, path: &path, node_id: &node_id, node_address: &node_address };
                 match self.map_object(&object) {

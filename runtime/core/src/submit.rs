@@ -30,12 +30,12 @@ type SchedKey = String;
 /// A task this process submitted and has not seen finish (or, in the lineage,
 /// one that finished and may have to run again).
 pub(crate) struct PendingTask {
-    pub(crate) id: TaskId,
+    id: TaskId,
     pub(crate) name: String,
     function: FunctionDescriptor,
     pub(crate) args: Vec<ArgSubmission>,
     resources: BTreeMap<String, f64>,
-    pub(crate) max_retries: u32,
+    max_retries: u32,
     retry_exceptions: bool,
     pub(crate) attempt: u32,
     pub(crate) return_id: ObjectId,

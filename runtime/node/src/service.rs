@@ -14,7 +14,6 @@ use ray_proto::*;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -84,9 +83,6 @@ struct Shared {
     pulls: transfer::Pulls,
     /// Channels to other nodes and to owners, by address.
     channels: Mutex<HashMap<String, AuthChannel>>,
-    /// Object bytes copied here from other nodes, and sent to them.
-    bytes_pulled: AtomicU64,
-    bytes_served: AtomicU64,
     /// This machine, as [`host_id`] names it.
     host_id: String,
     /// Programs fetched from drivers on other machines, by job.
@@ -516,8 +512,6 @@ impl Node for NodeService {
             num_workers: pids.len() as u32,
             num_idle_workers: idle as u32,
             worker_pids: pids,
-            bytes_pulled: self.0.bytes_pulled.load(Ordering::Relaxed),
-            bytes_served: self.0.bytes_served.load(Ordering::Relaxed),
         }))
     }
 
@@ -687,8 +681,6 @@ pub async fn run(
         cluster: Mutex::new(None),
         pulls: Default::default(),
         channels: Mutex::new(HashMap::new()),
-        bytes_pulled: AtomicU64::new(0),
-        bytes_served: AtomicU64::new(0),
         host_id: host_id(),
         executables: Default::default(),
         node_id: node_id.to_vec(),

@@ -113,8 +113,8 @@ pub fn server() -> tonic::transport::Server {
 }
 
 /// How long a stopping service lets calls in flight finish. A fully graceful
-/// shutdown would also wait for every peer to close its idle connection, which
-/// took seconds per daemon.
+/// shutdown would also wait for every peer to close its connection, and a peer
+/// that keeps one open (a driver, say) must not hold a stopping daemon up.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
 
 /// Serves `router` on `listener` until `stop` resolves, then lets calls in flight

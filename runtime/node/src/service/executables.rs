@@ -51,8 +51,7 @@ impl Shared {
         }
         let hash = first.hash;
         tokio::task::spawn_blocking(move || {
-            let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-            if digest != hash {
+            if super::hex(&Sha256::digest(&bytes)) != hash {
                 return Err("the job's program arrived corrupted (sha256 mismatch)".to_string());
             }
             let io = |e: std::io::Error| format!("cannot store the job's program in {}: {e}", dir.display());

@@ -19,7 +19,6 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio::sync::OnceCell;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
@@ -55,10 +54,8 @@ pub(crate) async fn read_stream(shared: &Arc<Shared>, id: ObjectId) -> Result<Ch
     let size = view.bytes().len();
     let chunk = ray_proto::OBJECT_CHUNK_BYTES;
     let chunks = size.div_ceil(chunk).max(1);
-    let this = shared.clone();
     let stream = tokio_stream::iter(0..chunks).map(move |i| {
         let range = i * chunk..size.min((i + 1) * chunk);
-        this.bytes_served.fetch_add(range.len() as u64, Ordering::Relaxed);
         let data = Bytes::from_owner(MappedSlice { view: view.clone(), range });
         Ok(ObjectChunk { size: if i == 0 { size as u64 } else { 0 }, data })
     });
@@ -112,7 +109,6 @@ async fn copy_from(shared: &Arc<Shared>, id: ObjectId, owner: &str, source: &str
         return Err(e);
     }
     shared.store().seal(&id).map_err(store_status)?;
-    shared.bytes_pulled.fetch_add(size, Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     tracing::debug!("copied {id} ({size} bytes) from {source} in {secs:.3} s ({:.2} GB/s)", size as f64 / secs / 1e9);
     tokio::spawn(tell_owner(shared.clone(), id, owner.to_string()));
