@@ -91,7 +91,8 @@ fn process_identity(pid: &str) -> Option<String> {
 /// Removes the stores of node daemons that died without cleaning up (killed with
 /// SIGKILL, say): their objects would otherwise hold tmpfs memory until reboot.
 /// Keepers are checked by pid, so nodes sharing `/dev/shm` must share a pid
-/// namespace (true on one machine, and for network namespaces). Returns how many
+/// namespace (true on one machine, and for network namespaces). A store whose
+/// keeper cannot be read as `pid start-time` is left alone. Returns how many
 /// were removed.
 pub fn remove_stale_stores() -> usize {
     let Ok(entries) = std::fs::read_dir(store_base()) else { return 0 };
@@ -101,7 +102,11 @@ pub fn remove_stale_stores() -> usize {
         let Some(keeper) = is_store.then(|| std::fs::read_to_string(dir.join(KEEPER_FILE)).ok()).flatten() else {
             continue;
         };
-        let pid = keeper.split_whitespace().next().unwrap_or_default();
+        let mut fields = keeper.split_whitespace();
+        let (Some(pid), Some(start)) = (fields.next(), fields.next()) else { continue };
+        if pid.parse::<u32>().is_err() || start.parse::<u64>().is_err() {
+            continue;
+        }
         if process_identity(pid).as_deref() != Some(keeper.trim()) && std::fs::remove_dir_all(&dir).is_ok() {
             removed += 1;
         }
@@ -140,10 +145,14 @@ impl StoreIndex {
     /// A store under `root` holding at most `capacity` bytes. Creates `root`.
     pub fn new(root: PathBuf, capacity: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&root).map_err(io_err(&root))?;
-        // Names this process as the store's keeper, for `remove_stale_stores`.
+        // Names this process as the store's keeper, for `remove_stale_stores`. The
+        // file appears whole (write, then rename): a sweep that read it half
+        // written would take a live store for a dead one.
         if let Some(me) = process_identity(&std::process::id().to_string()) {
+            let staged = root.join(format!("{KEEPER_FILE}.new"));
+            std::fs::write(&staged, me).map_err(io_err(&staged))?;
             let keeper = root.join(KEEPER_FILE);
-            std::fs::write(&keeper, me).map_err(io_err(&keeper))?;
+            std::fs::rename(&staged, &keeper).map_err(io_err(&keeper))?;
         }
         Ok(StoreIndex { root, capacity, used: 0, objects: HashMap::new() })
     }
@@ -465,10 +474,16 @@ mod tests {
         std::fs::write(dead.join("object"), b"bytes").unwrap();
         let mine = store_base().join(format!("rayrepl-test-mine-{}", std::process::id()));
         let _mine = StoreIndex::new(mine.clone(), 100).unwrap();
+        // A keeper caught while being written, or not ours to judge.
+        let unreadable = store_base().join(format!("rayrepl-test-unreadable-{}", std::process::id()));
+        std::fs::create_dir_all(&unreadable).unwrap();
+        std::fs::write(unreadable.join(KEEPER_FILE), "").unwrap();
         assert!(remove_stale_stores() >= 1);
         assert!(!dead.exists(), "a dead node's store was kept");
         assert!(mine.exists(), "a live node's store was removed");
+        assert!(unreadable.exists(), "a store with an unreadable keeper was removed");
         std::fs::remove_dir_all(&mine).unwrap();
+        std::fs::remove_dir_all(&unreadable).unwrap();
         drop(store);
         let _ = std::fs::remove_dir_all(&live);
     }
