@@ -619,7 +619,8 @@ async fn reaper_loop(shared: Arc<Shared>) {
         for job in jobs {
             let info = shared.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(&job).cloned();
             let Some(info) = info else { continue };
-            let local_driver = info.driver_ip == shared.config.ip || info.driver_ip == "127.0.0.1";
+            // A driver on this machine is judged by its pid; others by the head.
+            let local_driver = !info.host_id.is_empty() && info.host_id == shared.host_id;
             let mut gone = local_driver && !pid_alive(info.driver_pid);
             if !gone {
                 gone = matches!(
