@@ -341,6 +341,7 @@ impl CoreWorker {
                             id,
                             owner: &shm.owner_address,
                             path: &shm.path,
+                            span: shm.span.map(Into::into),
                             node_id: &shm.node_id,
                             node_address: &shm.node_address,
                         };

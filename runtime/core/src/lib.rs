@@ -27,7 +27,7 @@ pub mod submit;
 use bytes::Bytes;
 use ray_abi::ids::{JobId, PUT_INDEX_FLAG};
 use ray_abi::{ObjectId, RayError, RuntimeContext, TaskId};
-use ray_object_store::ObjectView;
+use ray_object_store::{ArenaMap, ObjectView};
 use ray_proto::*;
 use refs::{Effects, RefTable, State, Value};
 use std::collections::HashMap;
@@ -116,6 +116,8 @@ pub(crate) struct Inner {
     pub(crate) artifacts: artifacts::ArtifactCache,
     pub(crate) interrupts: Mutex<blocking::Interrupts>,
     pub(crate) progress_sink: RwLock<Option<ProgressSink>>,
+    /// The object arenas of this machine's nodes, each mapped once, by path.
+    pub(crate) arenas: Mutex<HashMap<String, Arc<ArenaMap>>>,
 }
 
 /// This process's core worker. Cheap to clone.
@@ -227,6 +229,7 @@ impl CoreWorker {
             artifacts: Default::default(),
             interrupts: Default::default(),
             progress_sink: RwLock::new(None),
+            arenas: Mutex::new(HashMap::new()),
         });
         let cw = CoreWorker(inner);
         service::serve(cw.clone(), listener);
@@ -322,17 +325,20 @@ impl CoreWorker {
             size: size as u64,
             owner_address: owner.to_string(),
         };
-        let path = block_on(&self.0.rt, async move { node.create_object(request).await })
+        let reply = block_on(&self.0.rt, async move { node.create_object(request).await })
             .map_err(|s| from_status(&s, "the node daemon"))?
-            .into_inner()
-            .path;
-        ray_object_store::write_object(std::path::Path::new(&path), parts)?;
+            .into_inner();
+        let (path, span) = (reply.path, reply.span.map(ray_object_store::Span::from));
+        let arena = span.map(|_| self.arena(&path)).transpose()?;
+        let location = ray_object_store::Location { path: path.clone().into(), span };
+        ray_object_store::write_at(&location, arena.as_deref(), parts)?;
         let mut node = self.0.node.clone();
         let seal = SealObjectRequest { object_id: id.0.to_vec().into() };
         block_on(&self.0.rt, async move { node.seal_object(seal).await })
             .map_err(|s| from_status(&s, "the node daemon"))?;
         Ok(Value::Shm {
             path,
+            span,
             size: size as u64,
             node_id: self.0.conn.node_id.clone(),
             node_address: self.0.conn.node_address.clone(),
@@ -585,10 +591,16 @@ impl CoreWorker {
             State::Pending => None,
             State::Failed(e) => Some(Err(e)),
             State::Ready(Value::Inline(b)) => Some(Ok(ObjectData::Inline(b))),
-            State::Ready(Value::Shm { path, node_id, node_address, .. }) => {
+            State::Ready(Value::Shm { path, span, node_id, node_address, .. }) => {
                 let owner = owner.unwrap_or_else(|| self.0.address.clone());
-                let object =
-                    ShmObject { id: *id, owner: &owner, path: &path, node_id: &node_id, node_address: &node_address };
+                let object = ShmObject {
+                    id: *id,
+                    owner: &owner,
+                    path: &path,
+                    span,
+                    node_id: &node_id,
+                    node_address: &node_address,
+                };
                 match self.map_object(&object) {
                     Ok(view) => Some(Ok(ObjectData::Mapped(Arc::new(view)))),
                     Err(ReadFailure::SourceGone(why)) => self.object_lost(id, &node_address, &why).err().map(Err),
@@ -603,8 +615,8 @@ impl CoreWorker {
     /// the node id, not the path, decides).
     pub(crate) fn map_object(&self, object: &ShmObject<'_>) -> Result<ObjectView, ReadFailure> {
         let lost = |detail: String| RayError::ObjectLost { object: object.id.to_string(), detail };
-        let path = if object.node_id == self.0.conn.node_id.as_ref() {
-            object.path.to_string()
+        let (path, span) = if object.node_id == self.0.conn.node_id.as_ref() {
+            (object.path.to_string(), object.span)
         } else {
             let mut node = self.0.node.clone();
             let request = PullObjectRequest {
@@ -613,7 +625,10 @@ impl CoreWorker {
                 source_address: object.node_address.to_string(),
             };
             match block_on(&self.0.rt, async move { node.pull_object(request).await }) {
-                Ok(reply) => reply.into_inner().path,
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    (reply.path, reply.span.map(Into::into))
+                }
                 // The node holding it is gone, or no longer has it.
                 Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::NotFound) => {
                     return Err(ReadFailure::SourceGone(RayError::Connection {
@@ -629,7 +644,25 @@ impl CoreWorker {
                 }
             }
         };
-        ObjectView::open(std::path::Path::new(&path)).map_err(|e| ReadFailure::Failed(lost(e.to_string())))
+        let Some(span) = span else {
+            return ObjectView::open(std::path::Path::new(&path)).map_err(|e| ReadFailure::Failed(lost(e.to_string())));
+        };
+        let arena = self.arena(&path).map_err(ReadFailure::Failed)?;
+        // Freed since this process learned where it is: the node no longer has it.
+        ObjectView::pinned(&arena, span).ok_or_else(|| {
+            ReadFailure::SourceGone(lost(format!("node {} freed it while it was being read", object.node_address)))
+        })
+    }
+
+    /// This process's mapping of a node's object arena, made on first use.
+    fn arena(&self, path: &str) -> Result<Arc<ArenaMap>, RayError> {
+        let mut arenas = lock(&self.0.arenas);
+        if let Some(map) = arenas.get(path) {
+            return Ok(map.clone());
+        }
+        let map = Arc::new(ArenaMap::open(std::path::Path::new(path))?);
+        arenas.insert(path.to_string(), map.clone());
+        Ok(map)
     }
 
     /// Ray's `wait`: marks which of `ids` are ready once `num_returns` are, or the
@@ -733,6 +766,7 @@ pub(crate) struct ShmObject<'a> {
     pub(crate) id: ObjectId,
     pub(crate) owner: &'a str,
     pub(crate) path: &'a str,
+    pub(crate) span: Option<ray_object_store::Span>,
     pub(crate) node_id: &'a [u8],
     pub(crate) node_address: &'a str,
 }
@@ -740,9 +774,13 @@ pub(crate) struct ShmObject<'a> {
 pub(crate) fn location_to_state(loc: Option<ObjectLocation>) -> State {
     match loc.and_then(|l| l.kind) {
         Some(object_location::Kind::Inline(b)) => State::Ready(Value::Inline(b)),
-        Some(object_location::Kind::Shm(s)) => {
-            State::Ready(Value::Shm { path: s.path, size: s.size, node_id: s.node_id, node_address: s.node_address })
-        }
+        Some(object_location::Kind::Shm(s)) => State::Ready(Value::Shm {
+            path: s.path,
+            span: s.span.map(Into::into),
+            size: s.size,
+            node_id: s.node_id,
+            node_address: s.node_address,
+        }),
         Some(object_location::Kind::Error(e)) => State::Failed(RayError::from_bytes(&e)),
         None => State::Failed(RayError::Internal("empty object location".into())),
     }
@@ -763,13 +801,16 @@ pub(crate) fn state_to_location(state: &State) -> Option<ObjectLocation> {
     let kind = match state {
         State::Pending => return None,
         State::Ready(Value::Inline(b)) => object_location::Kind::Inline(b.clone()),
-        State::Ready(Value::Shm { path, size, node_id, node_address }) => object_location::Kind::Shm(SharedMemory {
-            node_id: node_id.clone(),
-            path: path.clone(),
-            size: *size,
-            node_address: node_address.clone(),
-            ..SharedMemory::default()
-        }),
+        State::Ready(Value::Shm { path, span, size, node_id, node_address }) => {
+            object_location::Kind::Shm(SharedMemory {
+                node_id: node_id.clone(),
+                path: path.clone(),
+                span: span.map(Into::into),
+                size: *size,
+                node_address: node_address.clone(),
+                ..SharedMemory::default()
+            })
+        }
         State::Failed(e) => object_location::Kind::Error(e.to_bytes().into()),
     };
     Some(ObjectLocation { kind: Some(kind) })

@@ -39,8 +39,13 @@ impl CoreWorker {
             let copy = entry.copies.remove(0);
             tracing::info!("object {id}: node {from} is gone; reading the copy on {copy}");
             // The copy's file is known only to its node; a pull there finds it by id.
-            entry.state =
-                State::Ready(Value::Shm { path: String::new(), size, node_id: Default::default(), node_address: copy });
+            entry.state = State::Ready(Value::Shm {
+                path: String::new(),
+                span: None,
+                size,
+                node_id: Default::default(),
+                node_address: copy,
+            });
             return Ok(());
         }
         let Some(mut task) = lock(&self.0.sched).lineage.remove(id) else {

@@ -23,8 +23,10 @@ pub enum Value {
     Inline(Bytes),
     /// Large objects, in a node's shared-memory store.
     Shm {
-        /// The object's file.
+        /// The node's arena, or the object's own file.
         path: String,
+        /// Its range of the arena, when it is there.
+        span: Option<ray_object_store::Span>,
         /// Its size.
         size: u64,
         /// The node holding it.
@@ -302,7 +304,13 @@ mod tests {
     }
 
     fn shm() -> State {
-        State::Ready(Value::Shm { path: "p".into(), size: 1, node_id: Bytes::new(), node_address: "node".into() })
+        State::Ready(Value::Shm {
+            path: "p".into(),
+            span: None,
+            size: 1,
+            node_id: Bytes::new(),
+            node_address: "node".into(),
+        })
     }
 
     #[test]

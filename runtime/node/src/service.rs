@@ -459,9 +459,12 @@ impl Node for NodeService {
     async fn create_object(&self, req: Request<CreateObjectRequest>) -> Result<Response<CreateObjectReply>, Status> {
         let r = req.into_inner();
         let id = ObjectId::from_slice(&r.object_id).ok_or_else(|| Status::invalid_argument("bad object id"))?;
-        let path =
+        let location =
             self.0.store().reserve(id, r.size, &r.owner_address).map_err(|e| to_status(&ray_abi::RayError::from(e)))?;
-        Ok(Response::new(CreateObjectReply { path: path.display().to_string() }))
+        Ok(Response::new(CreateObjectReply {
+            path: location.path.display().to_string(),
+            span: location.span.map(Into::into),
+        }))
     }
 
     async fn seal_object(&self, req: Request<SealObjectRequest>) -> Result<Response<Empty>, Status> {
@@ -536,8 +539,11 @@ impl Node for NodeService {
     async fn pull_object(&self, req: Request<PullObjectRequest>) -> Result<Response<PullObjectReply>, Status> {
         let r = req.into_inner();
         let id = ObjectId::from_slice(&r.object_id).ok_or_else(|| Status::invalid_argument("bad object id"))?;
-        let path = transfer::pull(&self.0, id, &r.owner_address, &r.source_address).await?;
-        Ok(Response::new(PullObjectReply { path: path.display().to_string() }))
+        let location = transfer::pull(&self.0, id, &r.owner_address, &r.source_address).await?;
+        Ok(Response::new(PullObjectReply {
+            path: location.path.display().to_string(),
+            span: location.span.map(Into::into),
+        }))
     }
 
     async fn shutdown(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
@@ -638,6 +644,8 @@ async fn reaper_loop(shared: Arc<Shared>) {
                 shared.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&job);
             }
         }
+        // Arena ranges freed while readers pinned them are reusable once they finish.
+        shared.store().retry_pending();
         let cpus = shared.config.resources.get("CPU").copied().unwrap_or(1.0).ceil() as usize;
         for (_, pid) in shared.pool().idle_to_reap(Duration::from_secs(30), cpus) {
             kill(pid);

@@ -1,18 +1,24 @@
 //! A node's shared-memory object store.
 //!
 //! Large objects must be shared by every process on a node without copies, and must
-//! give their memory back the moment nobody references them. Each object is one
-//! file in a per-node directory on tmpfs (`/dev/shm`): the creating process writes
-//! it through a shared mapping, readers on the node map it read-only (no copy), and
-//! freeing unlinks it, so the kernel returns the pages once the last mapping goes.
-//! The node daemon keeps the accounting ([`StoreIndex`]): capacity, which objects
-//! exist, and whether each is sealed (immutable and readable).
+//! give their memory back when nobody references them. The objects a node's
+//! processes create live in one arena file on tmpfs (`/dev/shm`) that each process
+//! maps once ([`arena`]): the creator writes an object in place, readers on the
+//! node pin and read it where it is, and a freed range is reused once its readers
+//! are done. An object that does not fit the arena, and every copy pulled from
+//! another node, is a file of its own, which freeing unlinks. The node daemon keeps
+//! the accounting ([`StoreIndex`]): capacity, which objects exist and where, and
+//! whether each is sealed (immutable and readable).
 //!
 //! An object read on another node is copied there ([`ObjectWriter`] takes it in
 //! chunks as they arrive). Such a secondary copy is a cache: the store evicts copies,
 //! least recently used first, when it needs room, while primaries stay until their
 //! owner frees them.
 
+pub mod arena;
+
+use arena::{Arena, PinnedSpan};
+pub use arena::{ArenaMap, Span};
 use memmap2::{Mmap, MmapMut, MmapOptions};
 use ray_abi::{ObjectId, RayError};
 use std::collections::HashMap;
@@ -20,6 +26,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Errors of the shared-memory store.
@@ -130,6 +137,17 @@ pub struct StoredObject {
     pub primary: bool,
     /// When it was last created or read, for eviction order.
     pub last_used: Instant,
+    /// Its range in the arena; `None` for an object in a file of its own.
+    pub span: Option<Span>,
+}
+
+/// Where an object's bytes are on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The arena file, or the object's own file.
+    pub path: PathBuf,
+    /// The object's range in the arena, when it is there.
+    pub span: Option<Span>,
 }
 
 /// The node daemon's view of its store: capacity accounting and the object table.
@@ -139,6 +157,7 @@ pub struct StoreIndex {
     capacity: u64,
     used: u64,
     objects: HashMap<ObjectId, StoredObject>,
+    arena: Option<Arena>,
 }
 
 impl StoreIndex {
@@ -154,7 +173,22 @@ impl StoreIndex {
             let keeper = root.join(KEEPER_FILE);
             std::fs::rename(&staged, &keeper).map_err(io_err(&keeper))?;
         }
-        Ok(StoreIndex { root, capacity, used: 0, objects: HashMap::new() })
+        let arena = Arena::create(&root, capacity)
+            .inspect_err(|e| tracing::warn!("no object arena, objects get files of their own: {e}"))
+            .ok();
+        Ok(StoreIndex { root, capacity, used: 0, objects: HashMap::new(), arena })
+    }
+
+    /// This process's mapping of the arena, for reading the objects in it.
+    pub fn arena_map(&self) -> Option<&Arc<ArenaMap>> {
+        self.arena.as_ref().map(Arena::map)
+    }
+
+    /// Frees the arena ranges whose readers finished since their objects went.
+    pub fn retry_pending(&mut self) {
+        if let Some(arena) = self.arena.as_mut() {
+            arena.retry_pending();
+        }
     }
 
     /// The directory holding the objects.
@@ -182,17 +216,33 @@ impl StoreIndex {
         self.objects.values()
     }
 
-    /// Reserves space for a new object and returns the file the creator must write.
-    pub fn reserve(&mut self, id: ObjectId, size: u64, owner: &str) -> Result<PathBuf, StoreError> {
-        self.reserve_as(id, size, owner, true)
+    /// Reserves space for a new object and returns where the creator must write it:
+    /// a span of the arena, or else a file to create.
+    pub fn reserve(&mut self, id: ObjectId, size: u64, owner: &str) -> Result<Location, StoreError> {
+        self.reserve_as(id, size, owner, true)?;
+        let span = self.arena.as_mut().and_then(|a| a.allocate(size));
+        if let Some(o) = self.objects.get_mut(&id) {
+            o.span = span;
+        }
+        Ok(self.location_of(&id, span))
     }
 
-    /// Reserves space for a secondary copy of an object pulled from another node.
+    /// Reserves space for a secondary copy of an object pulled from another node,
+    /// and returns the file to create. Copies stay out of the arena: evicting one
+    /// then cannot pull a range from under a reader.
     pub fn reserve_copy(&mut self, id: ObjectId, size: u64, owner: &str) -> Result<PathBuf, StoreError> {
-        self.reserve_as(id, size, owner, false)
+        self.reserve_as(id, size, owner, false)?;
+        Ok(self.path_of(&id))
     }
 
-    fn reserve_as(&mut self, id: ObjectId, size: u64, owner: &str, primary: bool) -> Result<PathBuf, StoreError> {
+    fn location_of(&self, id: &ObjectId, span: Option<Span>) -> Location {
+        match (span, self.arena.as_ref()) {
+            (Some(span), Some(arena)) => Location { path: arena.map().path().to_path_buf(), span: Some(span) },
+            _ => Location { path: self.path_of(id), span: None },
+        }
+    }
+
+    fn reserve_as(&mut self, id: ObjectId, size: u64, owner: &str, primary: bool) -> Result<(), StoreError> {
         if self.objects.contains_key(&id) {
             return Err(StoreError::Exists(id));
         }
@@ -203,10 +253,17 @@ impl StoreIndex {
             return Err(StoreError::Full { requested: size, used: self.used, capacity: self.capacity });
         }
         self.used += size;
-        let object =
-            StoredObject { id, size, owner: owner.to_string(), sealed: false, primary, last_used: Instant::now() };
+        let object = StoredObject {
+            id,
+            size,
+            owner: owner.to_string(),
+            sealed: false,
+            primary,
+            last_used: Instant::now(),
+            span: None,
+        };
         self.objects.insert(id, object);
-        Ok(self.path_of(&id))
+        Ok(())
     }
 
     /// Frees sealed secondary copies, least recently used first, until `needed`
@@ -226,11 +283,12 @@ impl StoreIndex {
         }
     }
 
-    /// The file of a sealed object, marking it recently used.
-    pub fn sealed_path(&mut self, id: &ObjectId) -> Option<PathBuf> {
+    /// Where a sealed object is, marking it recently used.
+    pub fn sealed_location(&mut self, id: &ObjectId) -> Option<Location> {
         let o = self.objects.get_mut(id).filter(|o| o.sealed)?;
         o.last_used = Instant::now();
-        Some(self.path_of(id))
+        let span = o.span;
+        Some(self.location_of(id, span))
     }
 
     /// Marks an object complete.
@@ -241,11 +299,18 @@ impl StoreIndex {
         Ok(())
     }
 
-    /// Removes an object and unlinks its file; its memory returns once no process
-    /// maps it any more. Unknown ids are ignored (frees may race with failures).
+    /// Removes an object: its arena range is reused once no reader pins it; its
+    /// own file is unlinked, and the memory returns once no process maps it any
+    /// more. Unknown ids are ignored (frees may race with failures).
     pub fn free(&mut self, id: &ObjectId) {
         if let Some(o) = self.objects.remove(id) {
             self.used = self.used.saturating_sub(o.size);
+            if let Some(span) = o.span {
+                if let Some(arena) = self.arena.as_mut() {
+                    arena.release(span);
+                }
+                return;
+            }
             let path = self.path_of(id);
             if let Err(e) = std::fs::remove_file(&path)
                 && e.kind() != io::ErrorKind::NotFound
@@ -283,6 +348,28 @@ pub fn write_object(path: &Path, parts: &[&[u8]]) -> Result<(), StoreError> {
         writer.append(p)?;
     }
     writer.finish()
+}
+
+/// Writes a new object's bytes where the store reserved them. `arena` is this
+/// process's map of the node's arena, needed when the location is a span of it.
+pub fn write_at(location: &Location, arena: Option<&ArenaMap>, parts: &[&[u8]]) -> Result<(), StoreError> {
+    let Some(span) = location.span else { return write_object(&location.path, parts) };
+    let arena = arena.filter(|a| a.path() == location.path).ok_or_else(|| StoreError::Io {
+        path: location.path.clone(),
+        source: io::Error::new(io::ErrorKind::NotFound, "this process has not mapped the arena"),
+    })?;
+    let mut at = 0;
+    for part in parts {
+        arena.write(&span, at, part)?;
+        at += part.len() as u64;
+    }
+    if at != span.len {
+        return Err(StoreError::Io {
+            path: location.path.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "the object ended early"),
+        });
+    }
+    Ok(())
 }
 
 /// Fills a new object's file front to back, for bytes that arrive in pieces (an
@@ -352,28 +439,42 @@ impl ObjectWriter {
 
 /// A read-only view of a sealed object, shared with every other reader.
 #[derive(Debug)]
-pub struct ObjectView {
-    map: Option<Mmap>,
+pub struct ObjectView(View);
+
+#[derive(Debug)]
+enum View {
+    Empty,
+    File(Mmap),
+    Arena(PinnedSpan),
 }
 
 impl ObjectView {
-    /// Maps the sealed object at `path`.
+    /// Maps the sealed object in its own file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let file = File::open(path).map_err(io_err(path))?;
         let len = file.metadata().map_err(io_err(path))?.len();
         if len == 0 {
-            return Ok(ObjectView { map: None });
+            return Ok(ObjectView(View::Empty));
         }
         // SAFETY: sealed objects are immutable: the store never writes a file after
         // its creator sealed it, and freeing unlinks rather than truncates, so the
         // mapped bytes cannot change or vanish while this view lives.
         let map = unsafe { MmapOptions::new().map(&file) }.map_err(io_err(path))?;
-        Ok(ObjectView { map: Some(map) })
+        Ok(ObjectView(View::File(map)))
+    }
+
+    /// Pins the sealed object at `span` of an arena; `None` if it was freed.
+    pub fn pinned(arena: &Arc<ArenaMap>, span: Span) -> Option<Self> {
+        arena.pin(span).map(|p| ObjectView(View::Arena(p)))
     }
 
     /// The object's bytes.
     pub fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        match &self.0 {
+            View::Empty => &[],
+            View::File(map) => map,
+            View::Arena(pin) => pin.bytes(),
+        }
     }
 }
 
@@ -389,17 +490,28 @@ mod tests {
     fn objects_are_written_read_and_freed() {
         let dir = std::env::temp_dir().join(format!("rayrepl-store-test-{}", std::process::id()));
         let mut store = StoreIndex::new(dir.clone(), 1 << 20).unwrap();
-        let path = store.reserve(id(1), 11, "owner").unwrap();
-        write_object(&path, &[b"hello ", b"world"]).unwrap();
+        let location = store.reserve(id(1), 11, "owner").unwrap();
+        let span = location.span.expect("a new object goes in the arena");
+        let arena = store.arena_map().unwrap().clone();
+        assert!(write_at(&location, Some(&arena), &[b"hello ", b"wor"]).is_err(), "a short object was accepted");
+        write_at(&location, Some(&arena), &[b"hello ", b"world"]).unwrap();
         store.seal(&id(1)).unwrap();
-        let view = ObjectView::open(&path).unwrap();
+        assert_eq!(store.sealed_location(&id(1)), Some(location.clone()));
+        let view = ObjectView::pinned(&arena, span).unwrap();
         assert_eq!(view.bytes(), b"hello world");
         assert_eq!(store.used(), 11);
         store.free(&id(1));
         assert_eq!(store.used(), 0);
-        assert!(!path.exists());
-        // The open view still reads the unlinked object.
+        assert!(store.sealed_location(&id(1)).is_none());
+        // The pinned view still reads the freed object, and nobody can pin it anew.
         assert_eq!(view.bytes(), b"hello world");
+        assert!(ObjectView::pinned(&arena, span).is_none());
+        drop(view);
+        store.retry_pending();
+        // The range is reused; the old span cannot reach the new object.
+        let again = store.reserve(id(2), 11, "owner").unwrap().span.unwrap();
+        assert_eq!(again.offset, span.offset);
+        assert!(ObjectView::pinned(&arena, span).is_none());
         store.destroy();
         assert!(!dir.exists());
     }
@@ -429,13 +541,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rayrepl-store-evict-{}", std::process::id()));
         let mut store = StoreIndex::new(dir, 100).unwrap();
         for (n, primary) in [(1, true), (2, false), (3, false)] {
-            let path = if primary { store.reserve(id(n), 30, "o") } else { store.reserve_copy(id(n), 30, "o") };
-            write_object(&path.unwrap(), &[&[n; 30]]).unwrap();
+            let location = if primary {
+                store.reserve(id(n), 30, "o").unwrap()
+            } else {
+                Location { path: store.reserve_copy(id(n), 30, "o").unwrap(), span: None }
+            };
+            write_at(&location, store.arena_map().map(|a| &**a), &[&[n; 30]]).unwrap();
             store.seal(&id(n)).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         // Reading copy 2 makes copy 3 the least recently used.
-        assert!(store.sealed_path(&id(2)).is_some());
+        assert!(store.sealed_location(&id(2)).is_some());
         store.reserve(id(4), 30, "o").unwrap();
         let left: Vec<u8> = {
             let mut v: Vec<u8> = store.objects().map(|o| o.id.0[0]).collect();
@@ -454,8 +570,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rayrepl-store-owner-{}", std::process::id()));
         let mut store = StoreIndex::new(dir, 100).unwrap();
         for (n, owner) in [(1, "a"), (2, "b"), (3, "a")] {
-            let path = store.reserve(id(n), 10, owner).unwrap();
-            write_object(&path, &[&[n; 10]]).unwrap();
+            let location = store.reserve(id(n), 10, owner).unwrap();
+            write_at(&location, store.arena_map().map(|a| &**a), &[&[n; 10]]).unwrap();
         }
         assert_eq!(store.free_owned_by("a"), 2);
         assert_eq!(store.used(), 10);

@@ -16,6 +16,18 @@ mod generated {
 }
 pub use generated::*;
 
+impl From<ray_object_store::Span> for ArenaSpan {
+    fn from(s: ray_object_store::Span) -> Self {
+        ArenaSpan { offset: s.offset, len: s.len, slot: s.slot, generation: s.generation }
+    }
+}
+
+impl From<ArenaSpan> for ray_object_store::Span {
+    fn from(s: ArenaSpan) -> Self {
+        ray_object_store::Span { offset: s.offset, len: s.len, slot: s.slot, generation: s.generation }
+    }
+}
+
 /// Metadata key that carries the cluster token on every call.
 pub const TOKEN_HEADER: &str = "x-rayrepl-token";
 

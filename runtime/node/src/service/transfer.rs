@@ -10,7 +10,7 @@
 use super::Shared;
 use bytes::Bytes;
 use ray_abi::{ObjectId, RayError};
-use ray_object_store::{ObjectView, ObjectWriter, StoreError};
+use ray_object_store::{Location, ObjectView, ObjectWriter, StoreError};
 use ray_proto::{
     AuthChannel, ObjectChunk, ObjectCopyRequest, ReadObjectRequest, core_worker_client, lazy_channel, node_client,
     to_status,
@@ -43,13 +43,19 @@ impl AsRef<[u8]> for MappedSlice {
 
 /// Serves a sealed object of this node as chunks; the first carries the size.
 pub(crate) async fn read_stream(shared: &Arc<Shared>, id: ObjectId) -> Result<ChunkStream, Status> {
-    let path = shared.store().sealed_path(&id).ok_or_else(|| {
-        Status::not_found(format!("object {id} is not in the object store of node {}", shared.address))
-    })?;
-    let view = tokio::task::spawn_blocking(move || ObjectView::open(&path))
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(store_status)?;
+    let missing = || Status::not_found(format!("object {id} is not in the object store of node {}", shared.address));
+    let (location, arena) = {
+        let mut store = shared.store();
+        (store.sealed_location(&id).ok_or_else(missing)?, store.arena_map().cloned())
+    };
+    let view = match (location.span, arena) {
+        // Pinned: the range is not reused while the stream reads it.
+        (Some(span), Some(arena)) => ObjectView::pinned(&arena, span).ok_or_else(missing)?,
+        _ => tokio::task::spawn_blocking(move || ObjectView::open(&location.path))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(store_status)?,
+    };
     let view = Arc::new(view);
     let size = view.bytes().len();
     let chunk = ray_proto::OBJECT_CHUNK_BYTES;
@@ -63,13 +69,16 @@ pub(crate) async fn read_stream(shared: &Arc<Shared>, id: ObjectId) -> Result<Ch
 }
 
 /// Makes sure this node holds `id`, copying it from the node at `source` if not,
-/// and returns the local file.
-pub(crate) async fn pull(shared: &Arc<Shared>, id: ObjectId, owner: &str, source: &str) -> Result<PathBuf, Status> {
-    if let Some(path) = shared.store().sealed_path(&id) {
-        return Ok(path);
+/// and returns where it is here.
+pub(crate) async fn pull(shared: &Arc<Shared>, id: ObjectId, owner: &str, source: &str) -> Result<Location, Status> {
+    if let Some(location) = shared.store().sealed_location(&id) {
+        return Ok(location);
     }
     let cell = shared.pulls.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default().clone();
-    let result = cell.get_or_try_init(|| copy_from(shared, id, owner, source)).await.cloned();
+    let result = cell
+        .get_or_try_init(|| copy_from(shared, id, owner, source))
+        .await
+        .map(|path| Location { path: path.clone(), span: None });
     let mut pulls = shared.pulls.lock().unwrap_or_else(|p| p.into_inner());
     if pulls.get(&id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
         pulls.remove(&id);
