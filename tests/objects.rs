@@ -10,6 +10,7 @@ fn large_objects_live_in_shared_memory_until_their_refs_are_dropped() {
     assert_eq!(run.value("big_in_shm"), "true");
     assert_eq!(run.value("big_roundtrip"), "true");
     assert_eq!(run.value("task_read_len"), "5000000");
+    assert_eq!(run.value("reused_intact"), "true", "a reader saw another object's bytes");
     let full = run.line("full");
     assert!(full.contains("object store full") && full.contains("object_store_memory"), "{full}");
     let after = run.line("after_drop");

@@ -90,6 +90,12 @@ fn marked(len: usize) -> Vec<u8> {
     blob
 }
 
+/// Whether every byte of `blob` is `byte`.
+#[ray::remote]
+fn all_bytes_are(blob: Vec<u8>, byte: u8) -> bool {
+    blob.iter().all(|b| *b == byte)
+}
+
 /// Whether `blob` carries [`marked_blob`]'s markers, and where this ran.
 #[ray::remote]
 fn check_blob(blob: Vec<u8>) -> (bool, String) {
@@ -510,6 +516,14 @@ fn run(name: &str) -> Result<(), RayError> {
             println!("big_roundtrip={}", back == big);
             let len = ray::get(&blob_len.remote(&ray::put(&vec![3u8; 5_000_000])?))?;
             println!("task_read_len={len}");
+            // Three times the store's size in turn, each object read by a worker:
+            // the store reuses its ranges, and every reader sees its own bytes.
+            let mut intact = true;
+            for byte in 0..24u8 {
+                let blob = ray::put(&vec![byte; 8 << 20])?;
+                intact &= ray::get(&all_bytes_are.remote(&blob, byte))?;
+            }
+            println!("reused_intact={intact}");
             match ray::put(&vec![0u8; 80 << 20]) {
                 Err(e @ RayError::ObjectStoreFull { .. }) => println!("full={e}"),
                 other => println!("full=unexpected {other:?}"),

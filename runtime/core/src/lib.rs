@@ -668,58 +668,75 @@ impl CoreWorker {
     /// Ray's `wait`: marks which of `ids` are ready once `num_returns` are, or the
     /// timeout passes.
     pub fn wait(&self, ids: &[ObjectId], num_returns: usize, timeout: Option<Duration>) -> Result<Vec<bool>, RayError> {
-        // Fast path: enough objects are settled already; register nothing.
-        let settled: Vec<bool> = {
-            let refs = lock(&self.0.refs);
-            ids.iter().map(|id| refs.get(id).is_none_or(|e| !matches!(e.state, State::Pending))).collect()
-        };
-        if settled.iter().filter(|s| **s).count() >= num_returns {
-            return Ok(settled);
-        }
-        let (tx, rx) = std::sync::mpsc::channel::<usize>();
-        let wake = tx.clone();
-        let scope = self.blocking_scope(
-            ids,
-            Box::new(move || {
-                let _ = wake.send(usize::MAX);
-            }),
-        );
-        for (i, id) in ids.iter().enumerate() {
-            let tx = tx.clone();
-            self.on_ready(
-                id,
-                Box::new(move || {
-                    let _ = tx.send(i);
-                }),
-            );
-        }
-        drop(tx);
+        let deadline = timeout.map(|t| Instant::now() + t);
         let mut ready = vec![false; ids.len()];
         let mut count = 0;
-        let deadline = timeout.map(|t| Instant::now() + t);
-        // Collect what is ready right away, then block only if needed.
-        while let Ok(i) = rx.try_recv() {
-            if !ready[i] {
+        // Marks what has settled, in one pass under the lock; returns the pending
+        // borrowed objects nobody is fetching yet.
+        let look = |refs: &refs::RefTable, ready: &mut [bool], count: &mut usize| {
+            let mut borrowed = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                if ready[i] {
+                    continue;
+                }
+                match refs.get(id) {
+                    Some(e) if matches!(e.state, State::Pending) => {
+                        if e.owner.is_some() && !e.fetching {
+                            borrowed.push(*id);
+                        }
+                    }
+                    _ => {
+                        ready[i] = true;
+                        *count += 1;
+                    }
+                }
+            }
+            borrowed
+        };
+        // Fast path: enough objects are settled already; register nothing.
+        let borrowed = look(&lock(&self.0.refs), &mut ready, &mut count);
+        if count >= num_returns {
+            return Ok(ready);
+        }
+        // Borrowed objects settle only once their owner says where they are.
+        for id in &borrowed {
+            self.fetch_if_borrowed(id);
+        }
+        // Listen to every settle (one channel, not a callback left on each of
+        // the objects: a loop of `wait` calls over a thousand refs would leave
+        // hundreds of thousands behind), and look again in the same lock, so no
+        // settle slips between the two.
+        let (settled_tx, settled_rx) = std::sync::mpsc::channel::<ObjectId>();
+        let interrupt = settled_tx.clone();
+        let listener = {
+            let mut refs = lock(&self.0.refs);
+            look(&refs, &mut ready, &mut count);
+            refs.listen_settled(settled_tx)
+        };
+        let mut pending: HashMap<ObjectId, Vec<usize>> = HashMap::new();
+        for (i, id) in ids.iter().enumerate().filter(|(i, _)| !ready[*i]) {
+            pending.entry(*id).or_default().push(i);
+        }
+        let scope = self.blocking_scope(
+            ids,
+            // Only a wake-up: the loop then sees `interrupted()`.
+            Box::new(move || {
+                let _ = interrupt.send(ObjectId::default());
+            }),
+        );
+        let blocked = count < num_returns && self.set_blocked(true);
+        while count < num_returns && !scope.interrupted() {
+            let next = match deadline {
+                None => settled_rx.recv().ok(),
+                Some(d) => settled_rx.recv_timeout(d.saturating_duration_since(Instant::now())).ok(),
+            };
+            let Some(id) = next else { break };
+            for i in pending.remove(&id).unwrap_or_default() {
                 ready[i] = true;
                 count += 1;
             }
         }
-        let blocked = count < num_returns && self.set_blocked(true);
-        while count < num_returns {
-            let next = match deadline {
-                None => rx.recv().ok(),
-                Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())).ok(),
-            };
-            match next {
-                Some(usize::MAX) => break,
-                Some(i) if !ready[i] => {
-                    ready[i] = true;
-                    count += 1;
-                }
-                Some(_) => {}
-                None => break,
-            }
-        }
+        lock(&self.0.refs).stop_listening(listener);
         if blocked {
             self.set_blocked(false);
         }
@@ -728,11 +745,7 @@ impl CoreWorker {
         }
         drop(scope);
         // Anything else that settled meanwhile counts as ready too.
-        while let Ok(i) = rx.try_recv() {
-            if i != usize::MAX {
-                ready[i] = true;
-            }
-        }
+        look(&lock(&self.0.refs), &mut ready, &mut count);
         Ok(ready)
     }
 

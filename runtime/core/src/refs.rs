@@ -121,6 +121,10 @@ impl Effects {
 #[derive(Default)]
 pub struct RefTable {
     entries: HashMap<ObjectId, Entry>,
+    /// Channels told of every object that settles, by listener id: `wait` on many
+    /// objects listens here instead of leaving a callback on each of them.
+    settle_listeners: Vec<(u64, std::sync::mpsc::Sender<ObjectId>)>,
+    next_listener: u64,
 }
 
 impl RefTable {
@@ -236,6 +240,9 @@ impl RefTable {
             e.state = state;
             e.fetching = false;
             fx.fire.append(&mut e.waiters);
+            for (_, listener) in &self.settle_listeners {
+                let _ = listener.send(*id);
+            }
             self.maybe_free(id, fx);
         }
     }
@@ -252,6 +259,19 @@ impl RefTable {
             }
             _ => false,
         }
+    }
+
+    /// Sends the id of every object that settles from now on to `tx`, until
+    /// [`RefTable::stop_listening`] with the returned id.
+    pub fn listen_settled(&mut self, tx: std::sync::mpsc::Sender<ObjectId>) -> u64 {
+        self.next_listener += 1;
+        self.settle_listeners.push((self.next_listener, tx));
+        self.next_listener
+    }
+
+    /// Ends a [`RefTable::listen_settled`].
+    pub fn stop_listening(&mut self, listener: u64) {
+        self.settle_listeners.retain(|(id, _)| *id != listener);
     }
 
     /// Runs `w` once the object settles; returns it back if it already has (or the

@@ -644,8 +644,11 @@ async fn reaper_loop(shared: Arc<Shared>) {
                 shared.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&job);
             }
         }
-        // Arena ranges freed while readers pinned them are reusable once they finish.
-        shared.store().retry_pending();
+        // Arena ranges freed while readers pinned them are reusable once they
+        // finish; an arena idle for long gives its memory back.
+        // Giving memory back can take a while for gigabytes: off the async threads.
+        let tidy = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || tidy.store().tidy_arena(Duration::from_secs(10))).await;
         let cpus = shared.config.resources.get("CPU").copied().unwrap_or(1.0).ceil() as usize;
         for (_, pid) in shared.pool().idle_to_reap(Duration::from_secs(30), cpus) {
             kill(pid);

@@ -12,9 +12,13 @@
 //! count of readers that pin it while they read ([`ArenaMap::pin`]). Freeing an
 //! object bars new pins at once, but its range is reused only once the count is
 //! zero ([`Arena::retry_pending`]).
+//!
+//! Reused pages stay in memory while the node runs, as plasma's do, except that
+//! an arena that has held no object for a while gives them back
+//! ([`Arena::trim_if_idle`]): a session that once put gigabytes does not keep them.
 
 use crate::{StoreError, io_err};
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 use offset_allocator::{Allocation, Allocator};
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -22,6 +26,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// The arena's file name in a store directory.
 pub const ARENA_FILE: &str = "arena";
@@ -209,6 +214,10 @@ pub struct Arena {
     next_generation: u64,
     /// Freed while readers held them: freed for real once the readers are done.
     pending: Vec<Span>,
+    /// Since when no object has been in the arena.
+    empty_since: Instant,
+    /// Whether objects were written since the memory was last given back.
+    touched: bool,
 }
 
 impl std::fmt::Debug for Arena {
@@ -248,6 +257,8 @@ impl Arena {
             free_slots: (0..SLOTS).rev().collect(),
             next_generation: 1,
             pending: Vec::new(),
+            empty_since: Instant::now(),
+            touched: false,
         })
     }
 
@@ -275,6 +286,7 @@ impl Arena {
         slot_generation.store(generation, Ordering::Release);
         readers.store(0, Ordering::Release);
         self.allocations.insert(slot, allocation);
+        self.touched = true;
         Some(Span { offset: DATA_START + allocation.offset as u64 * BLOCK, len, slot, generation })
     }
 
@@ -310,8 +322,35 @@ impl Arena {
         if let Some(allocation) = self.allocations.remove(&span.slot) {
             self.allocator.free(allocation);
             self.free_slots.push(span.slot);
+            if self.allocations.is_empty() {
+                self.empty_since = Instant::now();
+            }
         }
         true
+    }
+
+    /// Returns the memory of the object region to the kernel once the arena has
+    /// held no object for `idle`; says whether it did.
+    pub fn trim_if_idle(&mut self, idle: Duration) -> bool {
+        if !self.touched || !self.allocations.is_empty() || self.empty_since.elapsed() < idle {
+            return false;
+        }
+        let len = self.map.map.len() - DATA_START as usize;
+        // SAFETY: no object lives in the region (no allocation, and so no pending
+        // free and no pin: a pin needs a live allocation's generation), so no
+        // process reads or writes these pages; later writers get fresh zero pages.
+        // The slot table, before DATA_START, is kept.
+        let removed = unsafe { self.map.map.unchecked_advise_range(UncheckedAdvice::Remove, DATA_START as usize, len) };
+        match removed {
+            Ok(()) => {
+                self.touched = false;
+                true
+            }
+            Err(e) => {
+                tracing::debug!("could not give the idle object arena's memory back: {e}");
+                false
+            }
+        }
     }
 }
 
@@ -364,6 +403,24 @@ mod tests {
         // A reader that still holds the first object's span finds it gone.
         assert!(arena.map().pin(first).is_none(), "a stale span pinned a reused range");
         assert!(arena.map().pin(second).is_some());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_idle_arena_gives_its_memory_back() {
+        use std::os::unix::fs::MetadataExt;
+        let (mut arena, dir) = arena("trim", 4 << 20);
+        let file = dir.join(ARENA_FILE);
+        let span = arena.allocate(4 << 20).unwrap();
+        arena.map().write(&span, 0, &vec![7u8; 4 << 20]).unwrap();
+        let held = std::fs::metadata(&file).unwrap().blocks();
+        assert!(held * 512 >= 4 << 20, "the object's pages are not in the file");
+        assert!(!arena.trim_if_idle(Duration::ZERO), "trimmed while an object lived");
+        arena.release(span);
+        assert!(!arena.trim_if_idle(Duration::from_secs(60)), "trimmed before the arena was idle long");
+        assert!(arena.trim_if_idle(Duration::ZERO));
+        assert!(std::fs::metadata(&file).unwrap().blocks() * 512 < 1 << 20, "the pages stayed");
+        assert!(!arena.trim_if_idle(Duration::ZERO), "trimmed twice");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

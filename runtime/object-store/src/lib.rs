@@ -184,10 +184,14 @@ impl StoreIndex {
         self.arena.as_ref().map(Arena::map)
     }
 
-    /// Frees the arena ranges whose readers finished since their objects went.
-    pub fn retry_pending(&mut self) {
+    /// Frees the arena ranges whose readers finished since their objects went,
+    /// and gives the arena's memory back once it has held nothing for `idle`.
+    pub fn tidy_arena(&mut self, idle: std::time::Duration) {
         if let Some(arena) = self.arena.as_mut() {
             arena.retry_pending();
+            if arena.trim_if_idle(idle) {
+                tracing::debug!("gave the memory of the idle object arena back");
+            }
         }
     }
 
@@ -507,7 +511,7 @@ mod tests {
         assert_eq!(view.bytes(), b"hello world");
         assert!(ObjectView::pinned(&arena, span).is_none());
         drop(view);
-        store.retry_pending();
+        store.tidy_arena(std::time::Duration::from_secs(60));
         // The range is reused; the old span cannot reach the new object.
         let again = store.reserve(id(2), 11, "owner").unwrap().span.unwrap();
         assert_eq!(again.offset, span.offset);

@@ -1,7 +1,9 @@
 //! `ObjectRef<T>`: a reference to an object in the cluster, like Ray's `ObjectRef`.
 //!
-//! A ref counts as a reference for the object's owner while it exists: cloning and
-//! dropping it tells the host, so the object is freed once no ref remains anywhere.
+//! A ref counts as a reference for the object's owner while it exists, so the
+//! object is freed once no ref remains anywhere. Clones share one counted handle
+//! (an `Arc`): `ray::wait` in a loop clones every ref it is given on each call,
+//! and telling the host about each clone cost more than the wait itself.
 //! Refs serialize (inside task arguments, return values or `put` values) as the
 //! object id plus the owner's address; the receiving process adopts them as borrowed
 //! refs. A ref whose submission failed carries the error and returns it from `get`.
@@ -22,59 +24,18 @@ use std::time::Duration;
 
 /// A reference to an object of type `T` that a task returned or `put` stored.
 pub struct ObjectRef<T> {
-    id: ObjectId,
-    /// Set when submission failed locally; `get` returns it.
-    failed: Option<Arc<RayError>>,
+    handle: Arc<Handle>,
     _type: PhantomData<fn() -> T>,
 }
 
-impl<T> ObjectRef<T> {
-    /// Wraps an id for which the host already counted one local reference.
-    pub(crate) fn from_counted(id: ObjectId) -> Self {
-        ObjectRef { id, failed: None, _type: PhantomData }
-    }
-
-    /// A ref whose creation failed; `get` returns the error.
-    pub(crate) fn failed(err: RayError) -> Self {
-        ObjectRef { id: ObjectId::default(), failed: Some(Arc::new(err)), _type: PhantomData }
-    }
-
-    /// The object's id.
-    pub fn id(&self) -> ObjectId {
-        self.id
-    }
-
-    /// Ray's `ObjectRef.hex()`.
-    pub fn hex(&self) -> String {
-        self.id.to_string()
-    }
-
-    pub(crate) fn failure(&self) -> Option<&RayError> {
-        self.failed.as_deref()
-    }
-
-    /// Reinterprets the ref as holding a `U`. Nothing is checked now; `get` reports
-    /// a type mismatch if the object does not hold a `U`. Useful to gather refs of
-    /// different types, as `ray::wait` on Python lists does.
-    pub fn cast<U>(self) -> ObjectRef<U> {
-        let me = std::mem::ManuallyDrop::new(self);
-        ObjectRef { id: me.id, failed: me.failed.clone(), _type: PhantomData }
-    }
+/// What clones of a ref share: one local reference counted by the host.
+struct Handle {
+    id: ObjectId,
+    /// Set when submission failed locally; `get` returns it.
+    failed: Option<RayError>,
 }
 
-impl<T> Clone for ObjectRef<T> {
-    fn clone(&self) -> Self {
-        if self.failed.is_none()
-            && let Ok(t) = host::table()
-        {
-            // SAFETY: `id` points to a live ObjectId for the duration of the call.
-            unsafe { (t.add_local_ref)(&self.id) }
-        }
-        ObjectRef { id: self.id, failed: self.failed.clone(), _type: PhantomData }
-    }
-}
-
-impl<T> Drop for ObjectRef<T> {
+impl Drop for Handle {
     fn drop(&mut self) {
         if self.failed.is_none()
             && let Ok(t) = host::table()
@@ -85,10 +46,49 @@ impl<T> Drop for ObjectRef<T> {
     }
 }
 
+impl<T> ObjectRef<T> {
+    /// Wraps an id for which the host already counted one local reference.
+    pub(crate) fn from_counted(id: ObjectId) -> Self {
+        ObjectRef { handle: Arc::new(Handle { id, failed: None }), _type: PhantomData }
+    }
+
+    /// A ref whose creation failed; `get` returns the error.
+    pub(crate) fn failed(err: RayError) -> Self {
+        ObjectRef { handle: Arc::new(Handle { id: ObjectId::default(), failed: Some(err) }), _type: PhantomData }
+    }
+
+    /// The object's id.
+    pub fn id(&self) -> ObjectId {
+        self.handle.id
+    }
+
+    /// Ray's `ObjectRef.hex()`.
+    pub fn hex(&self) -> String {
+        self.handle.id.to_string()
+    }
+
+    pub(crate) fn failure(&self) -> Option<&RayError> {
+        self.handle.failed.as_ref()
+    }
+
+    /// Reinterprets the ref as holding a `U`. Nothing is checked now; `get` reports
+    /// a type mismatch if the object does not hold a `U`. Useful to gather refs of
+    /// different types, as `ray::wait` on Python lists does.
+    pub fn cast<U>(self) -> ObjectRef<U> {
+        ObjectRef { handle: self.handle, _type: PhantomData }
+    }
+}
+
+impl<T> Clone for ObjectRef<T> {
+    fn clone(&self) -> Self {
+        ObjectRef { handle: self.handle.clone(), _type: PhantomData }
+    }
+}
+
 impl<T> fmt::Debug for ObjectRef<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.failed {
-            None => write!(f, "ObjectRef({})", self.id),
+        match &self.handle.failed {
+            None => write!(f, "ObjectRef({})", self.handle.id),
             Some(e) => write!(f, "ObjectRef(failed: {e})"),
         }
     }
@@ -102,7 +102,7 @@ impl<T> fmt::Display for ObjectRef<T> {
 
 impl<T> PartialEq for ObjectRef<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id && self.failed.is_none() && other.failed.is_none()
+        self.id() == other.id() && self.failure().is_none() && other.failure().is_none()
     }
 }
 
@@ -110,7 +110,7 @@ impl<T> Eq for ObjectRef<T> {}
 
 impl<T> std::hash::Hash for ObjectRef<T> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.id.hash(state)
+        self.id().hash(state)
     }
 }
 
@@ -123,18 +123,18 @@ struct WireRef {
 impl<T> Serialize for ObjectRef<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error;
-        if let Some(e) = &self.failed {
+        if let Some(e) = self.failure() {
             return Err(S::Error::custom(format!("cannot send a failed ObjectRef: {e}")));
         }
         let t = host::table().map_err(S::Error::custom)?;
         let mut out = HostBuf::EMPTY;
         let mut err = HostBuf::EMPTY;
         // SAFETY: all pointers are to live locals for the duration of the call.
-        let status = unsafe { (t.owner_of)(&self.id, &mut out, &mut err) };
+        let status = unsafe { (t.owner_of)(&self.handle.id, &mut out, &mut err) };
         host::check(t, status, err).map_err(S::Error::custom)?;
         let owner = String::from_utf8_lossy(Lent::new(t, out).bytes()).into_owned();
-        codec::note_contained(self.id);
-        WireRef { id: self.id, owner }.serialize(s)
+        codec::note_contained(self.id());
+        WireRef { id: self.id(), owner }.serialize(s)
     }
 }
 
@@ -161,17 +161,17 @@ pub(crate) fn timeout_ms(timeout: Option<Duration>) -> i64 {
 impl<T: DeserializeOwned + Any> ObjectRef<T> {
     /// Waits for the object and decodes it; `None` waits forever.
     pub fn get_timeout(&self, timeout: Option<Duration>) -> Result<T, RayError> {
-        if let Some(e) = &self.failed {
-            return Err((**e).clone());
+        if let Some(e) = self.failure() {
+            return Err(e.clone());
         }
         let t = host::table()?;
         let mut out = HostBuf::EMPTY;
         let mut err = HostBuf::EMPTY;
         // SAFETY: pointers are to live locals for the duration of the call.
-        let status = unsafe { (t.get)(&self.id, timeout_ms(timeout), &mut out, &mut err) };
+        let status = unsafe { (t.get)(&self.handle.id, timeout_ms(timeout), &mut out, &mut err) };
         host::check(t, status, err)?;
         let lent = Lent::new(t, out);
-        codec::decode(lent.bytes(), &self.id)
+        codec::decode(lent.bytes(), &self.handle.id)
     }
 
     /// Waits for the object and decodes it.
@@ -210,7 +210,7 @@ impl<T: DeserializeOwned + Any> Future for ObjectFuture<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if this.obj.failed.is_some() {
+        if this.obj.failure().is_some() {
             return Poll::Ready(this.obj.get());
         }
         let table = match host::table() {
@@ -224,7 +224,7 @@ impl<T: DeserializeOwned + Any> Future for ObjectFuture<T> {
                 this.state = Some(state);
                 // SAFETY: the id is live for the call; `raw` is an owned Arc pointer
                 // handed to the host, which calls `wake_ready` with it exactly once.
-                unsafe { (table.on_ready)(&this.obj.id, wake_ready, raw) };
+                unsafe { (table.on_ready)(&this.obj.handle.id, wake_ready, raw) };
                 Poll::Pending
             }
             Some(state) => {
