@@ -46,6 +46,13 @@ fn nested_tasks_do_not_deadlock_when_every_cpu_is_busy() {
 }
 
 #[test]
+fn owners_competing_for_leases_leave_none_behind() {
+    let run = scenario("competing_owners");
+    assert_eq!(run.line("batches"), "[500, 500, 500, 500]");
+    assert_eq!(run.value("both_cpus_free"), "true", "{}", run.stdout);
+}
+
+#[test]
 fn put_get_and_wait_follow_ray() {
     let run = scenario("put_get");
     assert_eq!(run.value("single"), "hello");

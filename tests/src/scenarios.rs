@@ -233,6 +233,10 @@ impl Counter {
     fn read_other(&self, other: CounterHandle) -> i64 {
         ray::get(&other.get_counter()).expect("an actor calls another actor")
     }
+    fn submit_batch(&self, n: usize) -> usize {
+        let refs: Vec<_> = (0..n).map(|i| add.remote(i as i64, 1)).collect();
+        ray::get(&refs).expect("a batch submitted by an actor").len()
+    }
     fn quit(&self) -> String {
         ray::actor::exit_actor().expect("inside an actor");
         "bye".to_string()
@@ -398,6 +402,20 @@ fn run(name: &str) -> Result<(), RayError> {
             println!("consumer_start={consumed}");
             let chained = add.remote(add.remote(1, 2), add.remote(3, 4));
             println!("chained={}", ray::get(&chained)?);
+        }
+        "competing_owners" => {
+            // Four owners queue more tasks than there are CPUs, so each asks for
+            // many leases and withdraws the ones it no longer needs.
+            ray::init_with(Config::new().num_cpus(2.0))?;
+            let owners: Vec<_> = (0..4).map(|_| Counter::remote()).collect::<Result<_, _>>()?;
+            for _ in 0..3 {
+                let done = ray::get(&owners.iter().map(|o| o.submit_batch(500)).collect::<Vec<_>>())?;
+                println!("batches={done:?}");
+            }
+            // A task that needs both CPUs runs only if no lease was left behind.
+            let whole = timed_sleep.options().num_cpus(2.0).remote(1);
+            ray::get_timeout(&whole, Duration::from_secs(20))?;
+            println!("both_cpus_free=true");
         }
         "nested_refs" => {
             init_default()?;

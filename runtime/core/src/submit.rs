@@ -3,9 +3,12 @@
 //! A submitted task first waits for its `ObjectRef` arguments (Ray schedules a task
 //! only once its inputs exist). It then joins the queue of its *scheduling key*, the
 //! shape of resources it needs. For each key the owner leases workers from the node
-//! daemon, as many as there are queued tasks, and pushes tasks straight to leased
-//! workers, one at a time each. A lease outlives its task briefly ([`LEASE_IDLE`])
-//! so a stream of calls reuses it without asking the node again. A worker that dies
+//! daemon, as many as there are queued tasks (with at most ten requests waiting at
+//! a time), and pushes tasks straight to leased workers, one at a time each. Once
+//! every queued task has a worker, requests still waiting are withdrawn, so owners
+//! sharing a node do not hold workers they no longer need. A used lease outlives
+//! its task briefly ([`LEASE_IDLE`]) so a stream of calls reuses it without asking
+//! the node again. A worker that dies
 //! mid-task fails the push; the task is retried up to `max_retries` times.
 
 use crate::call_stream::CallStream;
@@ -22,6 +25,11 @@ use std::time::{Duration, Instant};
 
 /// Upper bound on leases one owner holds per scheduling key.
 const MAX_LEASES_PER_KEY: usize = 64;
+/// Lease requests one owner keeps waiting per scheduling key, as Ray's
+/// `max_pending_lease_requests_per_scheduling_category`: a node grants a few at
+/// a time, and each one withdrawn or granted after its tasks ran elsewhere costs
+/// two calls.
+const MAX_PENDING_LEASE_REQUESTS: usize = 10;
 /// Ray's default for `max_retries`.
 const DEFAULT_MAX_RETRIES: u32 = 3;
 
@@ -80,7 +88,9 @@ struct Worker {
 struct KeyState {
     ready: VecDeque<TaskId>,
     slots: Vec<Slot>,
-    requesting: usize,
+    /// Lease requests in flight, by request number, each with the means to
+    /// withdraw it once nothing waits for it any more.
+    requests: HashMap<u64, tokio::sync::oneshot::Sender<()>>,
     resources: BTreeMap<String, f64>,
 }
 
@@ -90,6 +100,7 @@ pub(crate) struct Scheduler {
     pub(crate) tasks: HashMap<TaskId, PendingTask>,
     keys: HashMap<SchedKey, KeyState>,
     next_slot: u64,
+    next_lease_request: u64,
     pub(crate) actors: HashMap<ActorId, crate::actor::ActorConn>,
     /// Names of recently finished tasks, for progress reports that outlive them.
     pub(crate) finished_names: FinishedNames,
@@ -374,12 +385,12 @@ impl CoreWorker {
     /// Pushes queued tasks to idle leases and asks for more leases if needed.
     fn pump(&self, key: &str) {
         let mut pushes = Vec::new();
-        let lease_requests;
+        let lease_requests: Vec<(u64, tokio::sync::oneshot::Receiver<()>)>;
         let mut resources = BTreeMap::new();
         let mut name = String::new();
         {
             let mut sched = lock(&self.0.sched);
-            let Scheduler { tasks, keys, .. } = &mut *sched;
+            let Scheduler { tasks, keys, next_lease_request, .. } = &mut *sched;
             let Some(ks) = keys.get_mut(key) else { return };
             while let Some(slot) = ks.slots.iter_mut().find(|s| s.busy.is_none()) {
                 let Some(tid) = ks.ready.pop_front() else {
@@ -402,13 +413,26 @@ impl CoreWorker {
                 lock(&self.0.events).push(running);
                 pushes.push((slot.slot_id, slot.pid, slot.calls.clone(), slot.address.clone(), tid, spec));
             }
-            let wanted = ks.ready.len().saturating_sub(ks.requesting);
-            let room = MAX_LEASES_PER_KEY.saturating_sub(ks.slots.len() + ks.requesting);
-            lease_requests = wanted.min(room);
-            ks.requesting += lease_requests;
-            if lease_requests > 0 {
+            let wanted = ks.ready.len().min(MAX_PENDING_LEASE_REQUESTS).saturating_sub(ks.requests.len());
+            let room = MAX_LEASES_PER_KEY.saturating_sub(ks.slots.len() + ks.requests.len());
+            lease_requests = (0..wanted.min(room))
+                .map(|_| {
+                    *next_lease_request += 1;
+                    let (withdraw, withdrawn) = tokio::sync::oneshot::channel();
+                    ks.requests.insert(*next_lease_request, withdraw);
+                    (*next_lease_request, withdrawn)
+                })
+                .collect();
+            if !lease_requests.is_empty() {
                 resources = ks.resources.clone();
                 name = ks.ready.front().and_then(|t| tasks.get(t)).map(|t| t.name.clone()).unwrap_or_default();
+            }
+            // Every queued task has a worker: withdraw the requests still waiting at
+            // a node, or it would grant them to us while other owners wait.
+            if ks.ready.is_empty() {
+                for (_, withdraw) in ks.requests.drain() {
+                    let _ = withdraw.send(());
+                }
             }
         }
         for (slot_id, pid, calls, address, tid, spec) in pushes {
@@ -417,20 +441,33 @@ impl CoreWorker {
             let worker = Worker { slot_id, pid, calls, address };
             self.0.rt.spawn(async move { cw.push(key, worker, tid, spec).await });
         }
-        for _ in 0..lease_requests {
+        for (request, withdrawn) in lease_requests {
             let cw = self.clone();
             let key = key.to_string();
             let resources = resources.clone();
             let name = name.clone();
-            self.0.rt.spawn(async move { cw.request_lease(key, resources, name).await });
+            self.0.rt.spawn(async move { cw.request_lease(key, request, withdrawn, resources, name).await });
         }
     }
 
-    async fn request_lease(&self, key: String, resources: BTreeMap<String, f64>, name: String) {
+    /// Asks for one lease for `key`'s queue. If the owner withdraws the request
+    /// while a node holds it, the node is told to cancel it; the call still ends
+    /// with the node's answer, so a lease granted at that moment is given back
+    /// rather than lost.
+    async fn request_lease(
+        &self,
+        key: String,
+        request: u64,
+        withdrawn: tokio::sync::oneshot::Receiver<()>,
+        resources: BTreeMap<String, f64>,
+        name: String,
+    ) {
         let mut req = LeaseRequest {
             job_id: self.0.job.0,
             resources: resources_from_map(&resources),
             function_name: name.clone(),
+            owner_address: self.0.address.clone(),
+            request_id: request,
             ..LeaseRequest::default()
         };
         // Ask this process's node; it may send us on to another, once. A node we
@@ -438,9 +475,12 @@ impl CoreWorker {
         // our own node again, which learns of the death within seconds.
         let mut node = self.0.node.clone();
         let mut unreachable = 0;
+        let mut withdrawal = Withdrawal::Possible(withdrawn);
         let reply = loop {
-            let reply = node.request_lease(req.clone()).await;
+            let reply = ask_for_lease(&mut node, req.clone(), &mut withdrawal).await;
             match reply.map(|r| r.into_inner().result) {
+                Ok(Some(lease_reply::Result::Cancelled(_))) => return,
+                Ok(Some(lease_reply::Result::Spillback(_))) if matches!(withdrawal, Withdrawal::Withdrawn) => return,
                 Ok(Some(lease_reply::Result::Spillback(to))) if !req.grant_or_reject => {
                     match self.remote_node(&to.node_address) {
                         Ok(client) => node = client,
@@ -468,9 +508,19 @@ impl CoreWorker {
                 let slot_id = sched.next_slot;
                 sched.next_slot += 1;
                 let ks = sched.keys.entry(key.clone()).or_default();
-                ks.requesting = ks.requesting.saturating_sub(1);
+                let withdrawn = !ks.requests.contains_key(&request);
                 match client {
+                    // The tasks this was asked for ran on other leases meanwhile:
+                    // give it back now, so an owner waiting on this node can have
+                    // it, rather than holding an unused worker for `LEASE_IDLE`.
+                    _ if withdrawn || ks.ready.is_empty() => {
+                        ks.requests.remove(&request);
+                        drop(sched);
+                        return_lease_soon(node, lease.lease_id);
+                        return;
+                    }
                     Some(client) => {
+                        ks.requests.remove(&request);
                         ks.slots.push(Slot {
                             slot_id,
                             lease_id: lease.lease_id,
@@ -486,7 +536,11 @@ impl CoreWorker {
                         self.pump(&key);
                         return;
                     }
-                    None => RayError::Connection { what: "a leased worker".into(), detail: lease.worker_address },
+                    None => {
+                        drop(sched);
+                        return_lease_soon(node, lease.lease_id);
+                        RayError::Connection { what: "a leased worker".into(), detail: lease.worker_address }
+                    }
                 }
             }
             Ok(Some(lease_reply::Result::Infeasible(totals))) => {
@@ -495,15 +549,21 @@ impl CoreWorker {
             Ok(Some(lease_reply::Result::WorkerStartFailed(why))) => {
                 RayError::FunctionUnavailable { function: name, detail: why }
             }
-            Ok(Some(lease_reply::Result::Spillback(_))) | Ok(None) => RayError::Internal("empty lease reply".into()),
+            Ok(Some(lease_reply::Result::Spillback(_) | lease_reply::Result::Cancelled(_))) | Ok(None) => {
+                RayError::Internal("empty lease reply".into())
+            }
             Err(e) => e,
         };
         // The lease cannot be had: fail what waits for it.
         let failed: Vec<TaskId> = {
             let mut sched = lock(&self.0.sched);
             let ks = sched.keys.entry(key).or_default();
-            ks.requesting = ks.requesting.saturating_sub(1);
-            if ks.requesting == 0 && ks.slots.is_empty() { ks.ready.drain(..).collect() } else { Vec::new() }
+            let withdrawn = ks.requests.remove(&request).is_none();
+            if !withdrawn && ks.requests.is_empty() && ks.slots.is_empty() {
+                ks.ready.drain(..).collect()
+            } else {
+                Vec::new()
+            }
         };
         for t in failed {
             self.finish(t, State::Failed(failure.clone()), None);
@@ -795,6 +855,50 @@ pub(crate) async fn flush_events_loop(cw: CoreWorker) {
         tick.tick().await;
         flush_events(&cw).await;
     }
+}
+
+/// Whether the owner still wants a lease it asked for.
+enum Withdrawal {
+    /// Fires when every task it was for has a worker.
+    Possible(tokio::sync::oneshot::Receiver<()>),
+    Withdrawn,
+    /// The owner dropped its side without withdrawing (it is shutting down).
+    Moot,
+}
+
+/// One lease request to `node`. If the owner withdraws it meanwhile, asks the
+/// node to cancel it and goes on waiting for the answer: cancelled, or granted
+/// just before.
+async fn ask_for_lease(
+    node: &mut NodeClient,
+    req: LeaseRequest,
+    withdrawal: &mut Withdrawal,
+) -> Result<tonic::Response<LeaseReply>, tonic::Status> {
+    let cancel = CancelLeaseRequest { owner_address: req.owner_address.clone(), request_id: req.request_id };
+    let mut canceller = node.clone();
+    let call = node.request_lease(req);
+    tokio::pin!(call);
+    if let Withdrawal::Possible(signal) = withdrawal {
+        tokio::select! {
+            reply = &mut call => return reply,
+            signal = signal => {
+                if signal.is_ok() {
+                    *withdrawal = Withdrawal::Withdrawn;
+                    let _ = canceller.cancel_lease(cancel).await;
+                } else {
+                    *withdrawal = Withdrawal::Moot;
+                }
+            }
+        }
+    }
+    call.await
+}
+
+/// Gives a lease back from a task of its own.
+fn return_lease_soon(mut node: NodeClient, lease_id: u64) {
+    tokio::spawn(async move {
+        let _ = node.return_lease(ReturnLeaseRequest { lease_id, worker_failed: false }).await;
+    });
 }
 
 /// Returns leases that stayed idle for [`LEASE_IDLE`] while nothing of their shape

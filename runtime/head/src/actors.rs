@@ -206,6 +206,8 @@ impl Actors {
                     detached: spec.detached,
                     // The head chose this node; it must not send the actor on.
                     grant_or_reject: true,
+                    // The head never withdraws an actor's request.
+                    ..LeaseRequest::default()
                 })
                 .await
                 .map_err(|s| from_status(&s, "the node daemon"))?
@@ -222,7 +224,7 @@ impl Actors {
                 Some(lease_reply::Result::WorkerStartFailed(why)) => {
                     return Err(RayError::FunctionUnavailable { function: spec.class_name.clone(), detail: why });
                 }
-                Some(lease_reply::Result::Spillback(_)) | None => {
+                Some(lease_reply::Result::Spillback(_) | lease_reply::Result::Cancelled(_)) | None => {
                     return Err(RayError::Internal("empty lease reply".into()));
                 }
             };

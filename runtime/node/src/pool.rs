@@ -81,6 +81,9 @@ pub struct PendingLease {
     pub detached: bool,
     /// Another node may serve it instead (not one already sent on).
     pub may_spill: bool,
+    /// Who asked, and their number for the request, for [`Pool::cancel`].
+    pub owner: String,
+    pub request_id: u64,
 }
 
 /// What the caller must do after a scheduling pass.
@@ -181,6 +184,16 @@ impl Pool {
     /// Workers by id.
     pub fn workers(&self) -> impl Iterator<Item = (&Vec<u8>, &Worker)> {
         self.workers.iter()
+    }
+
+    /// Withdraws a queued request its owner no longer needs; one already granted
+    /// is not here any more, and its owner gives the lease back.
+    pub fn cancel(&mut self, owner: &str, request_id: u64) {
+        if let Some(at) = self.pending.iter().position(|p| p.request_id == request_id && p.owner == owner)
+            && let Some(p) = self.pending.remove(at)
+        {
+            let _ = p.reply.send(LeaseReply { result: Some(lease_reply::Result::Cancelled(true)) });
+        }
     }
 
     /// Answers every queued request of `job` with `why`: its workers cannot start.
@@ -428,6 +441,10 @@ mod tests {
     }
 
     fn request(pool: &mut Pool, job: u32, cpu: f64) -> oneshot::Receiver<LeaseReply> {
+        request_as(pool, job, cpu, "owner", 0)
+    }
+
+    fn request_as(pool: &mut Pool, job: u32, cpu: f64, owner: &str, request_id: u64) -> oneshot::Receiver<LeaseReply> {
         let (tx, rx) = oneshot::channel();
         pool.enqueue(PendingLease {
             job,
@@ -436,6 +453,8 @@ mod tests {
             for_actor: false,
             detached: false,
             may_spill: false,
+            owner: owner.to_string(),
+            request_id,
         });
         rx
     }
@@ -467,6 +486,26 @@ mod tests {
         pool.return_lease(la.lease_id);
         pool.dispatch();
         assert!(granted(&mut c).is_some());
+    }
+
+    #[test]
+    fn a_cancelled_request_is_answered_and_never_granted() {
+        let mut pool = Pool::new(vec![1], res(1.0));
+        pool.worker_spawned(vec![10], 100, 1);
+        pool.worker_registered(&[10], "w10".into());
+        let mut a = request_as(&mut pool, 1, 1.0, "owner-a", 1);
+        let mut b = request_as(&mut pool, 1, 1.0, "owner-b", 1);
+        let mut c = request_as(&mut pool, 1, 1.0, "owner-b", 2);
+        pool.dispatch();
+        let la = granted(&mut a).expect("a granted");
+        // Cancelling names one request of one owner; a granted one is untouched.
+        pool.cancel("owner-a", 1);
+        pool.cancel("owner-b", 1);
+        assert!(matches!(b.try_recv().map(|r| r.result), Ok(Some(lease_reply::Result::Cancelled(true)))));
+        assert_eq!(pool.available()["CPU"], 0.0, "a's lease stands");
+        pool.return_lease(la.lease_id);
+        pool.dispatch();
+        assert!(granted(&mut c).is_some(), "the request after the cancelled one gets the CPU");
     }
 
     #[test]

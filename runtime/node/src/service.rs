@@ -376,6 +376,30 @@ fn hex(b: &[u8]) -> String {
 #[derive(Clone)]
 struct NodeService(Arc<Shared>);
 
+/// A queued lease request's wait for its grant. The owner withdraws a request it
+/// no longer needs by dropping the call, and an owner can die while it waits;
+/// either way the handler is dropped, and a lease granted in the meantime must
+/// not stay leased to no one.
+struct LeaseWait {
+    node: Arc<Shared>,
+    reply: Option<oneshot::Receiver<LeaseReply>>,
+}
+
+impl Drop for LeaseWait {
+    fn drop(&mut self) {
+        let Some(mut reply) = self.reply.take() else { return };
+        // After `close` no grant can arrive; one that already did is still here.
+        reply.close();
+        if let Ok(LeaseReply { result: Some(lease_reply::Result::Lease(lease)) }) = reply.try_recv() {
+            self.node.pool().return_lease(lease.lease_id);
+            // Not while the runtime shuts down: dispatching may start workers.
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.node.dispatch();
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Node for NodeService {
     async fn register_worker(
@@ -427,10 +451,14 @@ impl Node for NodeService {
             for_actor: r.for_actor,
             detached: r.detached,
             may_spill: !r.grant_or_reject,
+            owner: r.owner_address,
+            request_id: r.request_id,
         });
         self.0.dispatch();
-        let reply = rx.await.map_err(|_| Status::unavailable("node is shutting down"))?;
-        Ok(Response::new(reply))
+        let mut waiting = LeaseWait { node: self.0.clone(), reply: Some(rx) };
+        let reply = waiting.reply.as_mut().expect("set above").await;
+        waiting.reply = None;
+        Ok(Response::new(reply.map_err(|_| Status::unavailable("node is shutting down"))?))
     }
 
     async fn return_lease(&self, req: Request<ReturnLeaseRequest>) -> Result<Response<Empty>, Status> {
@@ -444,6 +472,12 @@ impl Node for NodeService {
             self.0.pool().return_lease(r.lease_id);
         }
         self.0.dispatch();
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn cancel_lease(&self, req: Request<CancelLeaseRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.0.pool().cancel(&r.owner_address, r.request_id);
         Ok(Response::new(Empty {}))
     }
 
