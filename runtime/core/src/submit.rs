@@ -458,7 +458,7 @@ impl CoreWorker {
         &self,
         key: String,
         request: u64,
-        withdrawn: tokio::sync::oneshot::Receiver<()>,
+        withdraw: tokio::sync::oneshot::Receiver<()>,
         resources: BTreeMap<String, f64>,
         name: String,
     ) {
@@ -475,12 +475,12 @@ impl CoreWorker {
         // our own node again, which learns of the death within seconds.
         let mut node = self.0.node.clone();
         let mut unreachable = 0;
-        let mut withdrawal = Withdrawal::Possible(withdrawn);
+        let mut withdraw = Some(withdraw);
         let reply = loop {
-            let reply = ask_for_lease(&mut node, req.clone(), &mut withdrawal).await;
+            let reply = ask_for_lease(&mut node, req.clone(), &mut withdraw).await;
             match reply.map(|r| r.into_inner().result) {
                 Ok(Some(lease_reply::Result::Cancelled(_))) => return,
-                Ok(Some(lease_reply::Result::Spillback(_))) if matches!(withdrawal, Withdrawal::Withdrawn) => return,
+                Ok(Some(lease_reply::Result::Spillback(_))) if withdraw.is_none() => return,
                 Ok(Some(lease_reply::Result::Spillback(to))) if !req.grant_or_reject => {
                     match self.remote_node(&to.node_address) {
                         Ok(client) => node = client,
@@ -501,6 +501,9 @@ impl CoreWorker {
                 other => break other.map_err(|s| from_status(&s, "the node daemon")),
             }
         };
+        // Withdrawn, the request is gone from the key already.
+        let still_wanted =
+            lock(&self.0.sched).keys.get_mut(&key).is_some_and(|ks| ks.requests.remove(&request).is_some());
         let failure = match reply {
             Ok(Some(lease_reply::Result::Lease(lease))) => {
                 let client = self.peer(&lease.worker_address);
@@ -508,19 +511,16 @@ impl CoreWorker {
                 let slot_id = sched.next_slot;
                 sched.next_slot += 1;
                 let ks = sched.keys.entry(key.clone()).or_default();
-                let withdrawn = !ks.requests.contains_key(&request);
                 match client {
                     // The tasks this was asked for ran on other leases meanwhile:
                     // give it back now, so an owner waiting on this node can have
                     // it, rather than holding an unused worker for `LEASE_IDLE`.
-                    _ if withdrawn || ks.ready.is_empty() => {
-                        ks.requests.remove(&request);
+                    _ if !still_wanted || ks.ready.is_empty() => {
                         drop(sched);
                         return_lease_soon(node, lease.lease_id);
                         return;
                     }
                     Some(client) => {
-                        ks.requests.remove(&request);
                         ks.slots.push(Slot {
                             slot_id,
                             lease_id: lease.lease_id,
@@ -558,8 +558,7 @@ impl CoreWorker {
         let failed: Vec<TaskId> = {
             let mut sched = lock(&self.0.sched);
             let ks = sched.keys.entry(key).or_default();
-            let withdrawn = ks.requests.remove(&request).is_none();
-            if !withdrawn && ks.requests.is_empty() && ks.slots.is_empty() {
+            if still_wanted && ks.requests.is_empty() && ks.slots.is_empty() {
                 ks.ready.drain(..).collect()
             } else {
                 Vec::new()
@@ -857,37 +856,25 @@ pub(crate) async fn flush_events_loop(cw: CoreWorker) {
     }
 }
 
-/// Whether the owner still wants a lease it asked for.
-enum Withdrawal {
-    /// Fires when every task it was for has a worker.
-    Possible(tokio::sync::oneshot::Receiver<()>),
-    Withdrawn,
-    /// The owner dropped its side without withdrawing (it is shutting down).
-    Moot,
-}
-
-/// One lease request to `node`. If the owner withdraws it meanwhile, asks the
-/// node to cancel it and goes on waiting for the answer: cancelled, or granted
-/// just before.
+/// One lease request to `node`. If the owner withdraws it meanwhile (`withdraw`
+/// fires, and becomes `None`), asks the node to cancel it and goes on waiting for
+/// the answer: cancelled, or granted just before.
 async fn ask_for_lease(
     node: &mut NodeClient,
     req: LeaseRequest,
-    withdrawal: &mut Withdrawal,
+    withdraw: &mut Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<tonic::Response<LeaseReply>, tonic::Status> {
     let cancel = CancelLeaseRequest { owner_address: req.owner_address.clone(), request_id: req.request_id };
     let mut canceller = node.clone();
     let call = node.request_lease(req);
     tokio::pin!(call);
-    if let Withdrawal::Possible(signal) = withdrawal {
+    if let Some(signal) = withdraw {
         tokio::select! {
             reply = &mut call => return reply,
-            signal = signal => {
-                if signal.is_ok() {
-                    *withdrawal = Withdrawal::Withdrawn;
-                    let _ = canceller.cancel_lease(cancel).await;
-                } else {
-                    *withdrawal = Withdrawal::Moot;
-                }
+            // Fired, or dropped because the owner is shutting down: cancel either way.
+            _ = signal => {
+                *withdraw = None;
+                let _ = canceller.cancel_lease(cancel).await;
             }
         }
     }

@@ -376,13 +376,20 @@ fn hex(b: &[u8]) -> String {
 #[derive(Clone)]
 struct NodeService(Arc<Shared>);
 
-/// A queued lease request's wait for its grant. The owner withdraws a request it
-/// no longer needs by dropping the call, and an owner can die while it waits;
-/// either way the handler is dropped, and a lease granted in the meantime must
-/// not stay leased to no one.
+/// A queued lease request's wait for its grant. If the caller goes away while it
+/// waits (an owner that died), the handler is dropped, and a lease granted in the
+/// meantime must not stay leased to no one.
 struct LeaseWait {
     node: Arc<Shared>,
     reply: Option<oneshot::Receiver<LeaseReply>>,
+}
+
+impl LeaseWait {
+    async fn answer(mut self) -> Result<LeaseReply, oneshot::error::RecvError> {
+        let reply = self.reply.as_mut().expect("waits once").await;
+        self.reply = None;
+        reply
+    }
 }
 
 impl Drop for LeaseWait {
@@ -455,9 +462,7 @@ impl Node for NodeService {
             request_id: r.request_id,
         });
         self.0.dispatch();
-        let mut waiting = LeaseWait { node: self.0.clone(), reply: Some(rx) };
-        let reply = waiting.reply.as_mut().expect("set above").await;
-        waiting.reply = None;
+        let reply = LeaseWait { node: self.0.clone(), reply: Some(rx) }.answer().await;
         Ok(Response::new(reply.map_err(|_| Status::unavailable("node is shutting down"))?))
     }
 
