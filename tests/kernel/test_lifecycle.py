@@ -32,15 +32,32 @@ class Kernel:
         self.kc.wait_for_ready(timeout=60)
         self.run("1", timeout=FIRST_CELL_TIMEOUT)
 
-    def run(self, code: str, timeout: float = CELL_TIMEOUT, interrupt_after: float | None = None):
-        """Executes `code`; returns the reply content and the cell's IOPub messages."""
+    def run(
+        self,
+        code: str,
+        timeout: float = CELL_TIMEOUT,
+        interrupt_after: float | None = None,
+        interrupt_once: str | None = None,
+    ):
+        """Executes `code`; returns the reply content and the cell's IOPub messages.
+        With `interrupt_once`, the interrupt waits until the cell's output shows that
+        text: compiling a cell can take longer than `interrupt_after` on a busy machine."""
         msg_id = self.kc.execute(code)
+        outputs = []
+        if interrupt_once is not None:
+            while True:
+                msg = self.kc.get_iopub_msg(timeout=timeout)
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if msg["msg_type"] not in ("status", "execute_input"):
+                    outputs.append(msg)
+                if msg["msg_type"] == "stream" and interrupt_once in msg["content"]["text"]:
+                    break
         if interrupt_after is not None:
             time.sleep(interrupt_after)
             self.km.interrupt_kernel()
         reply = self.kc.get_shell_msg(timeout=timeout)
         assert reply["parent_header"]["msg_id"] == msg_id
-        outputs = []
         while True:
             msg = self.kc.get_iopub_msg(timeout=timeout)
             if msg["parent_header"].get("msg_id") != msg_id:
@@ -176,7 +193,9 @@ def test_interrupt_cancels_the_tasks_and_keeps_the_variables(kernel):
     kernel.run(SLOW_TASK)
     kernel.run("let keep = 41;")
     reply, outputs = kernel.run(
-        "ray::get(&(0..40).map(|i| slow.remote(i)).collect::<Vec<_>>())?.len()", interrupt_after=1.5
+        "ray::get(&(0..40).map(|i| slow.remote(i)).collect::<Vec<_>>())?.len()",
+        interrupt_once="working on",
+        interrupt_after=1.0,
     )
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
     note = stderr_text(outputs)
