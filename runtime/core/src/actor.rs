@@ -8,6 +8,7 @@
 //! actor went, or why it is dead, by asking the head.
 
 use crate::call_stream::CallStream;
+use crate::direct::DirectChannel;
 use crate::refs::State;
 use crate::{CoreWorker, block_on, lock};
 use ray_abi::{ActorCall, ActorCreation, ActorId, ActorRef, ArgSubmission, ObjectId, RayError, TaskId, TaskOptions};
@@ -32,9 +33,18 @@ pub(crate) struct ActorConn {
     min_incarnation: u32,
     /// Calls not yet sent, in submission order.
     pub(crate) queue: VecDeque<TaskId>,
-    calls: Option<Arc<CallStream>>,
+    calls: Option<Calls>,
     dead: Option<RayError>,
     in_flight: usize,
+}
+
+/// How a caller sends calls to the actor's current incarnation.
+#[derive(Clone)]
+enum Calls {
+    /// Written by the calling thread straight to an ordered actor's executor.
+    Direct(Arc<DirectChannel>),
+    /// Messages on a gRPC stream to the actor's worker.
+    Stream(Arc<CallStream>),
 }
 
 fn actor_id(b: &[u8]) -> ActorId {
@@ -159,7 +169,8 @@ impl CoreWorker {
                     running.node_id = conn.info.as_ref().map(|i| i.node_id.clone()).unwrap_or_default();
                     lock(&self.0.events).push(running);
                     let calls = conn.calls.clone().expect("checked above");
-                    sends.push((tid, calls, spec, conn.incarnation));
+                    let address = conn.info.as_ref().map(|i| i.address.clone()).unwrap_or_default();
+                    sends.push((tid, calls, spec, conn.incarnation, address));
                 }
             }
         }
@@ -170,9 +181,25 @@ impl CoreWorker {
             let cw = self.clone();
             self.0.rt.spawn(async move { cw.resolve_actor(actor, min).await });
         }
-        for (tid, calls, spec, incarnation) in sends {
+        for (tid, calls, spec, incarnation, address) in sends {
             let cw = self.clone();
-            self.0.rt.spawn(async move { cw.push_actor(actor, tid, calls, spec, incarnation).await });
+            match calls {
+                Calls::Direct(channel) => {
+                    let rt = self.0.rt.clone();
+                    channel.send(
+                        spec,
+                        Box::new(move |result| {
+                            rt.spawn(async move { cw.actor_replied(actor, tid, incarnation, &address, result).await });
+                        }),
+                    );
+                }
+                Calls::Stream(stream) => {
+                    self.0.rt.spawn(async move {
+                        let result = stream.call(spec).await;
+                        cw.actor_replied(actor, tid, incarnation, &address, result).await;
+                    });
+                }
+            }
         }
     }
 
@@ -195,6 +222,15 @@ impl CoreWorker {
     /// Asks the head where the actor lives (waiting while it starts or restarts).
     async fn resolve_actor(&self, actor: ActorId, min_incarnation: u32) {
         let result = self.settled_actor(actor, min_incarnation).await;
+        let direct = match &result {
+            Ok(info) if info.state != "DEAD" && !info.direct_address.is_empty() => {
+                DirectChannel::connect(self, &info.direct_address)
+                    .await
+                    .inspect_err(|e| tracing::debug!("calling actor {} on its call stream: {e}", info.class_name))
+                    .ok()
+            }
+            _ => None,
+        };
         {
             let mut sched = lock(&self.0.sched);
             let conn = sched.actors.entry(actor).or_default();
@@ -206,9 +242,10 @@ impl CoreWorker {
                     if info.state == "DEAD" {
                         conn.dead = Some(RayError::from_bytes(&info.death_error));
                     } else {
-                        match self.peer(&info.address) {
-                            Some(client) => conn.calls = Some(CallStream::open(client)),
-                            None => {
+                        match (direct, self.peer(&info.address)) {
+                            (Some(channel), _) => conn.calls = Some(Calls::Direct(channel)),
+                            (None, Some(client)) => conn.calls = Some(Calls::Stream(CallStream::open(client))),
+                            (None, None) => {
                                 conn.dead = Some(RayError::Connection {
                                     what: format!("actor {}", info.class_name),
                                     detail: info.address.clone(),
@@ -227,15 +264,21 @@ impl CoreWorker {
         self.pump_actor(actor);
     }
 
-    async fn push_actor(&self, actor: ActorId, tid: TaskId, calls: Arc<CallStream>, spec: TaskSpec, incarnation: u32) {
-        let address = lock(&self.0.sched).actors.get(&actor).and_then(|c| c.info.as_ref()).map(|i| i.address.clone());
-        let result = calls.call(spec).await;
+    /// A call's reply, or the failure of the connection it was sent on.
+    async fn actor_replied(
+        &self,
+        actor: ActorId,
+        tid: TaskId,
+        incarnation: u32,
+        address: &str,
+        result: Result<PushTaskReply, tonic::Status>,
+    ) {
         if let Some(conn) = lock(&self.0.sched).actors.get_mut(&actor) {
             conn.in_flight = conn.in_flight.saturating_sub(1);
         }
         match result {
             Ok(reply) => {
-                self.task_replied(tid, &address.unwrap_or_default(), reply).await;
+                self.task_replied(tid, address, reply).await;
                 self.pump_actor(actor);
             }
             Err(status) => {

@@ -51,15 +51,11 @@ impl CallStream {
         stream
     }
 
-    fn answer(&self, mut reply: PushTaskReply) {
+    fn answer(&self, reply: PushTaskReply) {
         let caller = lock(&self.waiting).as_mut().and_then(|w| w.remove(&reply.task_id));
-        let Some(caller) = caller else { return };
-        let result = if reply.error.is_empty() {
-            Ok(reply)
-        } else {
-            Err(to_status(&RayError::from_bytes(&std::mem::take(&mut reply.error))))
-        };
-        let _ = caller.send(result);
+        if let Some(caller) = caller {
+            let _ = caller.send(reply_result(reply));
+        }
     }
 
     /// Sends one call and waits for its reply.
@@ -78,5 +74,15 @@ impl CallStream {
             }
         }
         rx.await.unwrap_or_else(|_| Err(tonic::Status::unavailable("the call stream to the worker has ended")))
+    }
+}
+
+/// A reply as its caller sees it: the worker's own failure to run the call is an
+/// error, as a failed unary call would be.
+pub(crate) fn reply_result(mut reply: PushTaskReply) -> Result<PushTaskReply, tonic::Status> {
+    if reply.error.is_empty() {
+        Ok(reply)
+    } else {
+        Err(to_status(&RayError::from_bytes(&std::mem::take(&mut reply.error))))
     }
 }

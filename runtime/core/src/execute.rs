@@ -14,6 +14,7 @@
 //! a borrower of refs nested in the return value, so nothing is freed while a
 //! reference is in flight.
 
+use crate::direct::{DirectServer, JobWaker};
 use crate::refs::State;
 use crate::{CoreWorker, ObjectData, ShmObject, block_on, lock};
 use ray_abi::{ActorId, HostTable, ObjectId, RayError, Slice, TaskCall, TaskId};
@@ -55,18 +56,34 @@ pub struct CallState {
     result: Mutex<Option<TaskResult>>,
     instance: Mutex<Option<usize>>,
     done: Mutex<Option<oneshot::Sender<()>>>,
+    /// Wakes the executor thread that took this call on a direct connection.
+    waker: Mutex<Option<JobWaker>>,
 }
 
 impl CallState {
     fn new() -> (Arc<CallState>, oneshot::Receiver<()>) {
         let (tx, rx) = oneshot::channel();
-        let state =
-            Arc::new(CallState { result: Mutex::new(None), instance: Mutex::new(None), done: Mutex::new(Some(tx)) });
+        let state = Arc::new(CallState {
+            result: Mutex::new(None),
+            instance: Mutex::new(None),
+            done: Mutex::new(Some(tx)),
+            waker: Mutex::new(None),
+        });
         (state, rx)
     }
 
     fn take(&self) -> Option<TaskResult> {
         lock(&self.result).take()
+    }
+
+    /// Has the method completed?
+    pub(crate) fn has_result(&self) -> bool {
+        lock(&self.result).is_some()
+    }
+
+    /// Wakes `waker` when the method completes (check [`Self::has_result`] after).
+    pub(crate) fn wake_on_completion(&self, waker: JobWaker) {
+        *lock(&self.waker) = Some(waker);
     }
 }
 
@@ -87,6 +104,9 @@ pub unsafe fn complete(ctx: *mut c_void, result: TaskResult) {
     *lock(&state.result) = Some(result);
     if let Some(tx) = lock(&state.done).take() {
         let _ = tx.send(());
+    }
+    if let Some(waker) = lock(&state.waker).as_ref() {
+        let _ = waker.wake();
     }
 }
 
@@ -110,12 +130,22 @@ pub(crate) struct HostedActor {
     /// Methods run from the same library: a later cell may have redefined the
     /// struct, and its code must never touch this instance.
     artifact: String,
-    is_async: bool,
-    ordered: bool,
+    pub(crate) is_async: bool,
+    pub(crate) ordered: bool,
     /// Per caller: the next sequence number to run, and calls waiting their turn.
     gates: Mutex<HashMap<String, SeqGate>>,
     /// Bounds concurrent calls of an async actor.
-    permits: Semaphore,
+    pub(crate) permits: Arc<Semaphore>,
+}
+
+/// A direct call once its executor has started it.
+pub(crate) enum DirectCall {
+    Replied(Box<PushTaskReply>),
+    /// An async method running on the actor's event loop.
+    Running {
+        state: Arc<CallState>,
+        spec: Box<TaskSpec>,
+    },
 }
 
 /// Work for an executor thread.
@@ -143,6 +173,10 @@ pub(crate) struct Executor {
     shared_rx: Option<Arc<Mutex<std::sync::mpsc::Receiver<Job>>>>,
     actor: Option<Arc<HostedActor>>,
     exit_requested: Arc<AtomicBool>,
+    /// An ordered actor's direct-call listener, until its executor thread takes it.
+    direct: Option<DirectServer>,
+    /// Set once the executor polls for direct calls: a job must wake it.
+    job_waker: Option<JobWaker>,
 }
 
 impl CoreWorker {
@@ -169,8 +203,20 @@ impl CoreWorker {
                         Ok(job) => job,
                         Err(_) => return,
                     };
-                    let executed = cw.run_task(table, job.spec);
-                    let _ = job.reply.send(executed);
+                    cw.run_job(table, job);
+                    // An ordered actor's constructor has just bound its direct-call
+                    // listener: from now on this thread polls it along with its jobs.
+                    let direct = {
+                        let mut ex = lock(&cw.0.executor);
+                        ex.direct.take().zip(ex.actor.clone())
+                    };
+                    if let Some((server, actor)) = direct {
+                        // An ordered actor has this one executor thread.
+                        let jobs = lock(&rx);
+                        server.run(&cw, table, &actor, &jobs);
+                        // Only a failing poll ends it; calls still come on the stream.
+                        lock(&cw.0.executor).job_waker = None;
+                    }
                 }
             })
             .expect("spawn an executor thread");
@@ -199,6 +245,9 @@ impl CoreWorker {
         let ordered_call = actor.as_ref().filter(|a| a.ordered).and(spec.actor_task.as_ref()).map(|c| c.seq);
         let caller = spec.owner_address.clone();
         sender.send(Job { spec, reply: tx }).map_err(|_| RayError::Internal("executor stopped".into()))?;
+        if let Some(waker) = lock(&self.0.executor).job_waker.clone() {
+            let _ = waker.wake();
+        }
         // One executor thread takes jobs in order, so the next call may queue now.
         if let (Some(actor), Some(seq)) = (&actor, ordered_call) {
             actor.advance(&caller, seq);
@@ -226,6 +275,47 @@ impl CoreWorker {
             });
         }
         Ok(reply)
+    }
+
+    pub(crate) fn run_job(&self, table: &'static HostTable, job: Job) {
+        let executed = self.run_task(table, job.spec);
+        let _ = job.reply.send(executed);
+    }
+
+    /// Starts a call that came on a direct connection; its turn has come.
+    pub(crate) fn run_direct_call(&self, table: &'static HostTable, spec: TaskSpec) -> DirectCall {
+        let hosted = lock(&self.0.executor).actor.clone();
+        match (&hosted, &spec.actor_task) {
+            (Some(actor), Some(call)) if actor.id.0[..] == call.actor_id[..] => {}
+            _ => {
+                let error = RayError::Internal("this worker hosts a different actor".into()).to_bytes().into();
+                return DirectCall::Replied(Box::new(PushTaskReply {
+                    task_id: spec.task_id,
+                    error,
+                    ..Default::default()
+                }));
+            }
+        }
+        match self.run_task(table, spec) {
+            Executed::Done(reply) => DirectCall::Replied(reply),
+            Executed::Pending { state, spec, .. } => DirectCall::Running { state, spec },
+        }
+    }
+
+    /// The reply to an async direct call that has completed.
+    pub(crate) fn finish_direct_call(&self, state: &CallState, spec: &TaskSpec) -> PushTaskReply {
+        let result = state.take().unwrap_or_else(|| Err(RayError::Internal("no result".into())));
+        self.finish_call(spec, result, Vec::new())
+    }
+
+    /// After a direct call has replied: ends the process if the call asked to
+    /// (`exit_actor()`), giving the reply a moment to leave.
+    pub(crate) fn exit_if_requested(&self) {
+        if lock(&self.0.executor).exit_requested.load(Ordering::SeqCst) {
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::process::exit(0);
+        }
     }
 
     fn run_task(&self, table: &'static HostTable, spec: TaskSpec) -> Executed {
@@ -264,29 +354,52 @@ impl CoreWorker {
         }
         match state.take() {
             Some(result) => {
+                let mut direct_address = String::new();
                 if let (Some(creation), Ok(_)) = (&spec.actor_creation, &result) {
-                    self.become_actor(creation, &function.artifact, lock(&state.instance).unwrap_or(0));
+                    direct_address =
+                        self.become_actor(creation, &function.artifact, lock(&state.instance).unwrap_or(0));
                 }
-                Executed::Done(Box::new(self.finish_call(&spec, result, adopted)))
+                let mut reply = self.finish_call(&spec, result, adopted);
+                reply.direct_address = direct_address;
+                Executed::Done(Box::new(reply))
             }
             None => Executed::Pending { state, done, spec: Box::new(spec) },
         }
     }
 
-    fn become_actor(&self, creation: &ActorCreationSpec, artifact: &str, instance: usize) {
+    /// Keeps the instance a constructor made; returns where the actor takes
+    /// direct calls, if it does.
+    fn become_actor(&self, creation: &ActorCreationSpec, artifact: &str, instance: usize) -> String {
         let max = creation.max_concurrency.max(1) as usize;
+        let ordered = !creation.is_async && max == 1;
+        // Threaded actors take calls on the stream only: several executor threads
+        // share their jobs, and none could poll a socket between calls.
+        let direct_calls = ordered || creation.is_async;
         let actor = Arc::new(HostedActor {
             id: ActorId(creation.actor_id.as_ref().try_into().unwrap_or_default()),
             instance,
             artifact: artifact.to_string(),
             is_async: creation.is_async,
-            ordered: !creation.is_async && max == 1,
+            ordered,
             gates: Mutex::new(HashMap::new()),
-            permits: Semaphore::new(max),
+            permits: Arc::new(Semaphore::new(max)),
         });
+        // Without a listener, callers use the call stream alone.
+        let direct = direct_calls
+            .then(|| {
+                DirectServer::bind(&self.0.conn.ip)
+                    .inspect_err(|e| tracing::warn!("the actor takes calls on its call stream only: {e}"))
+                    .ok()
+            })
+            .flatten();
+        let direct_address = direct.as_ref().map(|(server, _)| server.address().to_string()).unwrap_or_default();
         let (table, rx) = {
             let mut ex = lock(&self.0.executor);
             ex.actor = Some(actor);
+            if let Some((server, waker)) = direct {
+                ex.direct = Some(server);
+                ex.job_waker = Some(waker);
+            }
             (ex.table, ex.shared_rx.clone())
         };
         // A threaded actor runs calls on `max_concurrency` threads.
@@ -297,6 +410,7 @@ impl CoreWorker {
                 self.spawn_executor_thread(table, rx.clone());
             }
         }
+        direct_address
     }
 
     fn call_function(
@@ -408,7 +522,7 @@ impl CoreWorker {
             borrowed: self.report_borrowed(adopted),
             worker_pid: std::process::id(),
             task_id: spec.task_id.clone(),
-            error: Default::default(),
+            ..PushTaskReply::default()
         }
     }
 
@@ -486,6 +600,11 @@ struct SeqGate {
 }
 
 impl HostedActor {
+    /// Whether `caller`'s call `seq` may run now.
+    pub(crate) fn turn_has_come(&self, caller: &str, seq: u64) -> bool {
+        lock(&self.gates).get(caller).map_or(seq == 0, |gate| seq <= gate.next)
+    }
+
     /// Waits until `seq` is the next call to run for `caller`.
     async fn wait_turn(&self, caller: &str, seq: u64) {
         let rx = {
@@ -500,7 +619,7 @@ impl HostedActor {
         };
         // A call that never arrives (its caller died mid-send) must not wedge the
         // actor: after a while, run anyway.
-        if tokio::time::timeout(std::time::Duration::from_secs(5), rx).await.is_err() {
+        if tokio::time::timeout(crate::direct::GAP_TIMEOUT, rx).await.is_err() {
             let mut gates = lock(&self.gates);
             let gate = gates.entry(caller.to_string()).or_default();
             gate.waiting.remove(&seq);
@@ -509,7 +628,7 @@ impl HostedActor {
     }
 
     /// `seq` has been queued: let the caller's next call go.
-    fn advance(&self, caller: &str, seq: u64) {
+    pub(crate) fn advance(&self, caller: &str, seq: u64) {
         let mut gates = lock(&self.gates);
         let gate = gates.entry(caller.to_string()).or_default();
         gate.next = gate.next.max(seq + 1);

@@ -18,6 +18,7 @@ pub mod actor;
 mod artifacts;
 mod blocking;
 mod call_stream;
+mod direct;
 pub mod execute;
 mod recovery;
 pub mod refs;

@@ -149,6 +149,7 @@ impl Actors {
             e.info.state = "DEAD".into();
             e.info.death_error = err.to_bytes().into();
             e.info.address.clear();
+            e.info.direct_address.clear();
         }
         drop(t);
         self.notify();
@@ -263,7 +264,8 @@ impl Actors {
             // The worker died during the constructor: its death report decides.
             Ok((_, Err(_))) => {}
             Ok((lease, Ok(reply))) => {
-                let location = reply.into_inner().result.and_then(|r| r.location).and_then(|l| l.kind);
+                let reply = reply.into_inner();
+                let location = reply.result.and_then(|r| r.location).and_then(|l| l.kind);
                 if let Some(object_location::Kind::Error(e)) = location {
                     let err = RayError::from_bytes(&e);
                     {
@@ -286,6 +288,7 @@ impl Actors {
                         }
                         e.info.state = "ALIVE".into();
                         e.info.address = lease.worker_address.clone();
+                        e.info.direct_address = reply.direct_address;
                     }
                 }
                 self.notify();
@@ -327,6 +330,7 @@ impl Actors {
             let id = id.to_vec();
             e.worker_id.clear();
             e.info.address.clear();
+            e.info.direct_address.clear();
             let max = e.spec.max_restarts;
             if let Some(cause) = e.final_cause.clone() {
                 e.info.state = "DEAD".into();

@@ -65,11 +65,20 @@ impl CheckToken {
 
 impl Interceptor for CheckToken {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        match req.metadata().get(TOKEN_HEADER).map(|v| v.as_bytes()) {
-            Some(t) if constant_time_eq(t, self.0.as_bytes()) => Ok(req),
-            Some(_) => Err(Status::unauthenticated("wrong cluster token")),
-            None => Err(Status::unauthenticated("missing cluster token")),
+        match token_rejection(self.0.as_bytes(), req.metadata().get(TOKEN_HEADER).map(|v| v.as_bytes())) {
+            None => Ok(req),
+            Some(why) => Err(Status::unauthenticated(why)),
         }
+    }
+}
+
+/// Why a peer presenting `given` (if anything) is refused, or `None` if `given` is
+/// the cluster token. Every service, gRPC or direct, checks tokens with this.
+pub fn token_rejection(expected: &[u8], given: Option<&[u8]>) -> Option<&'static str> {
+    match given {
+        Some(t) if constant_time_eq(t, expected) => None,
+        Some(_) => Some("wrong cluster token"),
+        None => Some("missing cluster token"),
     }
 }
 

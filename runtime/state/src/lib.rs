@@ -129,6 +129,7 @@ pub async fn fetch(head: &mut HeadClient, token: &str, resource: Resource) -> Re
                         ("NUM_RESTARTS", json!(a.num_restarts)),
                         ("DETACHED", json!(a.detached)),
                         ("ADDRESS", json!(a.address)),
+                        ("DIRECT_ADDRESS", json!(a.direct_address)),
                         ("DEATH_CAUSE", json!(cause)),
                     ])
                 })

@@ -1,0 +1,604 @@
+//! Direct calls to an actor, without a runtime on either end of the wire.
+//!
+//! A synchronous call through the call stream wakes six threads in turn: the
+//! caller's thread hands the call to its runtime, which writes it; the actor's
+//! runtime reads it and hands it to the executor thread, which hands the reply back
+//! to its runtime; the caller's runtime reads that and wakes the caller. On a small
+//! machine each wake-up costs more than the work, so a round trip was bound by them.
+//!
+//! An ordered actor (one call at a time) and an async actor therefore also take
+//! calls on a plain TCP socket that their executor thread polls itself, between
+//! calls: it runs an ordered actor's methods there, and starts an async actor's on
+//! its event loop and replies when they complete. A caller writes each call from
+//! whatever thread makes it, and its runtime reads the replies: three wake-ups a
+//! round trip instead of six. Messages are the call stream's (`PushTaskRequest`,
+//! `PushTaskReply`), each framed by a little-endian `u32` length; a connection
+//! opens with the cluster token (`DirectHello`). The actor keeps each owner's
+//! submission order with the same gates as the call stream, so a caller may fall
+//! back to the stream mid-incarnation without losing its place. Threaded actors
+//! take calls on the stream only: their executor threads share one job queue.
+
+use crate::execute::{CallState, DirectCall, HostedActor, Job};
+use crate::{CoreWorker, lock};
+use bytes::{Buf, BytesMut};
+use ray_abi::{HostTable, RayError};
+use ray_proto::*;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{ErrorKind, Read, Write};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// How long a connection may take to present its token.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest greeting accepted: a peer must not make the actor buffer much
+/// before it has shown the token.
+const HELLO_LIMIT: usize = 64 * 1024;
+/// How long an actor waits for a caller's missing call before running later ones
+/// (its caller died mid-send); the call stream's gates wait as long.
+pub(crate) const GAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `message` framed for a direct connection.
+fn frame<M: prost::Message>(message: &M) -> Vec<u8> {
+    let len = message.encoded_len();
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    message.encode(&mut out).expect("a Vec grows as needed");
+    out
+}
+
+/// Takes the first whole message off `buf`, if it has arrived; refuses one longer
+/// than `limit` before buffering it.
+fn next_message<M: prost::Message + Default>(buf: &mut BytesMut, limit: usize) -> Result<Option<M>, RayError> {
+    let Some(header) = buf.get(..4) else { return Ok(None) };
+    let len = u32::from_le_bytes(header.try_into().expect("four bytes")) as usize;
+    if len > limit {
+        return Err(RayError::Internal(format!("a direct call message of {len} bytes exceeds the {limit}-byte limit")));
+    }
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    M::decode(buf.split_to(len).freeze())
+        .map(Some)
+        .map_err(|e| RayError::Internal(format!("a direct call message did not decode: {e}")))
+}
+
+/// What a caller does with its call's reply (or the connection's end).
+pub(crate) type OnReply = Box<dyn FnOnce(Result<PushTaskReply, tonic::Status>) + Send>;
+
+/// A caller's connection to one actor incarnation's executor.
+pub(crate) struct DirectChannel {
+    stream: tokio::net::TcpStream,
+    rt: tokio::runtime::Handle,
+    /// Bytes the socket would not take yet; a runtime task writes them when it can.
+    outgoing: Mutex<Outgoing>,
+    /// Calls waiting for replies, by task id; `None` once the connection has ended.
+    waiting: Mutex<Option<HashMap<bytes::Bytes, OnReply>>>,
+}
+
+#[derive(Default)]
+struct Outgoing {
+    backlog: Vec<u8>,
+    flushing: bool,
+}
+
+fn ended(why: impl std::fmt::Display) -> tonic::Status {
+    tonic::Status::unavailable(format!("the direct connection to the actor ended: {why}"))
+}
+
+impl DirectChannel {
+    /// Connects to an actor's executor at `address` and presents the token.
+    pub(crate) async fn connect(cw: &CoreWorker, address: &str) -> Result<Arc<Self>, RayError> {
+        let failed = |detail: String| RayError::Connection { what: format!("actor executor at {address}"), detail };
+        let hello = DirectHello { token: cw.0.conn.token.clone(), caller_address: cw.0.address.clone() };
+        let opened = tokio::time::timeout(HELLO_TIMEOUT, async {
+            let mut stream = tokio::net::TcpStream::connect(address).await?;
+            stream.set_nodelay(true)?;
+            tokio::io::AsyncWriteExt::write_all(&mut stream, &frame(&hello)).await?;
+            let mut buf = BytesMut::with_capacity(64 * 1024);
+            loop {
+                match next_message::<DirectHelloReply>(&mut buf, HELLO_LIMIT) {
+                    Ok(Some(reply)) => return Ok((stream, buf, reply)),
+                    Ok(None) => {}
+                    Err(e) => return Err(std::io::Error::other(e.to_string())),
+                }
+                if tokio::io::AsyncReadExt::read_buf(&mut stream, &mut buf).await? == 0 {
+                    return Err(std::io::Error::from(ErrorKind::UnexpectedEof));
+                }
+            }
+        })
+        .await;
+        let (stream, leftover, reply) = match opened {
+            Err(_) => return Err(failed("it did not answer within 5 s".into())),
+            Ok(Err(e)) => return Err(failed(e.to_string())),
+            Ok(Ok(opened)) => opened,
+        };
+        if !reply.error.is_empty() {
+            return Err(failed(format!("it refused this caller: {}", reply.error)));
+        }
+        let channel = Arc::new(DirectChannel {
+            stream,
+            rt: cw.0.rt.clone(),
+            outgoing: Mutex::default(),
+            waiting: Mutex::new(Some(HashMap::new())),
+        });
+        tokio::spawn(channel.clone().read_replies(leftover));
+        Ok(channel)
+    }
+
+    /// Sends one call from the current thread; `on_reply` runs on the runtime when
+    /// its reply arrives, or at once if the connection has ended.
+    pub(crate) fn send(self: &Arc<Self>, spec: TaskSpec, on_reply: OnReply) {
+        let task_id = spec.task_id.clone();
+        let message = frame(&PushTaskRequest { spec: Some(spec) });
+        {
+            let mut waiting = lock(&self.waiting);
+            let Some(waiting) = waiting.as_mut() else {
+                drop(waiting);
+                on_reply(Err(ended("it was already closed")));
+                return;
+            };
+            // Registered before the call leaves: its reply may come back at once.
+            waiting.insert(task_id, on_reply);
+        }
+        let mut out = lock(&self.outgoing);
+        let mut rest = &message[..];
+        if out.backlog.is_empty() {
+            match self.stream.try_write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    drop(out);
+                    self.fail_all(ended(e));
+                    return;
+                }
+            }
+        }
+        if rest.is_empty() {
+            return;
+        }
+        out.backlog.extend_from_slice(rest);
+        if !out.flushing {
+            out.flushing = true;
+            self.rt.spawn(self.clone().flush());
+        }
+    }
+
+    /// Writes the backlog as the socket takes it.
+    async fn flush(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.stream.writable().await {
+                return self.fail_all(ended(e));
+            }
+            let mut out = lock(&self.outgoing);
+            match self.stream.try_write(&out.backlog) {
+                Ok(n) => {
+                    out.backlog.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    drop(out);
+                    return self.fail_all(ended(e));
+                }
+            }
+            if out.backlog.is_empty() {
+                out.flushing = false;
+                return;
+            }
+        }
+    }
+
+    async fn read_replies(self: Arc<Self>, mut buf: BytesMut) {
+        let why = loop {
+            match next_message::<PushTaskReply>(&mut buf, MAX_MESSAGE_BYTES) {
+                Ok(Some(reply)) => {
+                    self.answer(reply);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => break ended(e),
+            }
+            if let Err(e) = self.stream.readable().await {
+                break ended(e);
+            }
+            buf.reserve(64 * 1024);
+            match self.stream.try_read_buf(&mut buf) {
+                Ok(0) => break ended("the actor's worker closed it"),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => break ended(e),
+            }
+        };
+        self.fail_all(why);
+    }
+
+    fn answer(&self, reply: PushTaskReply) {
+        let on_reply = lock(&self.waiting).as_mut().and_then(|w| w.remove(&reply.task_id));
+        if let Some(on_reply) = on_reply {
+            on_reply(crate::call_stream::reply_result(reply));
+        }
+    }
+
+    /// Fails every call still waiting; later sends fail at once.
+    fn fail_all(&self, why: tonic::Status) {
+        let waiting = lock(&self.waiting).take().unwrap_or_default();
+        for (_, on_reply) in waiting {
+            on_reply(Err(why.clone()));
+        }
+    }
+}
+
+/// An actor's listener for direct calls, bound before its constructor replies so
+/// the reply can name it.
+pub(crate) struct DirectServer {
+    poll: mio::Poll,
+    listener: mio::net::TcpListener,
+    waker: JobWaker,
+    address: String,
+}
+
+/// Wakes an executor that serves direct calls: a job arrived on its channel, or an
+/// async method completed.
+pub(crate) type JobWaker = Arc<mio::Waker>;
+
+const LISTENER: mio::Token = mio::Token(0);
+const WAKER: mio::Token = mio::Token(1);
+const FIRST_CONNECTION: usize = 2;
+/// How often an async actor at `max_concurrency` looks again for a free slot that
+/// a call on the stream gave back (its own calls wake it as they complete).
+const PERMIT_RETRY: Duration = Duration::from_millis(10);
+
+/// One caller's connection, as the executor sees it.
+struct Connection {
+    stream: mio::net::TcpStream,
+    inbound: BytesMut,
+    outbound: Vec<u8>,
+    /// The caller's address once it has presented the token.
+    caller: Option<String>,
+    opened: Instant,
+    /// Waiting for the socket to take `outbound`.
+    writable_interest: bool,
+}
+
+/// A call that has arrived and not started.
+struct Arrived {
+    connection: mio::Token,
+    spec: TaskSpec,
+}
+
+/// One owner's calls not started yet, by sequence number, and since when the first
+/// has waited for its turn.
+#[derive(Default)]
+struct Queue {
+    calls: BTreeMap<u64, Arrived>,
+    since: Option<Instant>,
+}
+
+/// An async method running on the actor's event loop.
+struct Running {
+    connection: mio::Token,
+    state: Arc<CallState>,
+    spec: Box<TaskSpec>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What the executor thread keeps between polls.
+struct Serving<'a> {
+    cw: &'a CoreWorker,
+    table: &'static HostTable,
+    actor: &'a HostedActor,
+    jobs: &'a mpsc::Receiver<Job>,
+    connections: HashMap<mio::Token, Connection>,
+    queues: HashMap<String, Queue>,
+    running: Vec<Running>,
+}
+
+impl DirectServer {
+    /// Listens on `ip`, port chosen by the system.
+    pub(crate) fn bind(ip: &str) -> std::io::Result<(Self, JobWaker)> {
+        let addr = std::net::SocketAddr::new(ip.parse().map_err(std::io::Error::other)?, 0);
+        let mut listener = mio::net::TcpListener::bind(addr)?;
+        let poll = mio::Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, mio::Interest::READABLE)?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
+        let address = format!("{ip}:{}", listener.local_addr()?.port());
+        Ok((DirectServer { poll, listener, waker: waker.clone(), address }, waker))
+    }
+
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Serves direct calls and the job channel on this thread, until polling fails.
+    pub(crate) fn run(
+        mut self,
+        cw: &CoreWorker,
+        table: &'static HostTable,
+        actor: &HostedActor,
+        jobs: &mpsc::Receiver<Job>,
+    ) {
+        let mut serving = Serving {
+            cw,
+            table,
+            actor,
+            jobs,
+            connections: HashMap::new(),
+            queues: HashMap::new(),
+            running: Vec::new(),
+        };
+        let mut events = mio::Events::with_capacity(64);
+        let mut next_token = FIRST_CONNECTION;
+        let mut scratch = vec![0u8; 64 * 1024];
+        loop {
+            // Jobs from the call stream may have queued before the waker was armed.
+            serving.run_jobs();
+            serving.reply_to_completed(self.poll.registry());
+            if let Err(e) = self.poll.poll(&mut events, serving.timeout())
+                && e.kind() != ErrorKind::Interrupted
+            {
+                tracing::error!("the actor stopped taking direct calls: {e}");
+                return;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(&mut serving.connections, &mut next_token),
+                    WAKER => {}
+                    token => {
+                        let Some(conn) = serving.connections.get_mut(&token) else { continue };
+                        let open = conn.receive(&mut scratch, cw, token, &mut serving.queues)
+                            && conn.send_pending(self.poll.registry(), token);
+                        if !open {
+                            serving.connections.remove(&token);
+                        }
+                    }
+                }
+            }
+            // A connection that never presented the token is dropped.
+            serving.connections.retain(|_, c| c.caller.is_some() || c.opened.elapsed() < HELLO_TIMEOUT);
+            serving.start_ready(self.poll.registry(), &self.waker);
+        }
+    }
+
+    fn accept(&self, connections: &mut HashMap<mio::Token, Connection>, next_token: &mut usize) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let token = mio::Token(*next_token);
+                    *next_token += 1;
+                    let _ = stream.set_nodelay(true);
+                    if self.poll.registry().register(&mut stream, token, mio::Interest::READABLE).is_ok() {
+                        connections.insert(
+                            token,
+                            Connection {
+                                stream,
+                                inbound: BytesMut::new(),
+                                outbound: Vec::new(),
+                                caller: None,
+                                opened: Instant::now(),
+                                writable_interest: false,
+                            },
+                        );
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!("accepting a direct call connection failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Serving<'_> {
+    fn run_jobs(&self) {
+        while let Ok(job) = self.jobs.try_recv() {
+            self.cw.run_job(self.table, job);
+        }
+    }
+
+    /// How long the next poll may sleep: until a caller's missing call is given up
+    /// on, a connection's token is overdue, or an async actor may find a free slot.
+    fn timeout(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let deadlines = self.queues.values().filter_map(|q| q.since).map(|since| since + GAP_TIMEOUT);
+        let hellos = self.connections.values().filter(|c| c.caller.is_none()).map(|c| c.opened + HELLO_TIMEOUT);
+        let mut timeout = deadlines.chain(hellos).map(|d| d.saturating_duration_since(now)).min();
+        if self.actor.is_async && !self.queues.is_empty() {
+            timeout = Some(timeout.map_or(PERMIT_RETRY, |t| t.min(PERMIT_RETRY)));
+        }
+        timeout
+    }
+
+    /// Starts every call whose turn has come: an ordered actor's in each owner's
+    /// order, one at a time; an async actor's while it has free slots.
+    fn start_ready(&mut self, registry: &mio::Registry, waker: &JobWaker) {
+        let owners: Vec<String> = self.queues.keys().cloned().collect();
+        for owner in owners {
+            while let Some(queue) = self.queues.get_mut(&owner) {
+                let Some((&seq, _)) = queue.calls.first_key_value() else {
+                    self.queues.remove(&owner);
+                    break;
+                };
+                let permit = if self.actor.is_async {
+                    match self.actor.permits.clone().try_acquire_owned() {
+                        Ok(permit) => Some(permit),
+                        Err(_) => return,
+                    }
+                } else {
+                    let overdue = queue.since.is_some_and(|s| s.elapsed() >= GAP_TIMEOUT);
+                    if !self.actor.turn_has_come(&owner, seq) && !overdue {
+                        queue.since.get_or_insert_with(Instant::now);
+                        break;
+                    }
+                    None
+                };
+                let arrived = queue.calls.remove(&seq).expect("first key");
+                queue.since = None;
+                if self.actor.ordered {
+                    // A call stream's job for an earlier turn is queued before that
+                    // turn passes (see `execute`): run it first.
+                    self.run_jobs();
+                    self.actor.advance(&owner, seq);
+                }
+                match (self.cw.run_direct_call(self.table, arrived.spec), permit) {
+                    (DirectCall::Running { state, spec }, Some(permit)) => {
+                        state.wake_on_completion(waker.clone());
+                        self.running.push(Running { connection: arrived.connection, state, spec, _permit: permit });
+                    }
+                    (DirectCall::Running { state, spec }, None) => {
+                        // Only an async method completes later; an ordered actor's has.
+                        let reply = self.cw.finish_direct_call(&state, &spec);
+                        self.reply(registry, arrived.connection, &reply);
+                    }
+                    (DirectCall::Replied(reply), _) => self.reply(registry, arrived.connection, &reply),
+                }
+            }
+        }
+    }
+
+    /// Replies to the async calls that have completed.
+    fn reply_to_completed(&mut self, registry: &mio::Registry) {
+        let completed: Vec<Running> = self.running.extract_if(.., |r| r.state.has_result()).collect();
+        for call in completed {
+            let reply = self.cw.finish_direct_call(&call.state, &call.spec);
+            self.reply(registry, call.connection, &reply);
+        }
+    }
+
+    fn reply(&mut self, registry: &mio::Registry, connection: mio::Token, reply: &PushTaskReply) {
+        // A caller that has gone gets no reply; its calls ran, as on a broken stream.
+        if let Some(conn) = self.connections.get_mut(&connection) {
+            conn.outbound.extend_from_slice(&frame(reply));
+            if !conn.send_pending(registry, connection) {
+                self.connections.remove(&connection);
+            }
+        }
+        self.cw.exit_if_requested();
+    }
+}
+
+impl Connection {
+    /// Reads what has arrived and queues the calls in it; `false` once the
+    /// connection is over.
+    fn receive(
+        &mut self,
+        scratch: &mut [u8],
+        cw: &CoreWorker,
+        token: mio::Token,
+        queues: &mut HashMap<String, Queue>,
+    ) -> bool {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return false,
+                Ok(n) => self.inbound.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        loop {
+            let Some(caller) = self.caller.as_deref() else {
+                match next_message::<DirectHello>(&mut self.inbound, HELLO_LIMIT) {
+                    Ok(Some(hello)) => {
+                        let expected = cw.0.conn.token.as_bytes();
+                        let refusal = token_rejection(expected, Some(hello.token.as_bytes()));
+                        let error = refusal.unwrap_or_default().to_string();
+                        self.outbound.extend_from_slice(&frame(&DirectHelloReply { error }));
+                        if let Some(why) = refusal {
+                            tracing::warn!("refused a direct call connection from {}: {why}", hello.caller_address);
+                            let _ = self.stream.write_all(&self.outbound);
+                            return false;
+                        }
+                        self.caller = Some(hello.caller_address);
+                        continue;
+                    }
+                    Ok(None) => return true,
+                    Err(_) => return false,
+                }
+            };
+            match next_message::<PushTaskRequest>(&mut self.inbound, MAX_MESSAGE_BYTES) {
+                Ok(Some(PushTaskRequest { spec: Some(spec) })) => {
+                    // Ordered per owner, as on the call stream.
+                    let seq = spec.actor_task.as_ref().map(|c| c.seq).unwrap_or_default();
+                    let queue = queues.entry(spec.owner_address.clone()).or_default();
+                    queue.calls.insert(seq, Arrived { connection: token, spec });
+                }
+                Ok(Some(PushTaskRequest { spec: None })) => {}
+                Ok(None) => return true,
+                Err(e) => {
+                    tracing::warn!("closing a direct call connection from {caller}: {e}");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Writes what the socket takes now and asks to hear when it takes more;
+    /// `false` once the connection is over.
+    fn send_pending(&mut self, registry: &mio::Registry, token: mio::Token) -> bool {
+        while !self.outbound.is_empty() {
+            match self.stream.write(&self.outbound) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.outbound.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        let want_writable = !self.outbound.is_empty();
+        if want_writable != self.writable_interest {
+            let interest =
+                if want_writable { mio::Interest::READABLE | mio::Interest::WRITABLE } else { mio::Interest::READABLE };
+            if registry.reregister(&mut self.stream, token, interest).is_err() {
+                return false;
+            }
+            self.writable_interest = want_writable;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// However the bytes arrive, whole messages come out in order, and none early.
+        #[test]
+        fn messages_survive_any_split(
+            replies in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..40), any::<u32>()), 0..8),
+            cuts in prop::collection::vec(0usize..64, 0..16),
+        ) {
+            let replies: Vec<PushTaskReply> = replies
+                .into_iter()
+                .map(|(id, pid)| PushTaskReply { task_id: id.into(), worker_pid: pid, ..PushTaskReply::default() })
+                .collect();
+            let wire: Vec<u8> = replies.iter().flat_map(frame).collect();
+            let mut buf = BytesMut::new();
+            let mut decoded = Vec::new();
+            let mut rest = &wire[..];
+            for cut in cuts.into_iter().chain([usize::MAX]) {
+                let (now, later) = rest.split_at(cut.min(rest.len()));
+                buf.extend_from_slice(now);
+                rest = later;
+                while let Some(reply) = next_message::<PushTaskReply>(&mut buf, MAX_MESSAGE_BYTES).unwrap() {
+                    decoded.push(reply);
+                }
+            }
+            prop_assert_eq!(decoded, replies);
+            prop_assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_oversized_message_is_refused_before_it_arrives() {
+        let mut buf = BytesMut::from(&((MAX_MESSAGE_BYTES as u32) + 1).to_le_bytes()[..]);
+        assert!(next_message::<PushTaskReply>(&mut buf, MAX_MESSAGE_BYTES).is_err());
+    }
+}
