@@ -263,6 +263,19 @@ fn progress_viewport_ctrl_c_top_and_ctrl_d() {
     let started = support::rayrepl(&root, &["start", "--head", "--port", "0", "--num-cpus", "1"]);
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     let address = std::fs::read_to_string(root.join("session_latest/head_address")).unwrap();
+    // A second node, playing another machine with its own session directory: a
+    // cell's library must reach it through the head.
+    let far_root = support::session_root();
+    let mut join = std::process::Command::new(support::rayrepl_bin());
+    join.args(["start", "--address", address.trim(), "--node-ip-address", "127.0.0.2"])
+        .args(["--num-cpus", "1", "--resources", r#"{"Far": 1}"#])
+        .env("RAYREPL_TEMP_DIR", far_root.path())
+        .env("RAYREPL_TOKEN_FILE", root.join("session_latest/token"))
+        .env("RAYREPL_HOST_ID", "another-machine")
+        .env_remove("RAYREPL_TOKEN")
+        .env_remove("RAYREPL_ADDRESS");
+    let joined = support::run_bounded(join, Duration::from_secs(60));
+    assert!(joined.status.success(), "{}", String::from_utf8_lossy(&joined.stderr));
     let term = Terminal::spawn(
         &support::rayrepl_bin(),
         &["--address", address.trim()],
@@ -273,7 +286,7 @@ fn progress_viewport_ctrl_c_top_and_ctrl_d() {
     );
     let greeting = term.wait_for("rayrepl 0.1.0", Duration::from_secs(120));
     assert!(
-        greeting.contains(&format!("· cluster at {}", address.trim())) && greeting.contains("1 CPUs"),
+        greeting.contains(&format!("· cluster at {}", address.trim())) && greeting.contains("2 CPUs"),
         "{greeting}"
     );
     let mut again = Repl { term, _root: support::session_root(), _history: tempfile::NamedTempFile::new().unwrap() };
@@ -287,8 +300,16 @@ fn progress_viewport_ctrl_c_top_and_ctrl_d() {
     assert!(!out.contains("Error"), "{out}");
     let out = again.cell("one.remote().await");
     again.expect(&out, "Ok(1)");
+    let out = again.cell("#[ray::remote]\nfn far() -> u32 { println!(\"far away\"); 2 }");
+    assert!(!out.contains("Error"), "{out}");
+    let out = again.cell("far.options().resource(\"Far\", 1.0).remote().await");
+    again.expect(&out, "Ok(2)");
+    // Its output comes back through the head, maybe after the result.
+    again.term.wait_in_transcript("ip=127.0.0.2) far away", Duration::from_secs(10));
     again.term.ctrl('d');
     assert_eq!(again.term.wait_exit(Duration::from_secs(20)), Some(true));
+    let stopped = support::rayrepl(far_root.path(), &["stop"]);
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
     let stopped = support::rayrepl(&root, &["stop"]);
     assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
 }
