@@ -41,7 +41,8 @@ pub(crate) struct ActorConn {
 /// How a caller sends calls to the actor's current incarnation.
 #[derive(Clone)]
 enum Calls {
-    /// Written by the calling thread straight to an ordered actor's executor.
+    /// Written by the calling thread straight to an ordered or async actor's
+    /// executor thread.
     Direct(Arc<DirectChannel>),
     /// Messages on a gRPC stream to the actor's worker.
     Stream(Arc<CallStream>),

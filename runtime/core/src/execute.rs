@@ -173,7 +173,8 @@ pub(crate) struct Executor {
     shared_rx: Option<Arc<Mutex<std::sync::mpsc::Receiver<Job>>>>,
     actor: Option<Arc<HostedActor>>,
     exit_requested: Arc<AtomicBool>,
-    /// An ordered actor's direct-call listener, until its executor thread takes it.
+    /// An ordered or async actor's direct-call listener, until its executor thread
+    /// takes it.
     direct: Option<DirectServer>,
     /// Set once the executor polls for direct calls: a job must wake it.
     job_waker: Option<JobWaker>,
@@ -204,14 +205,16 @@ impl CoreWorker {
                         Err(_) => return,
                     };
                     cw.run_job(table, job);
-                    // An ordered actor's constructor has just bound its direct-call
-                    // listener: from now on this thread polls it along with its jobs.
+                    // An ordered or async actor's constructor has just bound its
+                    // direct-call listener: from now on this thread polls it along
+                    // with its jobs.
                     let direct = {
                         let mut ex = lock(&cw.0.executor);
                         ex.direct.take().zip(ex.actor.clone())
                     };
                     if let Some((server, actor)) = direct {
-                        // An ordered actor has this one executor thread.
+                        // Such an actor has this one executor thread (an async one runs
+                        // its methods on its event loop).
                         let jobs = lock(&rx);
                         server.run(&cw, table, &actor, &jobs);
                         // Only a failing poll ends it; calls still come on the stream.
