@@ -58,6 +58,8 @@ fn threaded_and_async_actors_run_calls_concurrently() {
     assert_eq!(started, "[0, 1, 2, 3]");
     let elapsed: u64 = elapsed.parse().unwrap();
     assert!(elapsed < 1500, "four 500 ms async calls ran one by one: {elapsed} ms");
+    let bounded: u64 = run.value("bounded_elapsed_ms").parse().unwrap();
+    assert!(bounded >= 1000, "max_concurrency=2 let four 500 ms async calls overlap: {bounded} ms");
     assert_eq!(run.value("awaited"), "4");
     // Seed 004's SignalActor: nobody passes before the signal, everybody after.
     assert_eq!(run.value("before_signal"), "0");

@@ -862,6 +862,11 @@ fn run(name: &str) -> Result<(), RayError> {
             let mut started = ray::get(&refs)?;
             started.sort();
             println!("async_started={started:?} elapsed_ms={}", start.elapsed().as_millis());
+            let bounded = AsyncActor::options().max_concurrency(2).remote()?;
+            let start = Instant::now();
+            let refs: Vec<_> = (0..4).map(|_| bounded.run_concurrent()).collect();
+            ray::get(&refs)?;
+            println!("bounded_elapsed_ms={}", start.elapsed().as_millis());
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             println!("awaited={}", rt.block_on(async { actor.run_concurrent().await })?);
             let signal = SignalActor::remote()?;
