@@ -94,9 +94,7 @@ fn actor_pools_spread_work() {
 #[test]
 fn detached_actors_outlive_their_driver_and_others_do_not() {
     let root = session_root();
-    let out = rayrepl(root.path(), &["start", "--head", "--port", "0", "--num-cpus", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let address = std::fs::read_to_string(root.path().join("session_latest/head_address")).unwrap();
+    let address = start_head(root.path(), "2");
     let env = [("RAYREPL_ADDRESS", address.as_str()), ("RAYREPL_TEMP_DIR", root.path().to_str().unwrap())];
     assert_eq!(scenario_with("detached_create", &env).value("value"), "41");
     let used = scenario_with("detached_use", &env);
@@ -139,11 +137,8 @@ fn direct_hello(address: &str, token: &str) -> String {
 #[test]
 fn direct_calls_to_an_actor_need_the_cluster_token() {
     let root = session_root();
-    let out = rayrepl(root.path(), &["start", "--head", "--port", "0", "--num-cpus", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let latest = root.path().join("session_latest");
-    let address = std::fs::read_to_string(latest.join("head_address")).unwrap();
-    let token = std::fs::read_to_string(latest.join("token")).unwrap();
+    let address = start_head(root.path(), "2");
+    let token = std::fs::read_to_string(root.path().join("session_latest/token")).unwrap();
     let env = [("RAYREPL_ADDRESS", address.as_str()), ("RAYREPL_TEMP_DIR", root.path().to_str().unwrap())];
     assert_eq!(scenario_with("detached_create", &env).value("value"), "41");
 

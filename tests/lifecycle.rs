@@ -41,10 +41,8 @@ fn a_killed_driver_takes_its_cluster_with_it() {
 #[test]
 fn drivers_attach_to_a_started_cluster_and_need_its_token() {
     let root = session_root();
-    let out = rayrepl(root.path(), &["start", "--head", "--port", "0", "--num-cpus", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let address = start_head(root.path(), "2");
     let latest = root.path().join("session_latest");
-    let address = std::fs::read_to_string(latest.join("head_address")).unwrap();
     let token_file = latest.join("token");
     let mode =
         std::fs::metadata(&token_file).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap();

@@ -172,10 +172,8 @@ fn a_killed_node_is_marked_dead_and_work_goes_on_without_it() {
 #[test]
 fn a_node_joins_only_with_the_cluster_token() {
     let head_root = session_root();
-    let head = rayrepl(head_root.path(), &["start", "--head", "--port", "0", "--num-cpus", "1"]);
-    assert!(head.status.success(), "{}", String::from_utf8_lossy(&head.stderr));
+    let address = start_head(head_root.path(), "1");
     let latest = head_root.path().join("session_latest");
-    let address = std::fs::read_to_string(latest.join("head_address")).unwrap().trim().to_string();
     let node_root = session_root();
     let join = |extra: &[&str]| {
         let mut cmd = Command::new(rayrepl_bin());

@@ -260,14 +260,12 @@ fn progress_viewport_ctrl_c_top_and_ctrl_d() {
     // `rayrepl --address` attaches to a running cluster, and history survives
     // the session: Up recalls the last cell in the new one.
     let root = repl._root.path().to_path_buf();
-    let started = support::rayrepl(&root, &["start", "--head", "--port", "0", "--num-cpus", "1"]);
-    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
-    let address = std::fs::read_to_string(root.join("session_latest/head_address")).unwrap();
+    let address = support::start_head(&root, "1");
     // A second node, playing another machine with its own session directory: a
     // cell's library must reach it through the head.
     let far_root = support::session_root();
     let mut join = std::process::Command::new(support::rayrepl_bin());
-    join.args(["start", "--address", address.trim(), "--node-ip-address", "127.0.0.2"])
+    join.args(["start", "--address", &address, "--node-ip-address", "127.0.0.2"])
         .args(["--num-cpus", "1", "--resources", r#"{"Far": 1}"#])
         .env("RAYREPL_TEMP_DIR", far_root.path())
         .env("RAYREPL_TOKEN_FILE", root.join("session_latest/token"))
@@ -278,17 +276,14 @@ fn progress_viewport_ctrl_c_top_and_ctrl_d() {
     assert!(joined.status.success(), "{}", String::from_utf8_lossy(&joined.stderr));
     let term = Terminal::spawn(
         &support::rayrepl_bin(),
-        &["--address", address.trim()],
+        &["--address", &address],
         &[
             ("RAYREPL_TEMP_DIR", root.display().to_string()),
             ("RAYREPL_HISTORY", repl._history.path().display().to_string()),
         ],
     );
     let greeting = term.wait_for("rayrepl 0.1.0", Duration::from_secs(120));
-    assert!(
-        greeting.contains(&format!("· cluster at {}", address.trim())) && greeting.contains("2 CPUs"),
-        "{greeting}"
-    );
+    assert!(greeting.contains(&format!("· cluster at {address}")) && greeting.contains("2 CPUs"), "{greeting}");
     let mut again = Repl { term, _root: support::session_root(), _history: tempfile::NamedTempFile::new().unwrap() };
     again.wait_prompt(Duration::from_secs(30));
     again.term.type_text("\x1b[A");

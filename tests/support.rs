@@ -187,6 +187,15 @@ pub fn session_root() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("rayrepl-test-").tempdir().expect("tempdir")
 }
 
+/// `rayrepl start --head` with `num_cpus` under `root`; returns the head's address.
+pub fn start_head(root: &Path, num_cpus: &str) -> String {
+    let out = rayrepl(root, &["start", "--head", "--port", "0", "--num-cpus", num_cpus]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let address =
+        std::fs::read_to_string(root.join("session_latest/head_address")).expect("the head wrote its address");
+    address.trim().to_string()
+}
+
 /// Runs `rayrepl` with `RAYREPL_TEMP_DIR` set.
 pub fn rayrepl(root: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(rayrepl_bin());

@@ -18,7 +18,7 @@
 //! back to the stream mid-incarnation without losing its place. Threaded actors
 //! take calls on the stream only: their executor threads share one job queue.
 
-use crate::execute::{CallState, DirectCall, HostedActor, Job};
+use crate::execute::{CallState, DirectCall, GAP_TIMEOUT, HostedActor, Job};
 use crate::{CoreWorker, lock};
 use bytes::{Buf, BytesMut};
 use ray_abi::{HostTable, RayError};
@@ -33,9 +33,6 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest greeting accepted: a peer must not make the actor buffer much
 /// before it has shown the token.
 const HELLO_LIMIT: usize = 64 * 1024;
-/// How long an actor waits for a caller's missing call before running later ones
-/// (its caller died mid-send); the call stream's gates wait as long.
-pub(crate) const GAP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `message` framed for a direct connection.
 fn frame<M: prost::Message>(message: &M) -> Vec<u8> {
@@ -71,16 +68,11 @@ pub(crate) type OnReply = Box<dyn FnOnce(Result<PushTaskReply, tonic::Status>) +
 pub(crate) struct DirectChannel {
     stream: tokio::net::TcpStream,
     rt: tokio::runtime::Handle,
-    /// Bytes the socket would not take yet; a runtime task writes them when it can.
-    outgoing: Mutex<Outgoing>,
+    /// Bytes the socket would not take yet. While there are any, a runtime task is
+    /// writing them, and later calls queue behind them.
+    backlog: Mutex<Vec<u8>>,
     /// Calls waiting for replies, by task id; `None` once the connection has ended.
     waiting: Mutex<Option<HashMap<bytes::Bytes, OnReply>>>,
-}
-
-#[derive(Default)]
-struct Outgoing {
-    backlog: Vec<u8>,
-    flushing: bool,
 }
 
 fn ended(why: impl std::fmt::Display) -> tonic::Status {
@@ -120,7 +112,7 @@ impl DirectChannel {
         let channel = Arc::new(DirectChannel {
             stream,
             rt: cw.0.rt.clone(),
-            outgoing: Mutex::default(),
+            backlog: Mutex::default(),
             waiting: Mutex::new(Some(HashMap::new())),
         });
         tokio::spawn(channel.clone().read_replies(leftover));
@@ -142,14 +134,14 @@ impl DirectChannel {
             // Registered before the call leaves: its reply may come back at once.
             waiting.insert(task_id, on_reply);
         }
-        let mut out = lock(&self.outgoing);
+        let mut backlog = lock(&self.backlog);
         let mut rest = &message[..];
-        if out.backlog.is_empty() {
+        if backlog.is_empty() {
             match self.stream.try_write(rest) {
                 Ok(n) => rest = &rest[n..],
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) => {
-                    drop(out);
+                    drop(backlog);
                     self.fail_all(ended(e));
                     return;
                 }
@@ -158,11 +150,10 @@ impl DirectChannel {
         if rest.is_empty() {
             return;
         }
-        out.backlog.extend_from_slice(rest);
-        if !out.flushing {
-            out.flushing = true;
+        if backlog.is_empty() {
             self.rt.spawn(self.clone().flush());
         }
+        backlog.extend_from_slice(rest);
     }
 
     /// Writes the backlog as the socket takes it.
@@ -171,19 +162,18 @@ impl DirectChannel {
             if let Err(e) = self.stream.writable().await {
                 return self.fail_all(ended(e));
             }
-            let mut out = lock(&self.outgoing);
-            match self.stream.try_write(&out.backlog) {
+            let mut backlog = lock(&self.backlog);
+            match self.stream.try_write(&backlog) {
                 Ok(n) => {
-                    out.backlog.drain(..n);
+                    backlog.drain(..n);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
                 Err(e) => {
-                    drop(out);
+                    drop(backlog);
                     return self.fail_all(ended(e));
                 }
             }
-            if out.backlog.is_empty() {
-                out.flushing = false;
+            if backlog.is_empty() {
                 return;
             }
         }

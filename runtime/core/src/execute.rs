@@ -241,14 +241,15 @@ impl CoreWorker {
             }
         }
         let (tx, rx) = oneshot::channel();
-        let sender = lock(&self.0.executor)
-            .jobs
-            .clone()
-            .ok_or_else(|| RayError::Internal("this process runs no tasks".into()))?;
+        let (sender, waker) = {
+            let ex = lock(&self.0.executor);
+            (ex.jobs.clone(), ex.job_waker.clone())
+        };
+        let sender = sender.ok_or_else(|| RayError::Internal("this process runs no tasks".into()))?;
         let ordered_call = actor.as_ref().filter(|a| a.ordered).and(spec.actor_task.as_ref()).map(|c| c.seq);
         let caller = spec.owner_address.clone();
         sender.send(Job { spec, reply: tx }).map_err(|_| RayError::Internal("executor stopped".into()))?;
-        if let Some(waker) = lock(&self.0.executor).job_waker.clone() {
+        if let Some(waker) = waker {
             let _ = waker.wake();
         }
         // One executor thread takes jobs in order, so the next call may queue now.
@@ -595,6 +596,10 @@ impl CoreWorker {
     }
 }
 
+/// How long an ordered actor waits for a caller's missing call before running
+/// later ones (its caller died mid-send), on the call stream and direct sockets.
+pub(crate) const GAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Orders one caller's calls to an ordered actor.
 #[derive(Default)]
 struct SeqGate {
@@ -622,7 +627,7 @@ impl HostedActor {
         };
         // A call that never arrives (its caller died mid-send) must not wedge the
         // actor: after a while, run anyway.
-        if tokio::time::timeout(crate::direct::GAP_TIMEOUT, rx).await.is_err() {
+        if tokio::time::timeout(GAP_TIMEOUT, rx).await.is_err() {
             let mut gates = lock(&self.gates);
             let gate = gates.entry(caller.to_string()).or_default();
             gate.waiting.remove(&seq);
