@@ -7,14 +7,12 @@
 //! the restarted actor up to `max_task_retries` times; the caller learns where the
 //! actor went, or why it is dead, by asking the head.
 
-use crate::call_stream::CallStream;
-use crate::direct::DirectChannel;
+use crate::call_stream::Calls;
 use crate::refs::State;
 use crate::{CoreWorker, block_on, lock};
 use ray_abi::{ActorCall, ActorCreation, ActorId, ActorRef, ArgSubmission, ObjectId, RayError, TaskId, TaskOptions};
 use ray_proto::*;
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 /// Calls one caller keeps in flight to one actor; more wait in the queue. This is
 /// backpressure, like Ray's `max_pending_calls`: an unbounded burst would open more
@@ -36,16 +34,6 @@ pub(crate) struct ActorConn {
     calls: Option<Calls>,
     dead: Option<RayError>,
     in_flight: usize,
-}
-
-/// How a caller sends calls to the actor's current incarnation.
-#[derive(Clone)]
-enum Calls {
-    /// Written by the calling thread straight to an ordered or async actor's
-    /// executor thread.
-    Direct(Arc<DirectChannel>),
-    /// Messages on a gRPC stream to the actor's worker.
-    Stream(Arc<CallStream>),
 }
 
 fn actor_id(b: &[u8]) -> ActorId {
@@ -184,23 +172,11 @@ impl CoreWorker {
         }
         for (tid, calls, spec, incarnation, address) in sends {
             let cw = self.clone();
-            match calls {
-                Calls::Direct(channel) => {
-                    let rt = self.0.rt.clone();
-                    channel.send(
-                        spec,
-                        Box::new(move |result| {
-                            rt.spawn(async move { cw.actor_replied(actor, tid, incarnation, &address, result).await });
-                        }),
-                    );
-                }
-                Calls::Stream(stream) => {
-                    self.0.rt.spawn(async move {
-                        let result = stream.call(spec).await;
-                        cw.actor_replied(actor, tid, incarnation, &address, result).await;
-                    });
-                }
-            }
+            let rt = self.0.rt.clone();
+            let on_reply = Box::new(move |result| {
+                rt.spawn(async move { cw.actor_replied(actor, tid, incarnation, &address, result).await });
+            });
+            calls.send(&self.0.rt, spec, on_reply);
         }
     }
 
@@ -223,12 +199,10 @@ impl CoreWorker {
     /// Asks the head where the actor lives (waiting while it starts or restarts).
     async fn resolve_actor(&self, actor: ActorId, min_incarnation: u32) {
         let result = self.settled_actor(actor, min_incarnation).await;
-        let direct = match &result {
-            Ok(info) if info.state != "DEAD" && !info.direct_address.is_empty() => {
-                DirectChannel::connect(self, &info.direct_address)
-                    .await
-                    .inspect_err(|e| tracing::debug!("calling actor {} on its call stream: {e}", info.class_name))
-                    .ok()
+        let calls = match &result {
+            Ok(info) if info.state != "DEAD" => {
+                let what = format!("actor {}", info.class_name);
+                Some(Calls::open(self, &info.direct_address, &info.address, &what).await)
             }
             _ => None,
         };
@@ -243,15 +217,9 @@ impl CoreWorker {
                     if info.state == "DEAD" {
                         conn.dead = Some(RayError::from_bytes(&info.death_error));
                     } else {
-                        match (direct, self.peer(&info.address)) {
-                            (Some(channel), _) => conn.calls = Some(Calls::Direct(channel)),
-                            (None, Some(client)) => conn.calls = Some(Calls::Stream(CallStream::open(client))),
-                            (None, None) => {
-                                conn.dead = Some(RayError::Connection {
-                                    what: format!("actor {}", info.class_name),
-                                    detail: info.address.clone(),
-                                })
-                            }
+                        match calls.expect("opened for a live actor") {
+                            Ok(calls) => conn.calls = Some(calls),
+                            Err(e) => conn.dead = Some(e),
                         }
                         if info.incarnation != conn.incarnation {
                             conn.incarnation = info.incarnation;

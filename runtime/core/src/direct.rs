@@ -1,29 +1,30 @@
-//! Direct calls to an actor, without a runtime on either end of the wire.
+//! Direct task pushes and actor calls, without a runtime on either end of the wire.
 //!
-//! A synchronous call through the call stream wakes six threads in turn: the
-//! caller's thread hands the call to its runtime, which writes it; the actor's
+//! A task or synchronous call through the call stream wakes six threads in turn:
+//! the caller's thread hands the call to its runtime, which writes it; the worker's
 //! runtime reads it and hands it to the executor thread, which hands the reply back
 //! to its runtime; the caller's runtime reads that and wakes the caller. On a small
 //! machine each wake-up costs more than the work, so a round trip was bound by them.
 //!
-//! An ordered actor (one call at a time) and an async actor therefore also take
-//! calls on a plain TCP socket that their executor thread polls itself, between
-//! calls: it runs an ordered actor's methods there, and starts an async actor's on
-//! its event loop and replies when they complete. A caller writes each call from
-//! whatever thread makes it, and its runtime reads the replies: three wake-ups a
-//! round trip instead of six. Messages are the call stream's (`PushTaskRequest`,
-//! `PushTaskReply`), each framed by a little-endian `u32` length; a connection
-//! opens with the cluster token (`DirectHello`). The actor keeps each owner's
-//! submission order with the same gates as the call stream, so a caller may fall
-//! back to the stream mid-incarnation without losing its place. Threaded actors
-//! take calls on the stream only: their executor threads share one job queue.
+//! A worker's executor thread therefore also takes calls on a plain TCP socket
+//! that it polls itself, between calls: it runs tasks and an ordered actor's
+//! methods there, and starts an async actor's on its event loop and replies when
+//! they complete. An owner writes each call from whatever thread makes it, and its
+//! runtime reads the replies: three wake-ups a round trip instead of six. Messages
+//! are the call stream's (`PushTaskRequest`, `PushTaskReply`), each framed by a
+//! little-endian `u32` length; a connection opens with the cluster token
+//! (`DirectHello`). Tasks run in the order they arrive (a lease carries one at a
+//! time). An actor keeps each owner's submission order with the same gates as the
+//! call stream, so a caller may fall back to the stream mid-incarnation without
+//! losing its place. A worker that becomes a threaded actor stops polling: its
+//! executor threads share one job queue, and calls come on the stream only.
 
 use crate::execute::{CallState, DirectCall, GAP_TIMEOUT, HostedActor, Job};
 use crate::{CoreWorker, lock};
 use bytes::{Buf, BytesMut};
 use ray_abi::{HostTable, RayError};
 use ray_proto::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -73,16 +74,18 @@ pub(crate) struct DirectChannel {
     backlog: Mutex<Vec<u8>>,
     /// Calls waiting for replies, by task id; `None` once the connection has ended.
     waiting: Mutex<Option<HashMap<bytes::Bytes, OnReply>>>,
+    /// Tells the reply reader to let go of the connection.
+    closing: tokio::sync::Notify,
 }
 
 fn ended(why: impl std::fmt::Display) -> tonic::Status {
-    tonic::Status::unavailable(format!("the direct connection to the actor ended: {why}"))
+    tonic::Status::unavailable(format!("the direct connection to the worker ended: {why}"))
 }
 
 impl DirectChannel {
-    /// Connects to an actor's executor at `address` and presents the token.
+    /// Connects to a worker's executor at `address` and presents the token.
     pub(crate) async fn connect(cw: &CoreWorker, address: &str) -> Result<Arc<Self>, RayError> {
-        let failed = |detail: String| RayError::Connection { what: format!("actor executor at {address}"), detail };
+        let failed = |detail: String| RayError::Connection { what: format!("the executor at {address}"), detail };
         let hello = DirectHello { token: cw.0.conn.token.clone(), caller_address: cw.0.address.clone() };
         let opened = tokio::time::timeout(HELLO_TIMEOUT, async {
             let mut stream = tokio::net::TcpStream::connect(address).await?;
@@ -114,6 +117,7 @@ impl DirectChannel {
             rt: cw.0.rt.clone(),
             backlog: Mutex::default(),
             waiting: Mutex::new(Some(HashMap::new())),
+            closing: tokio::sync::Notify::new(),
         });
         tokio::spawn(channel.clone().read_replies(leftover));
         Ok(channel)
@@ -179,6 +183,12 @@ impl DirectChannel {
         }
     }
 
+    /// Ends the connection once the calls sent have been answered or failed: the
+    /// reader lets go of it, and the socket closes when the last holder drops it.
+    pub(crate) fn close(&self) {
+        self.closing.notify_one();
+    }
+
     async fn read_replies(self: Arc<Self>, mut buf: BytesMut) {
         let why = loop {
             match next_message::<PushTaskReply>(&mut buf, MAX_MESSAGE_BYTES) {
@@ -189,12 +199,15 @@ impl DirectChannel {
                 Ok(None) => {}
                 Err(e) => break ended(e),
             }
-            if let Err(e) = self.stream.readable().await {
-                break ended(e);
+            tokio::select! {
+                readable = self.stream.readable() => if let Err(e) = readable {
+                    break ended(e);
+                },
+                () = self.closing.notified() => break ended("this process closed it"),
             }
             buf.reserve(64 * 1024);
             match self.stream.try_read_buf(&mut buf) {
-                Ok(0) => break ended("the actor's worker closed it"),
+                Ok(0) => break ended("the worker closed it"),
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) => break ended(e),
@@ -219,8 +232,8 @@ impl DirectChannel {
     }
 }
 
-/// An actor's listener for direct calls, bound before its constructor replies so
-/// the reply can name it.
+/// A worker's listener for direct calls, bound before it registers with its node
+/// so its leases (and its actor's record) can name it.
 pub(crate) struct DirectServer {
     poll: mio::Poll,
     listener: mio::net::TcpListener,
@@ -270,16 +283,20 @@ struct Running {
     connection: mio::Token,
     state: Arc<CallState>,
     spec: Box<TaskSpec>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What the executor thread keeps between polls.
 struct Serving<'a> {
     cw: &'a CoreWorker,
     table: &'static HostTable,
-    actor: &'a HostedActor,
+    /// The actor this worker hosts, once its constructor has run.
+    actor: Option<Arc<HostedActor>>,
     jobs: &'a mpsc::Receiver<Job>,
     connections: HashMap<mio::Token, Connection>,
+    /// Tasks not started yet, in arrival order.
+    tasks: VecDeque<Arrived>,
+    /// Actor calls not started yet, by owner.
     queues: HashMap<String, Queue>,
     running: Vec<Running>,
 }
@@ -300,29 +317,27 @@ impl DirectServer {
         &self.address
     }
 
-    /// Serves direct calls and the job channel on this thread, until polling fails.
-    pub(crate) fn run(
-        mut self,
-        cw: &CoreWorker,
-        table: &'static HostTable,
-        actor: &HostedActor,
-        jobs: &mpsc::Receiver<Job>,
-    ) {
+    /// Serves direct calls and the job channel on this thread, until the worker
+    /// becomes an actor that takes calls on the stream only, or polling fails.
+    pub(crate) fn run(mut self, cw: &CoreWorker, table: &'static HostTable, jobs: &mpsc::Receiver<Job>) {
         let mut serving = Serving {
             cw,
             table,
-            actor,
+            actor: None,
             jobs,
             connections: HashMap::new(),
+            tasks: VecDeque::new(),
             queues: HashMap::new(),
             running: Vec::new(),
         };
         let mut events = mio::Events::with_capacity(64);
         let mut next_token = FIRST_CONNECTION;
         let mut scratch = vec![0u8; 64 * 1024];
+        let mut arrived = Vec::new();
         loop {
-            // Jobs from the call stream may have queued before the waker was armed.
-            serving.run_jobs();
+            if !serving.run_jobs() {
+                return;
+            }
             serving.reply_to_completed(self.poll.registry());
             if let Err(e) = self.poll.poll(&mut events, serving.timeout())
                 && e.kind() != ErrorKind::Interrupted
@@ -336,17 +351,20 @@ impl DirectServer {
                     WAKER => {}
                     token => {
                         let Some(conn) = serving.connections.get_mut(&token) else { continue };
-                        let open = conn.receive(&mut scratch, cw, token, &mut serving.queues)
+                        let open = conn.receive(&mut scratch, cw, token, &mut arrived)
                             && conn.send_pending(self.poll.registry(), token);
                         if !open {
                             serving.connections.remove(&token);
                         }
+                        arrived.drain(..).for_each(|call| serving.file(call));
                     }
                 }
             }
             // A connection that never presented the token is dropped.
             serving.connections.retain(|_, c| c.caller.is_some() || c.opened.elapsed() < HELLO_TIMEOUT);
-            serving.start_ready(self.poll.registry(), &self.waker);
+            if !serving.start_ready(self.poll.registry(), &self.waker) {
+                return;
+            }
         }
     }
 
@@ -383,9 +401,32 @@ impl DirectServer {
 }
 
 impl Serving<'_> {
-    fn run_jobs(&self) {
+    /// Runs the jobs that came on the call stream; `false` once one made this
+    /// worker an actor whose calls cannot come here.
+    fn run_jobs(&mut self) -> bool {
         while let Ok(job) = self.jobs.try_recv() {
             self.cw.run_job(self.table, job);
+            if self.actor.is_none() {
+                // An actor's constructor comes on the stream, from the head.
+                self.actor = self.cw.hosted_actor();
+                if self.actor.as_ref().is_some_and(|a| !a.takes_direct_calls()) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Files a call that has arrived: an actor call in its owner's queue, a task
+    /// (or a call this worker cannot take, which fails when run) in arrival order.
+    fn file(&mut self, arrived: Arrived) {
+        match (&self.actor, &arrived.spec.actor_task) {
+            (Some(_), Some(call)) => {
+                let seq = call.seq;
+                let queue = self.queues.entry(arrived.spec.owner_address.clone()).or_default();
+                queue.calls.insert(seq, arrived);
+            }
+            _ => self.tasks.push_back(arrived),
         }
     }
 
@@ -396,15 +437,21 @@ impl Serving<'_> {
         let deadlines = self.queues.values().filter_map(|q| q.since).map(|since| since + GAP_TIMEOUT);
         let hellos = self.connections.values().filter(|c| c.caller.is_none()).map(|c| c.opened + HELLO_TIMEOUT);
         let mut timeout = deadlines.chain(hellos).map(|d| d.saturating_duration_since(now)).min();
-        if self.actor.is_async && !self.queues.is_empty() {
+        if self.actor.as_ref().is_some_and(|a| a.is_async) && !self.queues.is_empty() {
             timeout = Some(timeout.map_or(PERMIT_RETRY, |t| t.min(PERMIT_RETRY)));
         }
         timeout
     }
 
-    /// Starts every call whose turn has come: an ordered actor's in each owner's
-    /// order, one at a time; an async actor's while it has free slots.
-    fn start_ready(&mut self, registry: &mio::Registry, waker: &JobWaker) {
+    /// Starts every call whose turn has come: tasks in arrival order, an ordered
+    /// actor's calls in each owner's order, one at a time, and an async actor's
+    /// while it has free slots. `false` once a job made this worker an actor whose
+    /// calls cannot come here.
+    fn start_ready(&mut self, registry: &mio::Registry, waker: &JobWaker) -> bool {
+        while let Some(task) = self.tasks.pop_front() {
+            self.start(registry, waker, task, None);
+        }
+        let Some(actor) = self.actor.clone() else { return true };
         let owners: Vec<String> = self.queues.keys().cloned().collect();
         for owner in owners {
             while let Some(queue) = self.queues.get_mut(&owner) {
@@ -412,40 +459,56 @@ impl Serving<'_> {
                     self.queues.remove(&owner);
                     break;
                 };
-                let permit = if self.actor.is_async {
-                    match self.actor.permits.clone().try_acquire_owned() {
+                let permit = if actor.is_async {
+                    match actor.permits.clone().try_acquire_owned() {
                         Ok(permit) => Some(permit),
-                        Err(_) => return,
+                        Err(_) => return true,
                     }
                 } else {
                     let overdue = queue.since.is_some_and(|s| s.elapsed() >= GAP_TIMEOUT);
-                    if !self.actor.turn_has_come(&owner, seq) && !overdue {
+                    if !actor.turn_has_come(&owner, seq) && !overdue {
                         queue.since.get_or_insert_with(Instant::now);
                         break;
                     }
                     None
                 };
-                let arrived = queue.calls.remove(&seq).expect("first key");
+                let call = queue.calls.remove(&seq).expect("first key");
                 queue.since = None;
-                if self.actor.ordered {
+                if actor.ordered {
                     // A call stream's job for an earlier turn is queued before that
                     // turn passes (see `execute`): run it first.
-                    self.run_jobs();
-                    self.actor.advance(&owner, seq);
+                    if !self.run_jobs() {
+                        return false;
+                    }
+                    actor.advance(&owner, seq);
                 }
-                match (self.cw.run_direct_call(self.table, arrived.spec), permit) {
-                    (DirectCall::Running { state, spec }, Some(permit)) => {
-                        state.wake_on_completion(waker.clone());
-                        self.running.push(Running { connection: arrived.connection, state, spec, _permit: permit });
-                    }
-                    (DirectCall::Running { state, spec }, None) => {
-                        // Only an async method completes later; an ordered actor's has.
-                        let reply = self.cw.finish_direct_call(&state, &spec);
-                        self.reply(registry, arrived.connection, &reply);
-                    }
-                    (DirectCall::Replied(reply), _) => self.reply(registry, arrived.connection, &reply),
+                self.start(registry, waker, call, permit);
+            }
+        }
+        true
+    }
+
+    /// Runs a task or method, or starts an async method and replies once it has
+    /// completed.
+    fn start(
+        &mut self,
+        registry: &mio::Registry,
+        waker: &JobWaker,
+        call: Arrived,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        match self.cw.run_direct_call(self.table, call.spec) {
+            DirectCall::Running { state, spec } => {
+                state.wake_on_completion(waker.clone());
+                // It may have completed before the waker was set.
+                if state.has_result() {
+                    let reply = self.cw.finish_direct_call(&state, &spec);
+                    self.reply(registry, call.connection, &reply);
+                } else {
+                    self.running.push(Running { connection: call.connection, state, spec, _permit: permit });
                 }
             }
+            DirectCall::Replied(reply) => self.reply(registry, call.connection, &reply),
         }
     }
 
@@ -471,15 +534,9 @@ impl Serving<'_> {
 }
 
 impl Connection {
-    /// Reads what has arrived and queues the calls in it; `false` once the
-    /// connection is over.
-    fn receive(
-        &mut self,
-        scratch: &mut [u8],
-        cw: &CoreWorker,
-        token: mio::Token,
-        queues: &mut HashMap<String, Queue>,
-    ) -> bool {
+    /// Reads what has arrived and adds the calls in it to `arrived`; `false` once
+    /// the connection is over.
+    fn receive(&mut self, scratch: &mut [u8], cw: &CoreWorker, token: mio::Token, arrived: &mut Vec<Arrived>) -> bool {
         loop {
             match self.stream.read(scratch) {
                 Ok(0) => return false,
@@ -510,12 +567,7 @@ impl Connection {
                 }
             };
             match next_message::<PushTaskRequest>(&mut self.inbound, MAX_MESSAGE_BYTES) {
-                Ok(Some(PushTaskRequest { spec: Some(spec) })) => {
-                    // Ordered per owner, as on the call stream.
-                    let seq = spec.actor_task.as_ref().map(|c| c.seq).unwrap_or_default();
-                    let queue = queues.entry(spec.owner_address.clone()).or_default();
-                    queue.calls.insert(seq, Arrived { connection: token, spec });
-                }
+                Ok(Some(PushTaskRequest { spec: Some(spec) })) => arrived.push(Arrived { connection: token, spec }),
                 Ok(Some(PushTaskRequest { spec: None })) => {}
                 Ok(None) => return true,
                 Err(e) => {

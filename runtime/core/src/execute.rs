@@ -173,10 +173,10 @@ pub(crate) struct Executor {
     shared_rx: Option<Arc<Mutex<std::sync::mpsc::Receiver<Job>>>>,
     actor: Option<Arc<HostedActor>>,
     exit_requested: Arc<AtomicBool>,
-    /// An ordered or async actor's direct-call listener, until its executor thread
-    /// takes it.
-    direct: Option<DirectServer>,
-    /// Set once the executor polls for direct calls: a job must wake it.
+    /// Where the executor takes pushed tasks and actor calls itself (see
+    /// [`crate::direct`]); empty if it does not.
+    direct_address: String,
+    /// Set while the executor polls for direct calls: a job must wake it.
     job_waker: Option<JobWaker>,
 }
 
@@ -185,41 +185,60 @@ impl CoreWorker {
     pub fn start_executor(&self, table: &'static HostTable) {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        // Owners push tasks straight to this thread; without a listener, everything
+        // comes on call streams.
+        let direct = DirectServer::bind(&self.0.conn.ip)
+            .inspect_err(|e| tracing::warn!("this worker takes tasks on its call streams only: {e}"))
+            .ok();
         {
             let mut ex = lock(&self.0.executor);
             ex.table = Some(table);
             ex.jobs = Some(tx);
             ex.shared_rx = Some(rx.clone());
+            if let Some((server, waker)) = &direct {
+                ex.direct_address = server.address().to_string();
+                ex.job_waker = Some(waker.clone());
+            }
         }
-        self.spawn_executor_thread(table, rx);
+        self.spawn_executor_thread(table, rx, direct.map(|(server, _)| server));
     }
 
-    fn spawn_executor_thread(&self, table: &'static HostTable, rx: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>) {
+    /// The actor this worker hosts, once its constructor has run.
+    pub(crate) fn hosted_actor(&self) -> Option<Arc<HostedActor>> {
+        lock(&self.0.executor).actor.clone()
+    }
+
+    /// Where this worker takes pushed tasks on its executor thread; empty if it
+    /// does not.
+    pub fn direct_address(&self) -> String {
+        lock(&self.0.executor).direct_address.clone()
+    }
+
+    fn spawn_executor_thread(
+        &self,
+        table: &'static HostTable,
+        rx: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>,
+        direct: Option<DirectServer>,
+    ) {
         let cw = self.clone();
         std::thread::Builder::new()
             .name("task-executor".into())
             .spawn(move || {
+                if let Some(server) = direct {
+                    server.run(&cw, table, &lock(&rx));
+                    // This worker became a threaded actor, whose executor threads
+                    // share the job channel (or polling failed): calls come on the
+                    // call stream from now on.
+                    let mut ex = lock(&cw.0.executor);
+                    ex.job_waker = None;
+                    ex.direct_address.clear();
+                }
                 loop {
                     let job = match lock(&rx).recv() {
                         Ok(job) => job,
                         Err(_) => return,
                     };
                     cw.run_job(table, job);
-                    // An ordered or async actor's constructor has just bound its
-                    // direct-call listener: from now on this thread polls it along
-                    // with its jobs.
-                    let direct = {
-                        let mut ex = lock(&cw.0.executor);
-                        ex.direct.take().zip(ex.actor.clone())
-                    };
-                    if let Some((server, actor)) = direct {
-                        // Such an actor has this one executor thread (an async one runs
-                        // its methods on its event loop).
-                        let jobs = lock(&rx);
-                        server.run(&cw, table, &actor, &jobs);
-                        // Only a failing poll ends it; calls still come on the stream.
-                        lock(&cw.0.executor).job_waker = None;
-                    }
                 }
             })
             .expect("spawn an executor thread");
@@ -286,19 +305,14 @@ impl CoreWorker {
         let _ = job.reply.send(executed);
     }
 
-    /// Starts a call that came on a direct connection; its turn has come.
+    /// Starts a task or actor call that came on a direct connection; its turn has come.
     pub(crate) fn run_direct_call(&self, table: &'static HostTable, spec: TaskSpec) -> DirectCall {
         let hosted = lock(&self.0.executor).actor.clone();
-        match (&hosted, &spec.actor_task) {
-            (Some(actor), Some(call)) if actor.id.0[..] == call.actor_id[..] => {}
-            _ => {
-                let error = RayError::Internal("this worker hosts a different actor".into()).to_bytes().into();
-                return DirectCall::Replied(Box::new(PushTaskReply {
-                    task_id: spec.task_id,
-                    error,
-                    ..Default::default()
-                }));
-            }
+        if let (Some(actor), Some(call)) = (&hosted, &spec.actor_task)
+            && actor.id.0[..] != call.actor_id[..]
+        {
+            let error = RayError::Internal("this worker hosts a different actor".into()).to_bytes().into();
+            return DirectCall::Replied(Box::new(PushTaskReply { task_id: spec.task_id, error, ..Default::default() }));
         }
         match self.run_task(table, spec) {
             Executed::Done(reply) => DirectCall::Replied(reply),
@@ -376,9 +390,6 @@ impl CoreWorker {
     fn become_actor(&self, creation: &ActorCreationSpec, artifact: &str, instance: usize) -> String {
         let max = creation.max_concurrency.max(1) as usize;
         let ordered = !creation.is_async && max == 1;
-        // Threaded actors take calls on the stream only: several executor threads
-        // share their jobs, and none could poll a socket between calls.
-        let direct_calls = ordered || creation.is_async;
         let actor = Arc::new(HostedActor {
             id: ActorId(creation.actor_id.as_ref().try_into().unwrap_or_default()),
             instance,
@@ -388,30 +399,20 @@ impl CoreWorker {
             gates: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max)),
         });
-        // Without a listener, callers use the call stream alone.
-        let direct = direct_calls
-            .then(|| {
-                DirectServer::bind(&self.0.conn.ip)
-                    .inspect_err(|e| tracing::warn!("the actor takes calls on its call stream only: {e}"))
-                    .ok()
-            })
-            .flatten();
-        let direct_address = direct.as_ref().map(|(server, _)| server.address().to_string()).unwrap_or_default();
-        let (table, rx) = {
+        let (table, rx, direct_address) = {
             let mut ex = lock(&self.0.executor);
+            // Threaded actors take calls on the stream only: several executor
+            // threads share their jobs, and none could poll a socket between calls.
+            let direct_address = if actor.takes_direct_calls() { ex.direct_address.clone() } else { String::new() };
             ex.actor = Some(actor);
-            if let Some((server, waker)) = direct {
-                ex.direct = Some(server);
-                ex.job_waker = Some(waker);
-            }
-            (ex.table, ex.shared_rx.clone())
+            (ex.table, ex.shared_rx.clone(), direct_address)
         };
         // A threaded actor runs calls on `max_concurrency` threads.
         if !creation.is_async
             && let (Some(table), Some(rx)) = (table, rx)
         {
             for _ in 1..max {
-                self.spawn_executor_thread(table, rx.clone());
+                self.spawn_executor_thread(table, rx.clone(), None);
             }
         }
         direct_address
@@ -608,6 +609,12 @@ struct SeqGate {
 }
 
 impl HostedActor {
+    /// Whether calls may come on the executor's direct socket: one at a time, or
+    /// started on the actor's event loop.
+    pub(crate) fn takes_direct_calls(&self) -> bool {
+        self.ordered || self.is_async
+    }
+
     /// Whether `caller`'s call `seq` may run now.
     pub(crate) fn turn_has_come(&self, caller: &str, seq: u64) -> bool {
         lock(&self.gates).get(caller).map_or(seq == 0, |gate| seq <= gate.next)

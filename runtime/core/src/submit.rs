@@ -4,14 +4,15 @@
 //! only once its inputs exist). It then joins the queue of its *scheduling key*, the
 //! shape of resources it needs. For each key the owner leases workers from the node
 //! daemon, as many as there are queued tasks (with at most ten requests waiting at
-//! a time), and pushes tasks straight to leased workers, one at a time each. Once
+//! a time), and pushes tasks straight to leased workers' executors, one at a time
+//! each (see [`crate::direct`]). Once
 //! every queued task has a worker, requests still waiting are withdrawn, so owners
 //! sharing a node do not hold workers they no longer need. A used lease outlives
 //! its task briefly ([`LEASE_IDLE`]) so a stream of calls reuses it without asking
 //! the node again. A worker that dies
 //! mid-task fails the push; the task is retried up to `max_retries` times.
 
-use crate::call_stream::CallStream;
+use crate::call_stream::Calls;
 use crate::refs::{Effects, State};
 use crate::{CoreWorker, LEASE_IDLE, lock};
 use ray_abi::{
@@ -71,16 +72,21 @@ struct Slot {
     node_id: bytes::Bytes,
     address: String,
     pid: u32,
-    calls: Arc<CallStream>,
+    calls: Calls,
     busy: Option<TaskId>,
     idle_since: Instant,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.calls.close();
+    }
 }
 
 /// The leased worker a task is pushed to.
 struct Worker {
     slot_id: u64,
     pid: u32,
-    calls: Arc<CallStream>,
     address: String,
 }
 
@@ -411,7 +417,8 @@ impl CoreWorker {
                 running.worker_pid = slot.pid;
                 running.node_id = slot.node_id.clone();
                 lock(&self.0.events).push(running);
-                pushes.push((slot.slot_id, slot.pid, slot.calls.clone(), slot.address.clone(), tid, spec));
+                let worker = Worker { slot_id: slot.slot_id, pid: slot.pid, address: slot.address.clone() };
+                pushes.push((slot.calls.clone(), worker, tid, spec));
             }
             let wanted = ks.ready.len().min(MAX_PENDING_LEASE_REQUESTS).saturating_sub(ks.requests.len());
             let room = MAX_LEASES_PER_KEY.saturating_sub(ks.slots.len() + ks.requests.len());
@@ -435,11 +442,14 @@ impl CoreWorker {
                 }
             }
         }
-        for (slot_id, pid, calls, address, tid, spec) in pushes {
+        for (calls, worker, tid, spec) in pushes {
             let cw = self.clone();
             let key = key.to_string();
-            let worker = Worker { slot_id, pid, calls, address };
-            self.0.rt.spawn(async move { cw.push(key, worker, tid, spec).await });
+            let rt = self.0.rt.clone();
+            let on_reply = Box::new(move |result| {
+                rt.spawn(async move { cw.pushed(key, worker, tid, result).await });
+            });
+            calls.send(&self.0.rt, spec, on_reply);
         }
         for (request, withdrawn) in lease_requests {
             let cw = self.clone();
@@ -506,29 +516,27 @@ impl CoreWorker {
             lock(&self.0.sched).keys.get_mut(&key).is_some_and(|ks| ks.requests.remove(&request).is_some());
         let failure = match reply {
             Ok(Some(lease_reply::Result::Lease(lease))) => {
-                let client = self.peer(&lease.worker_address);
-                let mut sched = lock(&self.0.sched);
-                let slot_id = sched.next_slot;
-                sched.next_slot += 1;
-                let ks = sched.keys.entry(key.clone()).or_default();
-                match client {
-                    // The tasks this was asked for ran on other leases meanwhile:
-                    // give it back now, so an owner waiting on this node can have
-                    // it, rather than holding an unused worker for `LEASE_IDLE`.
-                    _ if !still_wanted || ks.ready.is_empty() => {
-                        drop(sched);
-                        return_lease_soon(node, lease.lease_id);
-                        return;
-                    }
-                    Some(client) => {
-                        ks.slots.push(Slot {
+                // The tasks this was asked for ran on other leases meanwhile: give
+                // it back now, so an owner waiting on this node can have it, rather
+                // than holding an unused worker for `LEASE_IDLE`.
+                let unused = !still_wanted || lock(&self.0.sched).keys.get(&key).is_none_or(|ks| ks.ready.is_empty());
+                if unused {
+                    return_lease_soon(node, lease.lease_id);
+                    return;
+                }
+                match Calls::open(self, &lease.direct_address, &lease.worker_address, "a leased worker").await {
+                    Ok(calls) => {
+                        let mut sched = lock(&self.0.sched);
+                        let slot_id = sched.next_slot;
+                        sched.next_slot += 1;
+                        sched.keys.entry(key.clone()).or_default().slots.push(Slot {
                             slot_id,
                             lease_id: lease.lease_id,
                             node,
                             node_id: lease.node_id,
-                            address: lease.worker_address.clone(),
+                            address: lease.worker_address,
                             pid: lease.worker_pid,
-                            calls: CallStream::open(client),
+                            calls,
                             busy: None,
                             idle_since: Instant::now(),
                         });
@@ -536,10 +544,9 @@ impl CoreWorker {
                         self.pump(&key);
                         return;
                     }
-                    None => {
-                        drop(sched);
+                    Err(e) => {
                         return_lease_soon(node, lease.lease_id);
-                        RayError::Connection { what: "a leased worker".into(), detail: lease.worker_address }
+                        e
                     }
                 }
             }
@@ -569,9 +576,9 @@ impl CoreWorker {
         }
     }
 
-    async fn push(&self, key: String, worker: Worker, tid: TaskId, spec: TaskSpec) {
-        let Worker { slot_id, pid, calls, address } = worker;
-        let result = calls.call(spec).await;
+    /// A task's reply from its leased worker, or the failure of the connection.
+    async fn pushed(&self, key: String, worker: Worker, tid: TaskId, result: Result<PushTaskReply, tonic::Status>) {
+        let Worker { slot_id, pid, address } = worker;
         match result {
             Ok(reply) => {
                 self.task_replied(tid, &address, reply).await;
@@ -592,7 +599,7 @@ impl CoreWorker {
                     let mut sched = lock(&self.0.sched);
                     let ks = sched.keys.entry(key.clone()).or_default();
                     let pos = ks.slots.iter().position(|s| s.slot_id == slot_id);
-                    pos.map(|p| ks.slots.remove(p)).map(|s| (s.lease_id, s.node))
+                    pos.map(|p| ks.slots.remove(p)).map(|s| (s.lease_id, s.node.clone()))
                 };
                 if let Some((lease_id, mut node)) = lease {
                     let _ = node.return_lease(ReturnLeaseRequest { lease_id, worker_failed: true }).await;

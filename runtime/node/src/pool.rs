@@ -50,6 +50,8 @@ pub struct Worker {
     pub job: u32,
     /// Its CoreWorker service, once registered.
     pub address: String,
+    /// Where its executor takes pushed tasks itself, if it does.
+    pub direct_address: String,
     /// Its state.
     pub state: WorkerState,
     /// Hosts a detached actor, which outlives its job.
@@ -214,7 +216,14 @@ impl Pool {
     pub fn worker_spawned(&mut self, worker_id: Vec<u8>, pid: u32, job: u32) {
         self.workers.insert(
             worker_id,
-            Worker { pid, job, address: String::new(), state: WorkerState::Starting, detached: false },
+            Worker {
+                pid,
+                job,
+                address: String::new(),
+                direct_address: String::new(),
+                state: WorkerState::Starting,
+                detached: false,
+            },
         );
     }
 
@@ -226,10 +235,11 @@ impl Pool {
     }
 
     /// A worker announced its address and is ready.
-    pub fn worker_registered(&mut self, worker_id: &[u8], address: String) -> bool {
+    pub fn worker_registered(&mut self, worker_id: &[u8], address: String, direct_address: String) -> bool {
         match self.workers.get_mut(worker_id) {
             Some(w) => {
                 w.address = address;
+                w.direct_address = direct_address;
                 w.state = WorkerState::Idle(Instant::now());
                 true
             }
@@ -379,6 +389,7 @@ impl Pool {
                             worker_pid: w.pid,
                             worker_id: worker_id.clone().into(),
                             node_id: self.node_id.clone().into(),
+                            direct_address: w.direct_address.clone(),
                         })),
                     };
                     subtract(&mut self.available, &p.resources);
@@ -476,8 +487,8 @@ mod tests {
         pool.worker_spawned(vec![10], 100, 1);
         pool.worker_spawned(vec![11], 101, 1);
         assert!(pool.dispatch().spawn.is_empty(), "workers are already starting");
-        pool.worker_registered(&[10], "w10".into());
-        pool.worker_registered(&[11], "w11".into());
+        pool.worker_registered(&[10], "w10".into(), String::new());
+        pool.worker_registered(&[11], "w11".into(), String::new());
         pool.dispatch();
         let la = granted(&mut a).expect("a granted");
         assert!(granted(&mut b).is_some());
@@ -492,7 +503,7 @@ mod tests {
     fn a_cancelled_request_is_answered_and_never_granted() {
         let mut pool = Pool::new(vec![1], res(1.0));
         pool.worker_spawned(vec![10], 100, 1);
-        pool.worker_registered(&[10], "w10".into());
+        pool.worker_registered(&[10], "w10".into(), String::new());
         let mut a = request_as(&mut pool, 1, 1.0, "owner-a", 1);
         let mut b = request_as(&mut pool, 1, 1.0, "owner-b", 1);
         let mut c = request_as(&mut pool, 1, 1.0, "owner-b", 2);
@@ -512,7 +523,7 @@ mod tests {
     fn a_blocked_worker_lends_its_cpu() {
         let mut pool = Pool::new(vec![1], res(1.0));
         pool.worker_spawned(vec![10], 100, 1);
-        pool.worker_registered(&[10], "w10".into());
+        pool.worker_registered(&[10], "w10".into(), String::new());
         let mut a = request(&mut pool, 1, 1.0);
         pool.dispatch();
         let la = granted(&mut a).unwrap();
@@ -521,7 +532,7 @@ mod tests {
         pool.set_blocked(&[10], true);
         assert_eq!(pool.dispatch().spawn, vec![1]);
         pool.worker_spawned(vec![11], 101, 1);
-        pool.worker_registered(&[11], "w11".into());
+        pool.worker_registered(&[11], "w11".into(), String::new());
         pool.dispatch();
         let ln = granted(&mut nested).expect("nested task runs while its parent is blocked");
         pool.return_lease(ln.lease_id);
@@ -534,7 +545,7 @@ mod tests {
     fn dead_workers_give_their_resources_back() {
         let mut pool = Pool::new(vec![1], res(1.0));
         pool.worker_spawned(vec![10], 100, 1);
-        pool.worker_registered(&[10], "w10".into());
+        pool.worker_registered(&[10], "w10".into(), String::new());
         let mut a = request(&mut pool, 1, 1.0);
         pool.dispatch();
         let la = granted(&mut a).unwrap();
@@ -560,7 +571,7 @@ mod tests {
                     1 => {
                         next_worker += 1;
                         pool.worker_spawned(vec![next_worker], u32::from(next_worker), 1);
-                        pool.worker_registered(&[next_worker], format!("w{next_worker}"));
+                        pool.worker_registered(&[next_worker], format!("w{next_worker}"), String::new());
                     }
                     2 => if !leases.is_empty() {
                         let l = leases.remove(pick % leases.len());

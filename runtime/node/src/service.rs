@@ -414,7 +414,7 @@ impl Node for NodeService {
         req: Request<RegisterWorkerRequest>,
     ) -> Result<Response<RegisterWorkerReply>, Status> {
         let r = req.into_inner();
-        if !self.0.pool().worker_registered(&r.worker_id, r.address) {
+        if !self.0.pool().worker_registered(&r.worker_id, r.address, r.direct_address) {
             return Err(Status::not_found("unknown worker id; workers are started by their node"));
         }
         self.0.dispatch();

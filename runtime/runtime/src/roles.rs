@@ -203,6 +203,7 @@ fn run_worker() -> Result<(), RayError> {
     core.start_executor(&TABLE);
     *HOST.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Host { core: core.clone(), cluster: None }));
     let address = core.address().to_string();
+    let direct_address = core.direct_address();
     rt.block_on(async move {
         let mut node = ray_proto::node_client(ray_proto::connect(&node_address, &token, "the node daemon").await?);
         node.register_worker(ray_proto::RegisterWorkerRequest {
@@ -210,6 +211,7 @@ fn run_worker() -> Result<(), RayError> {
             address,
             worker_id,
             job_id: job.0,
+            direct_address,
         })
         .await
         .map_err(|s| ray_proto::from_status(&s, "the node daemon"))?;
