@@ -51,6 +51,7 @@ fn killed_actors_restart_with_fresh_state_and_retry_calls() {
 #[test]
 fn threaded_and_async_actors_run_calls_concurrently() {
     let run = scenario("concurrency");
+    assert_eq!(run.value("reused_worker"), "true", "the threaded actor should reuse the task's pooled worker");
     assert_eq!(run.value("threaded_overlap"), "true");
     assert_eq!(run.value("default_overlap"), "false", "a default actor runs one call at a time");
     let line = run.line("async_started");

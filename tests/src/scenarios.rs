@@ -268,6 +268,9 @@ impl Threaded {
     fn new() -> Self {
         Threaded { _unit: () }
     }
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
     fn task_1(&self) -> (u128, u128) {
         let start = now_ms();
         sleep(Duration::from_millis(600));
@@ -850,7 +853,13 @@ fn run(name: &str) -> Result<(), RayError> {
         }
         "concurrency" => {
             init_default()?;
+            // The worker that ran this task (taking it on its direct socket) goes
+            // back to the pool and hosts the threaded actor: it must stop polling
+            // that socket so the actor's threads can share its jobs.
+            let task_worker = ray::get(&pid_of_worker.remote())?;
+            sleep(Duration::from_millis(300));
             let a = Threaded::options().max_concurrency(2).remote()?;
+            println!("reused_worker={}", ray::get(&a.pid())? == task_worker);
             let spans = ray::get(&[a.task_1(), a.task_2()])?;
             println!("threaded_overlap={}", spans[0].0 < spans[1].1 && spans[1].0 < spans[0].1);
             let b = Threaded::remote()?;
