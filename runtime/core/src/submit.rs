@@ -5,12 +5,11 @@
 //! shape of resources it needs. For each key the owner leases workers from the node
 //! daemon, as many as there are queued tasks (with at most ten requests waiting at
 //! a time), and pushes tasks straight to leased workers' executors, one at a time
-//! each (see [`crate::direct`]). Once
-//! every queued task has a worker, requests still waiting are withdrawn, so owners
-//! sharing a node do not hold workers they no longer need. A used lease outlives
-//! its task briefly ([`LEASE_IDLE`]) so a stream of calls reuses it without asking
-//! the node again. A worker that dies
-//! mid-task fails the push; the task is retried up to `max_retries` times.
+//! each (see [`crate::direct`]). Once every queued task has a worker, requests still
+//! waiting are withdrawn, so owners sharing a node do not hold workers they no
+//! longer need. A used lease outlives its task briefly ([`LEASE_IDLE`]) so a stream
+//! of calls reuses it without asking the node again. A worker that dies mid-task
+//! fails the push; the task is retried up to `max_retries` times.
 
 use crate::call_stream::Calls;
 use crate::refs::{Effects, State};
@@ -390,6 +389,10 @@ impl CoreWorker {
 
     /// Pushes queued tasks to idle leases and asks for more leases if needed.
     fn pump(&self, key: &str) {
+        // Leases are being given back: nothing more starts.
+        if self.0.shut_down.load(Ordering::Relaxed) {
+            return;
+        }
         let mut pushes = Vec::new();
         let lease_requests: Vec<(u64, tokio::sync::oneshot::Receiver<()>)>;
         let mut resources = BTreeMap::new();
