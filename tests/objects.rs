@@ -26,3 +26,11 @@ fn objects_go_when_their_owner_dies() {
     assert_eq!(run.value("after"), "0", "the dead actor's object outlived it: {}", run.stdout);
     assert!(run.line("read").starts_with("lost "), "{}", run.stdout);
 }
+
+#[test]
+fn an_idle_worker_that_owns_objects_in_use_is_not_reaped() {
+    let run = scenario_with("idle_owner", &[("RAYREPL_IDLE_WORKER_TIMEOUT_MS", "1000")]);
+    assert_eq!(run.value("parent_running"), "false", "an idle worker owning nothing outlived the timeout");
+    assert_eq!(run.value("owner_running"), "true", "the worker owning the object was reaped");
+    assert_eq!(run.value("blob_len"), "1000", "{}", run.stdout);
+}

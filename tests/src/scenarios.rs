@@ -45,6 +45,29 @@ fn make_blob(len: usize) -> ObjectRef<Vec<u8>> {
 }
 
 #[ray::remote]
+fn pid_and_blob(len: usize) -> (u32, ObjectRef<Vec<u8>>) {
+    (std::process::id(), ray::put(&vec![7u8; len]).expect("put inside a task"))
+}
+
+/// Runs `pid_and_blob` as a child, so two workers serve it: (this pid, the
+/// child's pid, the child's object). The child's worker goes idle well before this
+/// one.
+#[ray::remote]
+fn blob_from_child(len: usize) -> (u32, u32, ObjectRef<Vec<u8>>) {
+    let (child, blob) = ray::get(&pid_and_blob.remote(len)).expect("the child's result");
+    sleep(Duration::from_millis(300));
+    (std::process::id(), child, blob)
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[ray::remote]
 fn parent(depth: u32) -> u32 {
     if depth == 0 {
         return 1;
@@ -436,6 +459,17 @@ fn run(name: &str) -> Result<(), RayError> {
             let blob = ray::get(&inner)?;
             println!("inner_len={} first={}", blob.len(), blob[0]);
             println!("len_in_task={}", ray::get(&blob_len.remote(&inner))?);
+        }
+        "idle_owner" => {
+            // One CPU: the node keeps one idle worker and asks the others to exit
+            // once idle for RAYREPL_IDLE_WORKER_TIMEOUT_MS.
+            ray::init_with(Config::new().num_cpus(1.0))?;
+            let (parent_pid, owner_pid, blob) = ray::get(&blob_from_child.remote(1_000))?;
+            // The owner went idle first, so it is the one beyond the minimum.
+            sleep(Duration::from_millis(3_500));
+            println!("owner_running={}", running(owner_pid));
+            println!("parent_running={}", running(parent_pid));
+            println!("blob_len={}", ray::get(&blob)?.len());
         }
         "nested_tasks" => {
             init_default()?;

@@ -148,6 +148,11 @@ impl RefTable {
         self.entries.is_empty()
     }
 
+    /// Objects this process owns: each is still held somewhere, or it would be gone.
+    pub fn owned_count(&self) -> usize {
+        self.entries.values().filter(|e| e.owner.is_none()).count()
+    }
+
     /// All entries.
     pub fn iter(&self) -> impl Iterator<Item = (&ObjectId, &Entry)> {
         self.entries.iter()

@@ -132,13 +132,20 @@ impl CoreWorkerApi for Service {
         Ok(Response::new(Empty {}))
     }
 
-    async fn exit(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+    async fn exit(&self, _: Request<Empty>) -> Result<Response<ExitReply>, Status> {
+        // Ray's rule: a worker's objects die with it, so while anyone holds one the
+        // worker stays.
+        let owned = lock(&self.0.0.refs).owned_count();
+        if owned > 0 {
+            let reason = format!("it owns {owned} object(s) still in use");
+            return Ok(Response::new(ExitReply { exiting: false, reason }));
+        }
         let _ = std::io::Write::flush(&mut std::io::stdout());
         tokio::spawn(async {
             tokio::time::sleep(Duration::from_millis(10)).await;
             std::process::exit(0);
         });
-        Ok(Response::new(Empty {}))
+        Ok(Response::new(ExitReply { exiting: true, reason: String::new() }))
     }
 }
 

@@ -39,6 +39,8 @@ pub enum WorkerState {
     Idle(Instant),
     /// Serving the given lease.
     Leased(u64),
+    /// Idle for long and asked to exit; never leased meanwhile.
+    Exiting,
 }
 
 /// A worker process of this node.
@@ -310,8 +312,9 @@ impl Pool {
         }
     }
 
-    /// Idle workers that have been idle longer than `max_idle`, beyond `keep` per job.
-    pub fn idle_to_reap(&self, max_idle: std::time::Duration, keep: usize) -> Vec<(Vec<u8>, u32)> {
+    /// Idle workers that have been idle longer than `max_idle`, beyond `keep` per
+    /// job, as (id, pid, address); they are marked exiting until they go or decline.
+    pub fn take_idle_to_reap(&mut self, max_idle: std::time::Duration, keep: usize) -> Vec<(Vec<u8>, u32, String)> {
         let mut by_job: HashMap<u32, Vec<IdleWorker<'_>>> = HashMap::new();
         for (id, w) in &self.workers {
             if let WorkerState::Idle(since) = w.state {
@@ -323,11 +326,23 @@ impl Pool {
             ws.sort_by_key(|(_, _, since)| std::cmp::Reverse(*since));
             for (id, w, since) in ws.into_iter().skip(keep) {
                 if since.elapsed() > max_idle {
-                    out.push((id.clone(), w.pid));
+                    out.push((id.clone(), w.pid, w.address.clone()));
                 }
             }
         }
+        for (id, _, _) in &out {
+            if let Some(w) = self.workers.get_mut(id) {
+                w.state = WorkerState::Exiting;
+            }
+        }
         out
+    }
+
+    /// A worker asked to exit declined: it is idle again, from now.
+    pub fn exit_declined(&mut self, worker_id: &[u8]) {
+        if let Some(w) = self.workers.get_mut(worker_id).filter(|w| w.state == WorkerState::Exiting) {
+            w.state = WorkerState::Idle(Instant::now());
+        }
     }
 
     /// Worker pids of a job, except those hosting detached actors.
@@ -517,6 +532,28 @@ mod tests {
         pool.return_lease(la.lease_id);
         pool.dispatch();
         assert!(granted(&mut c).is_some(), "the request after the cancelled one gets the CPU");
+    }
+
+    #[test]
+    fn a_worker_asked_to_exit_is_never_leased_and_may_decline() {
+        let mut pool = Pool::new(vec![1], res(1.0));
+        for id in [10u8, 11] {
+            pool.worker_spawned(vec![id], 100 + u32::from(id), 1);
+            pool.worker_registered(&[id], format!("w{id}"), String::new());
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let none = std::time::Duration::ZERO;
+        // One idle worker per CPU is kept: the one idle most recently.
+        let asked = pool.take_idle_to_reap(none, 1);
+        assert_eq!(asked, vec![(vec![10], 110, "w10".to_string())]);
+        assert!(pool.take_idle_to_reap(none, 0).iter().all(|(id, ..)| id != &[10]), "asked once");
+        let mut a = request(&mut pool, 1, 1.0);
+        let mut b = request(&mut pool, 1, 1.0);
+        pool.dispatch();
+        assert!(granted(&mut a).is_none() && granted(&mut b).is_none(), "both are exiting now");
+        pool.exit_declined(&[10]);
+        pool.dispatch();
+        assert_eq!(granted(&mut a).expect("the worker that stayed").worker_address, "w10");
     }
 
     #[test]

@@ -60,10 +60,15 @@ pub struct NodeConfig {
     pub session_dir: PathBuf,
     /// Whether this node runs beside the head.
     pub is_head: bool,
+    /// How long a worker beyond the per-job minimum may stay idle before it is
+    /// asked to exit (Ray's `idle_worker_killing_time_threshold_ms`).
+    pub idle_worker_timeout: Duration,
 }
 
 /// How long a node trusts its view of the cluster; heartbeats are every 250 ms.
 const CLUSTER_VIEW_TTL: Duration = Duration::from_millis(200);
+/// How long an idle worker asked to exit may take to answer before it is killed.
+const EXIT_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Shared {
     config: NodeConfig,
@@ -689,9 +694,27 @@ async fn reaper_loop(shared: Arc<Shared>) {
         let tidy = shared.clone();
         let _ = tokio::task::spawn_blocking(move || tidy.store().tidy_arena(Duration::from_secs(10))).await;
         let cpus = shared.config.resources.get("CPU").copied().unwrap_or(1.0).ceil() as usize;
-        for (_, pid) in shared.pool().idle_to_reap(Duration::from_secs(30), cpus) {
-            kill(pid);
+        for (worker_id, pid, address) in shared.pool().take_idle_to_reap(shared.config.idle_worker_timeout, cpus) {
+            tokio::spawn(ask_to_exit(shared.clone(), worker_id, pid, address));
         }
+    }
+}
+
+/// Asks an idle worker to exit. One that owns objects still in use declines and
+/// stays; one that does not answer is killed.
+async fn ask_to_exit(shared: Arc<Shared>, worker_id: Vec<u8>, pid: u32, address: String) {
+    let asked = async {
+        let mut worker = core_worker_client(lazy_channel(&address, &shared.config.token).ok()?);
+        worker.exit(Empty {}).await.ok().map(|r| r.into_inner())
+    };
+    match tokio::time::timeout(EXIT_ANSWER_TIMEOUT, asked).await {
+        Ok(Some(ExitReply { exiting: false, reason })) => {
+            tracing::debug!("idle worker {pid} stays: {reason}");
+            shared.pool().exit_declined(&worker_id);
+        }
+        // It exits on its own; the watcher sees it go.
+        Ok(Some(ExitReply { exiting: true, .. })) => {}
+        Ok(None) | Err(_) => kill(pid),
     }
 }
 

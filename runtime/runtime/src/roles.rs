@@ -146,6 +146,11 @@ fn run_node() -> Result<(), RayError> {
             .map_err(|_| RayError::Startup("bad RAYREPL_OBJECT_STORE_MEMORY".into()))?,
         session_dir: PathBuf::from(env("RAYREPL_SESSION_DIR")?),
         is_head: env_or("RAYREPL_IS_HEAD", "0") == "1",
+        idle_worker_timeout: std::time::Duration::from_millis(
+            env_or("RAYREPL_IDLE_WORKER_TIMEOUT_MS", "30000")
+                .parse()
+                .map_err(|_| RayError::Startup("bad RAYREPL_IDLE_WORKER_TIMEOUT_MS".into()))?,
+        ),
     };
     let port: u16 =
         env_or("RAYREPL_NODE_PORT", "0").parse().map_err(|_| RayError::Startup("bad RAYREPL_NODE_PORT".into()))?;
