@@ -73,6 +73,17 @@ fn drivers_attach_to_a_started_cluster_and_need_its_token() {
     assert_eq!(rows.len(), 1, "{json}");
     assert_eq!(rows[0]["STATE"], "FINISHED");
     assert_eq!(rows[0]["TYPE"], "NORMAL_TASK");
+    let time = |column: &str| rows[0][column].as_u64().unwrap_or_else(|| panic!("no {column}: {json}"));
+    assert!(time("CREATION_TIME_MS") <= time("START_TIME_MS"), "{json}");
+    assert!(time("START_TIME_MS") <= time("END_TIME_MS"), "{json}");
+    // `ray timeline`: the same task as a span in a Chrome trace.
+    let trace_path = root.path().join("timeline.json");
+    let out = rayrepl(root.path(), &["timeline", "--output", trace_path.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Trace file written"), "{out:?}");
+    let trace: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&trace_path).unwrap()).unwrap();
+    let span = trace.iter().find(|e| e["ph"] == "X" && e["name"] == "add").expect("a span for `add`");
+    assert_eq!(span["ts"].as_u64(), Some(time("START_TIME_MS") * 1000), "{span}");
+    assert_eq!(span["tid"], rows[0]["WORKER_PID"], "{span}");
     let out = rayrepl(root.path(), &["list", "nodes"]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("Total: 1") && table.contains("ALIVE") && table.contains("{CPU: 2}"), "{table}");

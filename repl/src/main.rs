@@ -43,6 +43,8 @@ enum Command {
     List(state_cli::ListArgs),
     /// Count tasks, actors or objects by kind and state, like `ray summary`.
     Summary(state_cli::SummaryArgs),
+    /// Write the tasks that ran as a Chrome trace (chrome://tracing, Perfetto), like `ray timeline`.
+    Timeline(state_cli::TimelineArgs),
     /// A live full-screen dashboard of nodes, tasks, actors, objects and jobs.
     Top(top::TopArgs),
     /// Ray's microbenchmark suite on a local cluster, with Ray's metric names.
@@ -169,6 +171,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Microbenchmark(args)) => run_microbenchmark(args),
         Some(Command::List(args)) => state_cli::list(args),
         Some(Command::Summary(args)) => state_cli::summary(args),
+        Some(Command::Timeline(args)) => state_cli::timeline(args),
         Some(Command::Top(args)) => top::run(args.address),
         Some(Command::Kernel(command)) => run_kernel(command),
         None => repl::run(cli.address),

@@ -1,4 +1,5 @@
-//! `rayrepl list` and `rayrepl summary`: Ray's state API on the command line.
+//! `rayrepl list`, `rayrepl summary` and `rayrepl timeline`: Ray's state API on
+//! the command line.
 //!
 //! The rows come from `ray-state`; here they are filtered and printed as Ray
 //! prints them, or as JSON.
@@ -56,6 +57,17 @@ pub struct ListArgs {
 pub struct SummaryArgs {
     /// What to summarize.
     resource: Summary,
+    /// The head's address (default: this machine's latest session).
+    #[arg(long)]
+    address: Option<String>,
+}
+
+/// `rayrepl timeline`.
+#[derive(clap::Args)]
+pub struct TimelineArgs {
+    /// Where to write the trace (default: a timestamped file in the temp directory).
+    #[arg(long, short)]
+    output: Option<std::path::PathBuf>,
     /// The head's address (default: this machine's latest session).
     #[arg(long)]
     address: Option<String>,
@@ -123,6 +135,26 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Writes the tasks that have run as a Chrome trace, as `ray timeline` does.
+pub fn timeline(args: TimelineArgs) -> anyhow::Result<()> {
+    let (rt, mut head, token) = connect_head(args.address)?;
+    let (tasks, nodes) = rt.block_on(async {
+        let (tasks, _) = ray_state::fetch(&mut head, &token, Resource::Tasks).await?;
+        let (nodes, _) = ray_state::fetch(&mut head, &token, Resource::Nodes).await?;
+        Ok::<_, ray_abi::RayError>((tasks, nodes))
+    })?;
+    let trace = ray_state::timeline::chrome_trace(&tasks, &nodes);
+    let spans = trace.as_array().map_or(0, |events| events.iter().filter(|e| e["ph"] == "X").count());
+    let path = args.output.unwrap_or_else(|| {
+        let stamp = ray_state::now_utc().replace(" UTC", "").replace(' ', "_").replace(':', "-");
+        std::env::temp_dir().join(format!("rayrepl-timeline-{stamp}.json"))
+    });
+    std::fs::write(&path, serde_json::to_vec(&trace)?).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("Trace file written to {} ({spans} tasks).", path.display());
+    println!("Open it in chrome://tracing or https://ui.perfetto.dev.");
     Ok(())
 }
 

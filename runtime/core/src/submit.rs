@@ -153,15 +153,20 @@ fn key_of(resources: &BTreeMap<String, f64>) -> SchedKey {
 }
 
 fn event(task: &PendingTask, job: u32, state: &str) -> TaskEvent {
+    let time_ms = now_ms();
+    let at = |when: &str| if state == when { time_ms } else { 0 };
     TaskEvent {
         task_id: task.id.0.to_vec().into(),
         job_id: job,
         name: task.name.clone(),
         func_name: task.function.name.clone(),
         state: state.to_string(),
-        time_ms: now_ms(),
+        time_ms,
         attempt: task.attempt,
         actor_id: task.actor.map(|a| a.0.to_vec().into()).unwrap_or_default(),
+        creation_time_ms: at("PENDING_ARGS_AVAIL"),
+        start_time_ms: at("RUNNING"),
+        end_time_ms: if state == "FINISHED" || state == "FAILED" { time_ms } else { 0 },
         ..TaskEvent::default()
     }
 }
@@ -837,7 +842,10 @@ pub(crate) async fn flush_events(cw: &CoreWorker) {
             Some(prev) => {
                 let required = std::mem::take(&mut prev.required);
                 let (node, pid) = (std::mem::take(&mut prev.node_id), prev.worker_pid);
+                let (created, started) = (prev.creation_time_ms, prev.start_time_ms);
                 *prev = ev;
+                prev.creation_time_ms = prev.creation_time_ms.max(created);
+                prev.start_time_ms = prev.start_time_ms.max(started);
                 if prev.required.is_empty() {
                     prev.required = required;
                 }

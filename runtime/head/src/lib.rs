@@ -88,6 +88,15 @@ fn merge_task_event(existing: &mut TaskEvent, ev: TaskEvent) {
     if ev.worker_pid != 0 {
         existing.worker_pid = ev.worker_pid;
     }
+    for (mine, theirs) in [
+        (&mut existing.creation_time_ms, ev.creation_time_ms),
+        (&mut existing.start_time_ms, ev.start_time_ms),
+        (&mut existing.end_time_ms, ev.end_time_ms),
+    ] {
+        if theirs != 0 {
+            *mine = theirs;
+        }
+    }
     if !ev.error_type.is_empty() {
         existing.error_type = ev.error_type;
         existing.error_message = ev.error_message;

@@ -10,6 +10,8 @@ use ray_abi::RayError;
 use ray_proto::{Empty, HeadClient, ListTasksRequest, format_bytes, format_resources, resources_to_map};
 use serde_json::{Map, Value, json};
 
+pub mod timeline;
+
 /// What `list` can show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -89,6 +91,9 @@ pub async fn fetch(head: &mut HeadClient, token: &str, resource: Resource) -> Re
                         ("ERROR_TYPE", json!(t.error_type)),
                         ("ERROR_MESSAGE", json!(t.error_message)),
                         ("REQUIRED_RESOURCES", json!(format_resources(&resources_to_map(&t.required)))),
+                        ("CREATION_TIME_MS", millis(t.creation_time_ms)),
+                        ("START_TIME_MS", millis(t.start_time_ms)),
+                        ("END_TIME_MS", millis(t.end_time_ms)),
                     ])
                 })
                 .collect();
@@ -181,6 +186,11 @@ pub async fn fetch(head: &mut HeadClient, token: &str, resource: Resource) -> Re
             (rows, &["OBJECT_ID", "OBJECT_SIZE", "COPY", "OWNER", "IP"][..])
         }
     })
+}
+
+/// A time in ms since the epoch, or null while it has not happened.
+fn millis(ms: u64) -> Value {
+    if ms == 0 { Value::Null } else { json!(ms) }
 }
 
 /// A cell as shown: strings bare, everything else as JSON.
