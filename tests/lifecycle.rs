@@ -92,6 +92,17 @@ fn drivers_attach_to_a_started_cluster_and_need_its_token() {
     assert!(summary.lines().any(|l| l.contains(" add ") && l.contains("FINISHED: 1")), "{summary}");
     let out = rayrepl(root.path(), &["list", "jobs", "--filter", "status=FINISHED"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Total: 1"), "{}", String::from_utf8_lossy(&out.stdout));
+    // `ray logs`: a worker's output, read back from its node's log directory.
+    let run =
+        scenario_with("logs", &[("RAYREPL_ADDRESS", &address), ("RAYREPL_TEMP_DIR", root.path().to_str().unwrap())]);
+    assert!(run.stdout.contains("hello from stdout 1"), "{}", run.stdout);
+    let out = rayrepl(root.path(), &["logs"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("Logs on node 127.0.0.1") && listing.contains("node.err"), "{listing}");
+    let out = rayrepl(root.path(), &["logs", "worker-*.out", "--tail", "1"]);
+    let tails = String::from_utf8_lossy(&out.stdout);
+    assert!(tails.contains("hello from stdout 1") && !tails.contains("stderr"), "{tails}");
+    assert!(!rayrepl(root.path(), &["logs", "../token"]).status.success(), "a path outside the log directory");
 
     let pids: Vec<i32> =
         std::fs::read_to_string(latest.join("pids")).unwrap().lines().filter_map(|l| l.parse().ok()).collect();

@@ -45,6 +45,8 @@ enum Command {
     Summary(state_cli::SummaryArgs),
     /// Write the tasks that ran as a Chrome trace (chrome://tracing, Perfetto), like `ray timeline`.
     Timeline(state_cli::TimelineArgs),
+    /// List the nodes' log files, or print those matching a pattern, like `ray logs`.
+    Logs(state_cli::LogsArgs),
     /// A live full-screen dashboard of nodes, tasks, actors, objects and jobs.
     Top(top::TopArgs),
     /// Ray's microbenchmark suite on a local cluster, with Ray's metric names.
@@ -172,6 +174,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::List(args)) => state_cli::list(args),
         Some(Command::Summary(args)) => state_cli::summary(args),
         Some(Command::Timeline(args)) => state_cli::timeline(args),
+        Some(Command::Logs(args)) => state_cli::logs(args),
         Some(Command::Top(args)) => top::run(args.address),
         Some(Command::Kernel(command)) => run_kernel(command),
         None => repl::run(cli.address),

@@ -1,5 +1,5 @@
-//! `rayrepl list`, `rayrepl summary` and `rayrepl timeline`: Ray's state API on
-//! the command line.
+//! `rayrepl list`, `rayrepl summary`, `rayrepl timeline` and `rayrepl logs`: Ray's
+//! state API on the command line.
 //!
 //! The rows come from `ray-state`; here they are filtered and printed as Ray
 //! prints them, or as JSON.
@@ -68,6 +68,23 @@ pub struct TimelineArgs {
     /// Where to write the trace (default: a timestamped file in the temp directory).
     #[arg(long, short)]
     output: Option<std::path::PathBuf>,
+    /// The head's address (default: this machine's latest session).
+    #[arg(long)]
+    address: Option<String>,
+}
+
+/// `rayrepl logs`.
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// A log file name, or a glob of them (`'worker-*.err'`); without one, the
+    /// files are listed.
+    pattern: Option<String>,
+    /// Only the node with this IP.
+    #[arg(long)]
+    node_ip: Option<String>,
+    /// Only the last N lines of each file.
+    #[arg(long, value_name = "N")]
+    tail: Option<u32>,
     /// The head's address (default: this machine's latest session).
     #[arg(long)]
     address: Option<String>,
@@ -156,6 +173,58 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<()> {
     println!("Trace file written to {} ({spans} tasks).", path.display());
     println!("Open it in chrome://tracing or https://ui.perfetto.dev.");
     Ok(())
+}
+
+/// Lists the nodes' log files, or prints those matching a pattern, as `ray logs` does.
+pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
+    use ray_proto::{Empty, ReadLogRequest, from_status};
+    let pattern = args.pattern.as_deref().map(glob::Pattern::new).transpose().context("not a file name pattern")?;
+    let (rt, mut head, token) = connect_head(args.address)?;
+    rt.block_on(async move {
+        let info = head.get_cluster_info(Empty {}).await.map_err(|s| from_status(&s, "the head"))?.into_inner();
+        let nodes: Vec<_> =
+            info.nodes.into_iter().filter(|n| n.alive && args.node_ip.as_ref().is_none_or(|ip| *ip == n.ip)).collect();
+        if nodes.is_empty() {
+            bail!("no alive node{}", args.node_ip.map(|ip| format!(" has IP {ip}")).unwrap_or_default());
+        }
+        let mut matched = Vec::new();
+        for node in &nodes {
+            let channel = ray_proto::connect(&node.address, &token, "a node daemon").await?;
+            let mut client = ray_proto::node_client(channel);
+            let files = client.list_logs(Empty {}).await.map_err(|s| from_status(&s, "a node daemon"))?.into_inner();
+            match &pattern {
+                None => {
+                    println!("======== Logs on node {} ========", node.ip);
+                    let width = files.files.iter().map(|f| f.name.len()).max().unwrap_or(0);
+                    for f in &files.files {
+                        println!("{:<width$}  {}", f.name, ray_proto::format_bytes(f.size));
+                    }
+                }
+                Some(pattern) => {
+                    let names = files.files.into_iter().map(|f| f.name).filter(|name| pattern.matches(name));
+                    matched.extend(names.map(|name| (node.ip.clone(), client.clone(), name)));
+                }
+            }
+        }
+        if let Some(pattern) = &pattern
+            && matched.is_empty()
+        {
+            bail!("no log file matches {}; `rayrepl logs` lists them", pattern.as_str());
+        }
+        let headers = matched.len() > 1;
+        for (ip, mut client, name) in matched {
+            let request = ReadLogRequest { name: name.clone(), tail_lines: args.tail.unwrap_or(0) };
+            let reply = client.read_log(request).await.map_err(|s| from_status(&s, "a node daemon"))?.into_inner();
+            if headers {
+                println!("==> node {ip}: {name} <==");
+            }
+            if reply.truncated && args.tail.is_none() {
+                eprintln!("({name} is long: only its end follows)");
+            }
+            std::io::Write::write_all(&mut std::io::stdout(), &reply.data)?;
+        }
+        Ok(())
+    })
 }
 
 pub fn summary(args: SummaryArgs) -> anyhow::Result<()> {

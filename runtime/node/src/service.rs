@@ -3,6 +3,7 @@
 //! noticing when a job's driver is gone so its workers can go too.
 
 mod executables;
+mod logs;
 mod transfer;
 
 use crate::placement::{Placement, place};
@@ -593,6 +594,14 @@ impl Node for NodeService {
     async fn shutdown(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
         self.0.shutdown.notify_one();
         Ok(Response::new(Empty {}))
+    }
+
+    async fn list_logs(&self, _: Request<Empty>) -> Result<Response<ListLogsReply>, Status> {
+        self.0.list_logs().await.map(Response::new)
+    }
+
+    async fn read_log(&self, req: Request<ReadLogRequest>) -> Result<Response<ReadLogReply>, Status> {
+        self.0.read_log(req.into_inner()).await.map(Response::new)
     }
 }
 
