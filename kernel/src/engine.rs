@@ -32,6 +32,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 const COMMANDS: &[(&str, &str)] = &[
     (":help", "this help"),
     (":top", "the cluster's nodes, tasks, actors and objects as tables"),
+    (":timeline", "the tasks that ran, as bars on a lane per worker"),
     (":vars", "the session's variables and their types (evcxr)"),
     (":dep", "add a crate dependency, e.g. `:dep rand = \"0.9\"` (evcxr)"),
     (":clear", "forget all variables and items (evcxr)"),
@@ -285,6 +286,9 @@ impl Engine {
         if code == ":top" {
             return self.top(&job.parent);
         }
+        if code == ":timeline" {
+            return self.timeline(&job.parent);
+        }
         if code == ":help" {
             return ExecuteOutcome { payload: vec![page(help_text())], ..ExecuteOutcome::ok() };
         }
@@ -352,38 +356,57 @@ impl Engine {
         }
     }
 
+    /// The rows of each of `resources`, fetched from the head.
+    fn fetch_state(&mut self, resources: &[ray_state::Resource]) -> Result<Vec<ray_state::Rows>, ray_abi::RayError> {
+        let runtime = match &self.runtime {
+            Some(rt) => rt,
+            None => self.runtime.insert(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| ray_abi::RayError::Internal(e.to_string()))?,
+            ),
+        };
+        runtime.block_on(async {
+            let channel = ray_proto::connect(&self.address, &self.token, "the head").await?;
+            let mut head = ray_proto::head_client(channel);
+            let mut fetched = Vec::new();
+            for resource in resources {
+                fetched.push(ray_state::fetch(&mut head, &self.token, *resource).await?);
+            }
+            Ok(fetched)
+        })
+    }
+
+    fn display(&self, data: Bundle, parent: &JupyterMessage) -> ExecuteOutcome {
+        self.publisher.send(DisplayData { data: media(data), metadata: Default::default(), transient: None }, parent);
+        ExecuteOutcome::ok()
+    }
+
     /// `:top`: one snapshot of the cluster as tables.
     fn top(&mut self, parent: &JupyterMessage) -> ExecuteOutcome {
         use ray_state::Resource;
-        let runtime = match &self.runtime {
-            Some(rt) => rt,
-            None => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => self.runtime.insert(rt),
-                Err(e) => return ExecuteOutcome::failed(error_output("TopError", &e.to_string(), vec![])),
-            },
-        };
-        let fetched = runtime.block_on(async {
-            let channel = ray_proto::connect(&self.address, &self.token, "the head").await?;
-            let mut head = ray_proto::head_client(channel);
-            let mut tables = Vec::new();
-            for (title, resource) in [
-                ("Nodes", Resource::Nodes),
-                ("Tasks", Resource::Tasks),
-                ("Actors", Resource::Actors),
-                ("Objects", Resource::Objects),
-            ] {
-                tables.push((title, ray_state::fetch(&mut head, &self.token, resource).await?));
-            }
-            Ok::<_, ray_abi::RayError>(tables)
-        });
-        match fetched {
+        let titles = ["Nodes", "Tasks", "Actors", "Objects"];
+        match self.fetch_state(&[Resource::Nodes, Resource::Tasks, Resource::Actors, Resource::Objects]) {
             Ok(tables) => {
-                let sections: Vec<Section<'_>> =
-                    tables.iter().map(|(title, (rows, columns))| Section { title, rows, columns }).collect();
-                let data = render::tables(&sections, &ray_state::now_utc());
-                self.publisher
-                    .send(DisplayData { data: media(data), metadata: Default::default(), transient: None }, parent);
-                ExecuteOutcome::ok()
+                let sections: Vec<Section<'_>> = titles
+                    .iter()
+                    .zip(&tables)
+                    .map(|(title, (rows, columns))| Section { title, rows, columns })
+                    .collect();
+                self.display(render::tables(&sections, &ray_state::now_utc()), parent)
+            }
+            Err(e) => ExecuteOutcome::failed(error_output("RayError", &e.to_string(), vec![e.to_string()])),
+        }
+    }
+
+    /// `:timeline`: the tasks that ran, on a lane per worker.
+    fn timeline(&mut self, parent: &JupyterMessage) -> ExecuteOutcome {
+        use ray_state::Resource;
+        match self.fetch_state(&[Resource::Tasks, Resource::Nodes]) {
+            Ok(fetched) => {
+                let [(tasks, _), (nodes, _)] = &fetched[..] else { unreachable!("two resources were fetched") };
+                self.display(render::timeline(&ray_state::timeline::chrome_trace(tasks, nodes)), parent)
             }
             Err(e) => ExecuteOutcome::failed(error_output("RayError", &e.to_string(), vec![e.to_string()])),
         }

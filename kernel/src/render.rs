@@ -1,4 +1,4 @@
-//! Progress bars and cluster tables as Jupyter outputs.
+//! Progress bars, cluster tables and the task timeline as Jupyter outputs.
 //!
 //! Every output carries text/plain beside text/html: nbclient, terminals, `jupyter
 //! console` and a notebook opened without trust all need the text, and
@@ -89,6 +89,123 @@ pub(crate) fn progress(p: &Progress, ending: Ending) -> Bundle {
     bundle(plain, html)
 }
 
+/// At most this many of the latest tasks on the timeline.
+const MAX_SPANS: usize = 2_000;
+const LANE_HEIGHT: f64 = 18.0;
+const LABEL_WIDTH: f64 = 190.0;
+const PLOT_WIDTH: f64 = 760.0;
+
+/// A task's bar on the timeline.
+struct Span<'a> {
+    lane: (u64, u64),
+    start_us: u64,
+    dur_us: u64,
+    name: &'a str,
+    state: &'a str,
+}
+
+/// The `:timeline` chart: the latest tasks that ran, as bars on a lane per worker
+/// (grouped by node), coloured by function, each with its name and duration on
+/// hover. Built from the same Chrome trace `rayrepl timeline` writes.
+pub(crate) fn timeline(trace: &serde_json::Value) -> Bundle {
+    let events = trace.as_array().map(Vec::as_slice).unwrap_or_default();
+    let field = |e: &serde_json::Value, k: &str| e[k].as_u64().unwrap_or(0);
+    let mut lane_names: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    let mut node_names: BTreeMap<u64, String> = BTreeMap::new();
+    let mut spans: Vec<Span<'_>> = Vec::new();
+    for e in events {
+        let name = e["args"]["name"].as_str().unwrap_or_default();
+        match (e["ph"].as_str(), e["name"].as_str()) {
+            (Some("M"), Some("process_name")) => {
+                node_names.insert(field(e, "pid"), name.to_string());
+            }
+            (Some("M"), Some("thread_name")) => {
+                lane_names.insert((field(e, "pid"), field(e, "tid")), name.to_string());
+            }
+            (Some("X"), Some(task)) => spans.push(Span {
+                lane: (field(e, "pid"), field(e, "tid")),
+                start_us: field(e, "ts"),
+                dur_us: field(e, "dur"),
+                name: task,
+                state: e["args"]["state"].as_str().unwrap_or_default(),
+            }),
+            _ => {}
+        }
+    }
+    spans.sort_by_key(|s| s.start_us + s.dur_us);
+    let spans = &spans[spans.len().saturating_sub(MAX_SPANS)..];
+    if spans.is_empty() {
+        let none = "No task has run yet.";
+        return bundle(none.to_string(), format!("<div style=\"color:#6b7280\">{none}</div>"));
+    }
+    let t0 = spans.iter().map(|s| s.start_us).min().unwrap_or(0);
+    let t1 = spans.iter().map(|s| s.start_us + s.dur_us).max().unwrap_or(t0).max(t0 + 1);
+    let lanes: Vec<(u64, u64)> = {
+        let mut used: Vec<(u64, u64)> = spans.iter().map(|s| s.lane).collect();
+        used.sort_unstable();
+        used.dedup();
+        used
+    };
+    let lane_of: BTreeMap<(u64, u64), usize> = lanes.iter().enumerate().map(|(i, l)| (*l, i)).collect();
+    let x = |us: u64| LABEL_WIDTH + (us - t0) as f64 / (t1 - t0) as f64 * PLOT_WIDTH;
+    let height = lanes.len() as f64 * LANE_HEIGHT + 24.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" \
+         style=\"font:11px sans-serif\">",
+        LABEL_WIDTH + PLOT_WIDTH + 10.0
+    );
+    for (i, lane) in lanes.iter().enumerate() {
+        let y = i as f64 * LANE_HEIGHT;
+        let node = node_names.get(&lane.0).map(String::as_str).unwrap_or("node");
+        let worker = lane_names.get(lane).cloned().unwrap_or_else(|| format!("worker {}", lane.1));
+        svg.push_str(&format!(
+            "<text x=\"0\" y=\"{:.1}\" fill=\"#374151\">{} · {}</text>",
+            y + 13.0,
+            escape(node),
+            escape(&worker)
+        ));
+    }
+    for span in spans {
+        let y = lane_of[&span.lane] as f64 * LANE_HEIGHT + 2.0;
+        let (left, right) = (x(span.start_us), x(span.start_us + span.dur_us));
+        let color = if span.state == "FAILED" { "#cf222e".to_string() } else { function_color(span.name) };
+        svg.push_str(&format!(
+            "<rect x=\"{left:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\">\
+             <title>{} · {:.1} ms · {}</title></rect>",
+            (right - left).max(1.0),
+            LANE_HEIGHT - 4.0,
+            escape(span.name),
+            span.dur_us as f64 / 1000.0,
+            escape(span.state)
+        ));
+    }
+    let seconds = (t1 - t0) as f64 / 1e6;
+    let axis_y = lanes.len() as f64 * LANE_HEIGHT + 16.0;
+    svg.push_str(&format!(
+        "<text x=\"{LABEL_WIDTH}\" y=\"{axis_y}\" fill=\"#6b7280\">0 s</text>\
+         <text x=\"{}\" y=\"{axis_y}\" fill=\"#6b7280\" text-anchor=\"end\">{seconds:.3} s</text></svg>",
+        LABEL_WIDTH + PLOT_WIDTH
+    ));
+    let summary = format!("{} tasks on {} workers over {seconds:.3} s", spans.len(), lanes.len());
+    let mut per_function: BTreeMap<&str, usize> = BTreeMap::new();
+    for span in spans {
+        *per_function.entry(span.name).or_default() += 1;
+    }
+    let counts: Vec<String> = per_function.iter().map(|(name, n)| format!("{name}: {n}")).collect();
+    let plain = format!("{summary}\n{}", counts.join(", "));
+    let html = format!(
+        "<div class=\"rayrepl-timeline\">{svg}<div style=\"color:#6b7280;font-size:12px\">{}</div></div>",
+        escape(&summary)
+    );
+    bundle(plain, html)
+}
+
+/// A steady colour per function name, so its tasks read as one.
+fn function_color(name: &str) -> String {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("hsl({},60%,55%)", hash % 360)
+}
+
 /// At most this many rows per table; the rest are counted.
 const MAX_TABLE_ROWS: usize = 50;
 
@@ -146,6 +263,33 @@ mod tests {
     use super::*;
     use ray_session::protocol::ProgressRow;
     use serde_json::json;
+
+    #[test]
+    fn the_timeline_draws_a_lane_per_worker_and_a_bar_per_task() {
+        let row = |pairs: &[(&str, serde_json::Value)]| -> Row {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        };
+        let task = |name: &str, pid: u64, start: u64, end: u64, state: &str| {
+            row(&[
+                ("NAME", json!(name)),
+                ("NODE_ID", json!("aa")),
+                ("WORKER_PID", json!(pid)),
+                ("START_TIME_MS", json!(start)),
+                ("END_TIME_MS", json!(end)),
+                ("STATE", json!(state)),
+            ])
+        };
+        let tasks = [task("add", 7, 1_000, 1_100, "FINISHED"), task("boom", 8, 1_050, 1_500, "FAILED")];
+        let nodes = [row(&[("NODE_ID", json!("aa")), ("NODE_IP", json!("10.0.0.2"))])];
+        let out = timeline(&ray_state::timeline::chrome_trace(&tasks, &nodes));
+        assert_eq!(out["text/plain"], "2 tasks on 2 workers over 0.500 s\nadd: 1, boom: 1");
+        let html = &out["text/html"];
+        assert_eq!(html.matches("<rect").count(), 2, "{html}");
+        assert!(html.contains("10.0.0.2 · worker 7") && html.contains("<title>add · 100.0 ms · FINISHED</title>"));
+        assert!(html.contains("fill=\"#cf222e\""), "a failed task is red: {html}");
+        let empty = timeline(&json!([]));
+        assert_eq!(empty["text/plain"], "No task has run yet.");
+    }
 
     #[test]
     fn progress_shows_counts_in_text_and_html() {

@@ -29,6 +29,7 @@ const COMMANDS: &[(&str, &str)] = &[
     (":help", "show this help"),
     (":top", "full-screen dashboard of nodes, tasks, actors, objects and jobs (q to return)"),
     (":status", "the cluster's nodes and resources"),
+    (":timeline", "write the tasks that ran as a Chrome trace (chrome://tracing, Perfetto)"),
     (":vars", "the session's variables and their types (evcxr)"),
     (":dep", "add a crate dependency, e.g. `:dep rand = \"0.9\"` (evcxr)"),
     (":clear", "forget all variables and items (evcxr)"),
@@ -99,6 +100,12 @@ fn run_on(local: bool, head_address: &str, token: &str) -> anyhow::Result<()> {
                     ":help" | ":h" => print_help(),
                     ":top" => {
                         if let Err(e) = crate::top::run(Some(head_address.to_string())) {
+                            eprintln!("{e:#}");
+                        }
+                    }
+                    ":timeline" => {
+                        let args = crate::state_cli::TimelineArgs::for_address(head_address.to_string());
+                        if let Err(e) = crate::state_cli::timeline(args) {
                             eprintln!("{e:#}");
                         }
                     }

@@ -90,6 +90,13 @@ pub struct LogsArgs {
     address: Option<String>,
 }
 
+impl TimelineArgs {
+    /// The default trace file, for the cluster at `address` (the REPL's `:timeline`).
+    pub fn for_address(address: String) -> Self {
+        TimelineArgs { output: None, address: Some(address) }
+    }
+}
+
 /// Fetches every row of a resource, with all columns.
 fn fetch(resource: Resource, address: Option<String>) -> anyhow::Result<Rows> {
     let (rt, mut head, token) = connect_head(address)?;

@@ -163,6 +163,21 @@ def test_progress_is_a_display_updated_in_place_and_worker_output_streams(kernel
         assert f"(slow pid=" in out and f"working on {i}" in out, out
 
 
+def test_timeline_draws_the_tasks_that_ran_on_their_workers(kernel):
+    reply, _ = kernel.run("#[ray::remote]\nfn tick(i: u64) -> u64 { i }")
+    assert reply["status"] == "ok", reply
+    reply, _ = kernel.run("ray::get(&(0..4).map(|i| tick.remote(i)).collect::<Vec<_>>())?.len()")
+    assert reply["status"] == "ok", reply
+    time.sleep(1)  # task events reach the head every 200 ms
+    reply, outputs = kernel.run(":timeline")
+    assert reply["status"] == "ok", reply
+    shown = [m["content"]["data"] for m in outputs if m["msg_type"] == "display_data"]
+    assert len(shown) == 1, outputs
+    html, plain = shown[0]["text/html"], shown[0]["text/plain"]
+    assert "<svg" in html and html.count("<title>tick · ") == 4, html
+    assert "tasks on" in plain and "tick: 4" in plain, plain
+
+
 def test_rich_reprs_of_refs_actors_and_the_context(kernel):
     _, outputs = kernel.run("ray::init()")
     data = [m["content"]["data"] for m in outputs if m["msg_type"] == "execute_result"][0]
