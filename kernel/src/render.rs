@@ -147,6 +147,13 @@ pub(crate) fn timeline(trace: &serde_json::Value) -> Bundle {
         used
     };
     let lane_of: BTreeMap<(u64, u64), usize> = lanes.iter().enumerate().map(|(i, l)| (*l, i)).collect();
+    let mut per_function: BTreeMap<&str, usize> = BTreeMap::new();
+    for span in spans {
+        *per_function.entry(span.name).or_default() += 1;
+    }
+    // A colour per function, distinct for the first ten; the legend names them.
+    let color_of: BTreeMap<&str, &str> =
+        per_function.keys().enumerate().map(|(i, name)| (*name, PALETTE[i % PALETTE.len()])).collect();
     let x = |us: u64| LABEL_WIDTH + (us - t0) as f64 / (t1 - t0) as f64 * PLOT_WIDTH;
     let height = lanes.len() as f64 * LANE_HEIGHT + 24.0;
     let mut svg = format!(
@@ -168,9 +175,10 @@ pub(crate) fn timeline(trace: &serde_json::Value) -> Bundle {
     for span in spans {
         let y = lane_of[&span.lane] as f64 * LANE_HEIGHT + 2.0;
         let (left, right) = (x(span.start_us), x(span.start_us + span.dur_us));
-        let color = if span.state == "FAILED" { "#cf222e".to_string() } else { function_color(span.name) };
+        let color = if span.state == "FAILED" { FAILED_COLOR } else { color_of[span.name] };
         svg.push_str(&format!(
-            "<rect x=\"{left:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\">\
+            "<rect x=\"{left:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\" \
+             stroke=\"#fff\" stroke-width=\"0.5\">\
              <title>{} · {:.1} ms · {}</title></rect>",
             (right - left).max(1.0),
             LANE_HEIGHT - 4.0,
@@ -187,24 +195,31 @@ pub(crate) fn timeline(trace: &serde_json::Value) -> Bundle {
         LABEL_WIDTH + PLOT_WIDTH
     ));
     let summary = format!("{} tasks on {} workers over {seconds:.3} s", spans.len(), lanes.len());
-    let mut per_function: BTreeMap<&str, usize> = BTreeMap::new();
-    for span in spans {
-        *per_function.entry(span.name).or_default() += 1;
-    }
     let counts: Vec<String> = per_function.iter().map(|(name, n)| format!("{name}: {n}")).collect();
     let plain = format!("{summary}\n{}", counts.join(", "));
+    let legend: String = per_function
+        .iter()
+        .map(|(name, n)| {
+            format!(
+                "<span style=\"margin-right:12px\"><span style=\"display:inline-block;width:10px;height:10px;\
+                 background:{};margin-right:4px\"></span>{} ({n})</span>",
+                color_of[name],
+                escape(name)
+            )
+        })
+        .collect();
     let html = format!(
-        "<div class=\"rayrepl-timeline\">{svg}<div style=\"color:#6b7280;font-size:12px\">{}</div></div>",
+        "<div class=\"rayrepl-timeline\">{svg}<div style=\"font-size:12px\">{legend}\
+         <span style=\"color:#6b7280\">{}</span></div></div>",
         escape(&summary)
     );
     bundle(plain, html)
 }
 
-/// A steady colour per function name, so its tasks read as one.
-fn function_color(name: &str) -> String {
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    format!("hsl({},60%,55%)", hash % 360)
-}
+/// Tableau's colours, distinct side by side, without its red: red marks a failure.
+const PALETTE: [&str; 10] =
+    ["#4e79a7", "#f28e2b", "#59a14f", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#a0cbe8"];
+const FAILED_COLOR: &str = "#cf222e";
 
 /// At most this many rows per table; the rest are counted.
 const MAX_TABLE_ROWS: usize = 50;
