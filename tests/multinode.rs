@@ -13,7 +13,7 @@ use support::*;
 /// resource of their own and one they share. Node .3 plays another machine: its
 /// host id differs, so it must fetch drivers' programs rather than run their files.
 struct ThreeNodes {
-    roots: Vec<tempfile::TempDir>,
+    roots: Vec<SessionRoot>,
     address: String,
 }
 

@@ -46,7 +46,7 @@ struct NetnsCluster {
     nodes: Vec<String>,
     /// Node `i`'s IP is `{subnet}.{i + 1}`.
     subnet: String,
-    roots: Vec<tempfile::TempDir>,
+    roots: Vec<SessionRoot>,
     address: String,
 }
 

@@ -20,7 +20,7 @@ const CELL: Duration = Duration::from_secs(90);
 
 struct Repl {
     term: Terminal,
-    _root: tempfile::TempDir,
+    _root: support::SessionRoot,
     _history: tempfile::NamedTempFile,
 }
 

@@ -182,9 +182,26 @@ pub fn wait_gone(procs: &HashSet<Proc>, limit: Duration) -> Vec<Proc> {
 }
 
 /// A private session root for `rayrepl start`, so parallel tests do not share
-/// `session_latest`.
-pub fn session_root() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("rayrepl-test-").tempdir().expect("tempdir")
+/// `session_latest`. Dropping it stops what was started under it, so a failing
+/// test leaves no cluster behind.
+pub struct SessionRoot(tempfile::TempDir);
+
+impl SessionRoot {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SessionRoot {
+    fn drop(&mut self) {
+        let mut cmd = Command::new(rayrepl_bin());
+        cmd.arg("stop").env("RAYREPL_TEMP_DIR", self.path());
+        let _ = try_bounded(cmd, Duration::from_secs(30));
+    }
+}
+
+pub fn session_root() -> SessionRoot {
+    SessionRoot(tempfile::Builder::new().prefix("rayrepl-test-").tempdir().expect("tempdir"))
 }
 
 /// `rayrepl start --head` with `num_cpus` under `root`; returns the head's address.

@@ -188,6 +188,14 @@ fn sessions_with_pids() -> Vec<PathBuf> {
     rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("pids").is_file() && !p.is_symlink()).collect()
 }
 
+/// Whether `pid` is a daemon of the session in `dir`: each one is started with
+/// `RAYREPL_SESSION_DIR` naming it.
+fn runs_session(pid: i32, dir: &std::path::Path) -> bool {
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
+    let wanted = format!("RAYREPL_SESSION_DIR={}", dir.display());
+    environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes())
+}
+
 /// Whether `pid` still runs. A detached daemon that exited stays a zombie until
 /// init reaps it, which some inits do only every few seconds: that counts as gone.
 fn alive(pid: i32) -> bool {
@@ -210,7 +218,8 @@ pub fn stop(args: StopArgs) -> anyhow::Result<()> {
             .collect();
         // Nodes first (they stop their workers), then the head.
         for &pid in pids.iter().rev() {
-            if !alive(pid) {
+            // A pid left from a daemon that died may name someone else's process now.
+            if !alive(pid) || !runs_session(pid, &dir) {
                 continue;
             }
             let signal = if args.force { libc::SIGKILL } else { libc::SIGTERM };
