@@ -172,11 +172,9 @@ impl CoreWorker {
         }
         for (tid, calls, spec, incarnation, address) in sends {
             let cw = self.clone();
-            let rt = self.0.rt.clone();
-            let on_reply = Box::new(move |result| {
-                rt.spawn(async move { cw.actor_replied(actor, tid, incarnation, &address, result).await });
+            calls.send(&self.0.rt, spec, move |result| async move {
+                cw.actor_replied(actor, tid, incarnation, &address, result).await
             });
-            calls.send(&self.0.rt, spec, on_reply);
         }
     }
 

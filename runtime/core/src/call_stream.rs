@@ -8,7 +8,7 @@
 //! finish, each naming its task. A broken stream fails every call still waiting,
 //! exactly as a broken unary call would, so retries and restarts are unchanged.
 
-use crate::direct::{DirectChannel, OnReply};
+use crate::direct::DirectChannel;
 use crate::{CoreWorker, lock};
 use ray_abi::RayError;
 use ray_proto::*;
@@ -47,14 +47,29 @@ impl Calls {
         Ok(Calls::Stream(CallStream::open(client)))
     }
 
-    /// Sends one call; `on_reply` runs on the runtime with its reply, or with the
+    /// Sends one call; `then` runs as a task on `rt` with its reply, or with the
     /// failure of the connection.
-    pub(crate) fn send(&self, rt: &tokio::runtime::Handle, spec: TaskSpec, on_reply: OnReply) {
+    pub(crate) fn send<F>(
+        &self,
+        rt: &tokio::runtime::Handle,
+        spec: TaskSpec,
+        then: impl FnOnce(Result<PushTaskReply, tonic::Status>) -> F + Send + 'static,
+    ) where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         match self {
-            Calls::Direct(channel) => channel.send(spec, on_reply),
+            Calls::Direct(channel) => {
+                let rt = rt.clone();
+                channel.send(
+                    spec,
+                    Box::new(move |result| {
+                        rt.spawn(then(result));
+                    }),
+                );
+            }
             Calls::Stream(stream) => {
                 let stream = stream.clone();
-                rt.spawn(async move { on_reply(stream.call(spec).await) });
+                rt.spawn(async move { then(stream.call(spec).await).await });
             }
         }
     }

@@ -246,7 +246,7 @@ impl CoreWorker {
 
     /// Runs a pushed task or actor call and returns the reply for its owner.
     pub(crate) async fn execute(&self, spec: TaskSpec) -> Result<PushTaskReply, RayError> {
-        let actor = lock(&self.0.executor).actor.clone();
+        let actor = self.hosted_actor();
         let mut _permit = None;
         if let (Some(actor), Some(call)) = (&actor, &spec.actor_task) {
             if actor.id.0[..] != call.actor_id[..] {
@@ -307,7 +307,7 @@ impl CoreWorker {
 
     /// Starts a task or actor call that came on a direct connection; its turn has come.
     pub(crate) fn run_direct_call(&self, table: &'static HostTable, spec: TaskSpec) -> DirectCall {
-        let hosted = lock(&self.0.executor).actor.clone();
+        let hosted = self.hosted_actor();
         if let (Some(actor), Some(call)) = (&hosted, &spec.actor_task)
             && actor.id.0[..] != call.actor_id[..]
         {

@@ -453,11 +453,7 @@ impl CoreWorker {
         for (calls, worker, tid, spec) in pushes {
             let cw = self.clone();
             let key = key.to_string();
-            let rt = self.0.rt.clone();
-            let on_reply = Box::new(move |result| {
-                rt.spawn(async move { cw.pushed(key, worker, tid, result).await });
-            });
-            calls.send(&self.0.rt, spec, on_reply);
+            calls.send(&self.0.rt, spec, move |result| async move { cw.pushed(key, worker, tid, result).await });
         }
         for (request, withdrawn) in lease_requests {
             let cw = self.clone();
