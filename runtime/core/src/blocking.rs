@@ -111,15 +111,14 @@ impl CoreWorker {
     /// Sends progress of blocking calls to `sink` (interactive drivers).
     pub fn set_progress_sink(&self, sink: ProgressSink) {
         *self.0.progress_sink.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
-        lock(&self.0.sched).finished_names.enable();
+        lock(&self.0.sched).remember_finished_names();
     }
 
     /// Cancels every task this process still has outstanding and wakes blocked
     /// `get`/`wait` calls with [`RayError::Interrupted`]. Returns how many tasks
     /// were cancelled.
     pub fn interrupt(&self) -> usize {
-        let outstanding: Vec<_> =
-            lock(&self.0.sched).tasks.values().filter(|t| !t.cancelled).map(|t| t.return_id).collect();
+        let outstanding = lock(&self.0.sched).outstanding();
         let mut cancelled = 0;
         for id in &outstanding {
             if self.cancel(id, false).is_ok() {
@@ -187,11 +186,8 @@ impl CoreWorker {
         let sched = lock(&self.0.sched);
         let mut rows: BTreeMap<String, ProgressRow> = BTreeMap::new();
         for (id, done) in ids.iter().zip(settled) {
-            let task = sched.tasks.get(&id.task());
-            let name = match task {
-                Some(t) => t.name.clone(),
-                None => sched.finished_names.get(&id.task()).unwrap_or("object").to_string(),
-            };
+            let task = sched.progress_of(&id.task());
+            let name = task.map_or("object", |(name, _)| name).to_string();
             let row = rows.entry(name.clone()).or_insert_with(|| ProgressRow {
                 name,
                 done: 0,
@@ -202,7 +198,7 @@ impl CoreWorker {
             match (done, task) {
                 (Some(true), _) => row.done += 1,
                 (Some(false), _) => row.failed += 1,
-                (None, Some(t)) if t.running.is_some() => row.running += 1,
+                (None, Some((_, true))) => row.running += 1,
                 (None, _) => row.pending += 1,
             }
         }

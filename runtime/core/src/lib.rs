@@ -5,8 +5,9 @@
 //! tasks. This crate does all of that for one process, as Ray's `core_worker` does:
 //!
 //! - [`refs`]: the ownership and reference-count table;
-//! - [`submit`]: resolving a task's dependencies, leasing workers from the node
-//!   daemon, pushing tasks to them directly, retries and cancellation;
+//! - [`scheduler`]: the owner's scheduling decisions, without I/O: dependencies,
+//!   leases, pushes, retries, cancellation, actor call order, lineage;
+//! - [`owner`]: carrying those decisions out over gRPC and the direct socket;
 //! - [`execute`]: running pushed tasks in a worker;
 //! - [`service`]: the gRPC service through which peers push tasks and ask about
 //!   objects this process owns.
@@ -20,10 +21,10 @@ mod blocking;
 mod call_stream;
 mod direct;
 pub mod execute;
-mod recovery;
+mod owner;
 pub mod refs;
+mod scheduler;
 pub mod service;
-pub mod submit;
 
 use bytes::Bytes;
 use ray_abi::ids::{JobId, PUT_INDEX_FLAG};
@@ -91,6 +92,12 @@ pub(crate) struct CurrentTask {
     pub(crate) name: String,
 }
 
+/// The state of one core worker.
+///
+/// Lock order: `sched` and `refs` are never held together; take one, carry out
+/// what it decided, then the other. `interrupts`, `withdrawals`, `current`,
+/// `peers`, `nodes` and `arenas` are leaves: nothing else is locked while one is
+/// held.
 pub(crate) struct Inner {
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) is_worker: bool,
@@ -102,11 +109,12 @@ pub(crate) struct Inner {
     pub(crate) node: NodeClient,
     pub(crate) worker_id: Bytes,
     pub(crate) refs: Mutex<RefTable>,
-    pub(crate) sched: Mutex<submit::Scheduler>,
+    pub(crate) sched: Mutex<owner::Scheduler>,
+    /// Lease requests waiting at a node, each with the means to withdraw it.
+    pub(crate) withdrawals: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
     pub(crate) peers: Mutex<HashMap<String, CoreWorkerClient>>,
     /// Other nodes' daemons this process leased workers from, by address.
     pub(crate) nodes: Mutex<HashMap<String, NodeClient>>,
-    pub(crate) events: Mutex<Vec<TaskEvent>>,
     pub(crate) current: Mutex<CurrentTask>,
     pub(crate) put_counter: AtomicU32,
     pub(crate) log_sink: RwLock<Option<LogSink>>,
@@ -139,6 +147,7 @@ where
 {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     rt.spawn(async move {
+        // The caller waits on `rx` until this is sent.
         let _ = tx.send(fut.await);
     });
     rx.recv().expect("the runtime dropped a blocking call")
@@ -213,10 +222,10 @@ impl CoreWorker {
             node,
             worker_id: opts.worker_id,
             refs: Mutex::new(RefTable::default()),
-            sched: Mutex::new(submit::Scheduler::default()),
+            sched: Mutex::new(owner::Scheduler::new(job.0, LEASE_IDLE)),
+            withdrawals: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
             nodes: Mutex::new(HashMap::new()),
-            events: Mutex::new(Vec::new()),
             current: Mutex::new(CurrentTask {
                 id: driver_task,
                 name: if opts.is_worker { String::new() } else { "driver".into() },
@@ -234,8 +243,8 @@ impl CoreWorker {
         });
         let cw = CoreWorker(inner);
         service::serve(cw.clone(), listener);
-        tokio::spawn(submit::flush_events_loop(cw.clone()));
-        tokio::spawn(submit::return_idle_leases_loop(cw.clone()));
+        tokio::spawn(cw.clone().flush_events_loop());
+        tokio::spawn(cw.clone().return_idle_leases_loop());
         if !opts.is_worker && opts.log_to_driver {
             tokio::spawn(subscribe_logs(cw.clone()));
         }
@@ -415,11 +424,22 @@ impl CoreWorker {
                 } else {
                     self.remote_node(&node_addr)
                 };
-                if let Ok(mut client) = client {
-                    let req = FreeObjectsRequest { object_ids: ids.iter().map(|i| i.0.to_vec().into()).collect() };
-                    self.0.rt.spawn(async move {
-                        let _ = client.free_objects(req).await;
-                    });
+                match client {
+                    Ok(mut client) => {
+                        let req = FreeObjectsRequest { object_ids: ids.iter().map(|i| i.0.to_vec().into()).collect() };
+                        self.0.rt.spawn(async move {
+                            if let Err(s) = client.free_objects(req).await {
+                                // A node that is gone took its objects with it; a
+                                // live one keeps them until its store evicts them.
+                                tracing::debug!(
+                                    "node {node_addr} did not free {} object(s): {}",
+                                    ids.len(),
+                                    s.message()
+                                );
+                            }
+                        });
+                    }
+                    Err(e) => tracing::debug!("cannot reach node {node_addr} to free {} object(s): {e}", ids.len()),
                 }
             }
         }
@@ -427,12 +447,11 @@ impl CoreWorker {
             let me = self.0.address.clone();
             if let Some(mut client) = self.peer(&owner) {
                 self.0.rt.spawn(async move {
-                    let _ = client
-                        .remove_borrower(BorrowerRequest {
-                            object_ids: vec![id.0.to_vec().into()],
-                            borrower_address: me,
-                        })
-                        .await;
+                    let req = BorrowerRequest { object_ids: vec![id.0.to_vec().into()], borrower_address: me };
+                    if let Err(s) = client.remove_borrower(req).await {
+                        // The owner keeps the object until it learns we are gone.
+                        tracing::warn!("could not tell {owner} this process let go of {id}: {}", s.message());
+                    }
                 });
             }
         }
@@ -573,7 +592,14 @@ impl CoreWorker {
         }
         let mut node = self.0.node.clone();
         let req = BlockedRequest { worker_id: self.0.worker_id.clone(), blocked };
-        let _ = block_on(&self.0.rt, async move { node.notify_blocked(req).await });
+        if let Err(s) = block_on(&self.0.rt, async move { node.notify_blocked(req).await }) {
+            // The node keeps counting this worker's CPU as busy (or free).
+            tracing::warn!(
+                "could not tell the node this worker is {}: {}",
+                if blocked { "blocked" } else { "running again" },
+                s.message()
+            );
+        }
         true
     }
 
@@ -757,11 +783,15 @@ impl CoreWorker {
         }
         let cw = self.clone();
         block_on(&self.0.rt, async move {
-            submit::flush_events(&cw).await;
-            submit::return_all_leases(&cw).await;
+            cw.return_all_leases().await;
+            cw.flush_events().await;
             if !cw.0.is_worker {
                 drain_logs(&cw).await;
-                let _ = cw.0.head.clone().finish_job(FinishJobRequest { job_id: cw.0.job.0 }).await;
+                let job = cw.0.job.0;
+                if let Err(s) = cw.0.head.clone().finish_job(FinishJobRequest { job_id: job }).await {
+                    // The head ends the job when it notices the driver is gone.
+                    tracing::debug!("could not mark job {job} finished: {}", s.message());
+                }
             }
         });
     }
@@ -783,6 +813,16 @@ pub(crate) struct ShmObject<'a> {
     pub(crate) span: Option<ray_object_store::Span>,
     pub(crate) node_id: &'a [u8],
     pub(crate) node_address: &'a str,
+}
+
+/// A function as the wire names it.
+pub(crate) fn function_descriptor(f: ray_abi::FunctionDescriptor) -> ray_proto::FunctionDescriptor {
+    ray_proto::FunctionDescriptor {
+        name: f.name,
+        key: f.key,
+        symbol: f.symbol,
+        artifact: f.artifact.unwrap_or_default(),
+    }
 }
 
 pub(crate) fn location_to_state(loc: Option<ObjectLocation>) -> State {
@@ -842,8 +882,15 @@ pub fn format_log_line(line: &LogLine, local_ip: &str) -> String {
 
 async fn subscribe_logs(cw: CoreWorker) {
     let mut head = cw.0.head.clone();
-    let Ok(stream) = head.subscribe_logs(SubscribeLogsRequest { job_id: cw.0.job.0 }).await else {
-        return;
+    let stream = match head.subscribe_logs(SubscribeLogsRequest { job_id: cw.0.job.0 }).await {
+        Ok(stream) => stream,
+        Err(s) => {
+            tracing::warn!(
+                "worker output will not be shown here: the head refused the log subscription: {}",
+                s.message()
+            );
+            return;
+        }
     };
     let mut stream = stream.into_inner();
     while let Ok(Some(batch)) = stream.message().await {
