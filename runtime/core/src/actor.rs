@@ -198,7 +198,7 @@ impl CoreWorker {
     async fn resolve_actor(&self, actor: ActorId, min_incarnation: u32) {
         let result = self.settled_actor(actor, min_incarnation).await;
         let calls = match &result {
-            Ok(info) if info.state != "DEAD" => {
+            Ok(info) if info.state() != ActorState::Dead => {
                 let what = format!("actor {}", info.class_name);
                 Some(Calls::open(self, &info.direct_address, &info.address, &what).await)
             }
@@ -212,7 +212,7 @@ impl CoreWorker {
                 Err(s) => conn.dead = Some(from_status(&s, "the head")),
                 Ok(info) => {
                     conn.min_incarnation = info.incarnation;
-                    if info.state == "DEAD" {
+                    if info.state() == ActorState::Dead {
                         conn.dead = Some(RayError::from_bytes(&info.death_error));
                     } else {
                         match calls.expect("opened for a live actor") {
@@ -277,7 +277,7 @@ impl CoreWorker {
                 };
                 if !retry {
                     let err = match self.settled_actor(actor, incarnation + 1).await {
-                        Ok(info) if info.state == "DEAD" => RayError::from_bytes(&info.death_error),
+                        Ok(info) if info.state() == ActorState::Dead => RayError::from_bytes(&info.death_error),
                         Ok(info) if info.incarnation == incarnation => RayError::Connection {
                             what: format!("actor {}", info.class_name),
                             detail: format!(

@@ -152,28 +152,28 @@ fn key_of(resources: &BTreeMap<String, f64>) -> SchedKey {
     format_resources(resources)
 }
 
-fn event(task: &PendingTask, job: u32, state: &str) -> TaskEvent {
+fn event(task: &PendingTask, job: u32, state: TaskState) -> TaskEvent {
     let time_ms = now_ms();
-    let at = |when: &str| if state == when { time_ms } else { 0 };
+    let at = |when: TaskState| if state == when { time_ms } else { 0 };
     TaskEvent {
         task_id: task.id.0.to_vec().into(),
         job_id: job,
         name: task.name.clone(),
         func_name: task.function.name.clone(),
-        state: state.to_string(),
+        state: state.into(),
         time_ms,
         attempt: task.attempt,
         actor_id: task.actor.map(|a| a.0.to_vec().into()).unwrap_or_default(),
-        creation_time_ms: at("PENDING_ARGS_AVAIL"),
-        start_time_ms: at("RUNNING"),
-        end_time_ms: if state == "FINISHED" || state == "FAILED" { time_ms } else { 0 },
+        creation_time_ms: at(TaskState::PendingArgsAvail),
+        start_time_ms: at(TaskState::Running),
+        end_time_ms: if matches!(state, TaskState::Finished | TaskState::Failed) { time_ms } else { 0 },
         ..TaskEvent::default()
     }
 }
 
 /// The event of a task starting on worker `pid`.
 pub(crate) fn running_event(task: &PendingTask, job: u32, pid: u32) -> TaskEvent {
-    let mut ev = event(task, job, "RUNNING");
+    let mut ev = event(task, job, TaskState::Running);
     ev.worker_pid = pid;
     ev
 }
@@ -250,7 +250,7 @@ impl CoreWorker {
     /// Queues a task: it runs once its top-level ref arguments exist.
     pub(crate) fn enqueue(&self, task: PendingTask, mut top_level: Vec<ObjectId>) {
         let id = task.id;
-        let mut first = event(&task, self.0.job.0, "PENDING_ARGS_AVAIL");
+        let mut first = event(&task, self.0.job.0, TaskState::PendingArgsAvail);
         first.required = resources_from_map(&task.resources);
         self.record_event(first);
         {
@@ -349,7 +349,7 @@ impl CoreWorker {
             }
             let key = t.key.clone();
             let resources = t.resources.clone();
-            self.record_event(event(t, self.0.job.0, "PENDING_NODE_ASSIGNMENT"));
+            self.record_event(event(t, self.0.job.0, TaskState::PendingNodeAssignment));
             let ks = sched.keys.entry(key.clone()).or_default();
             ks.resources = resources;
             ks.ready.push_back(id);
@@ -421,7 +421,7 @@ impl CoreWorker {
                 };
                 slot.busy = Some(tid);
                 task.running = Some((slot.pid, slot.lease_id));
-                let mut running = event(task, self.0.job.0, "RUNNING");
+                let mut running = event(task, self.0.job.0, TaskState::Running);
                 running.worker_pid = slot.pid;
                 running.node_id = slot.node_id.clone();
                 lock(&self.0.events).push(running);
@@ -617,7 +617,7 @@ impl CoreWorker {
                             if let Some(spec) = t.spec.as_mut() {
                                 spec.attempt = t.attempt;
                             }
-                            let ev = event(t, self.0.job.0, "PENDING_NODE_ASSIGNMENT");
+                            let ev = event(t, self.0.job.0, TaskState::PendingNodeAssignment);
                             lock(&self.0.events).push(ev);
                             sched.keys.entry(key.clone()).or_default().ready.push_front(tid);
                             None
@@ -734,7 +734,11 @@ impl CoreWorker {
             sched.finished_names.remember(tid, &task.name);
             task
         };
-        let mut ev = event(&task, self.0.job.0, if matches!(state, State::Failed(_)) { "FAILED" } else { "FINISHED" });
+        let mut ev = event(
+            &task,
+            self.0.job.0,
+            if matches!(state, State::Failed(_)) { TaskState::Failed } else { TaskState::Finished },
+        );
         if let State::Failed(e) = &state {
             ev.error_type = error_type(e).to_string();
             ev.error_message = e.to_string();

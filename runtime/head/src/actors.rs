@@ -95,7 +95,7 @@ impl Actors {
             let t = self.lock();
             if !spec.name.is_empty()
                 && let Some(existing) = t.names.get(&key).and_then(|id| t.actors.get(id))
-                && existing.info.state != "DEAD"
+                && existing.info.state() != ActorState::Dead
             {
                 if spec.get_if_exists {
                     return Ok(existing.info.clone());
@@ -109,7 +109,7 @@ impl Actors {
         let info = ActorInfo {
             actor_id: spec.actor_id.clone(),
             class_name: spec.class_name.clone(),
-            state: "PENDING_CREATION".into(),
+            state: ActorState::PendingCreation.into(),
             job_id: spec.job_id,
             name: spec.name.clone(),
             namespace: spec.namespace.clone(),
@@ -146,7 +146,7 @@ impl Actors {
     fn mark_dead(&self, id: &[u8], err: RayError) {
         let mut t = self.lock();
         if let Some(e) = t.actors.get_mut(id) {
-            e.info.state = "DEAD".into();
+            e.info.set_state(ActorState::Dead);
             e.info.death_error = err.to_bytes().into();
             e.info.address.clear();
             e.info.direct_address.clear();
@@ -181,7 +181,7 @@ impl Actors {
             let r = resources_to_map(r);
             demand.iter().all(|(k, v)| r.get(k).copied().unwrap_or(0.0) + 1e-9 >= *v)
         };
-        let alive = || nodes.iter().filter(|n| n.alive);
+        let alive = || nodes.iter().filter(|n| n.is_alive());
         let Some(node) = alive().find(|n| holds(&n.available)).or_else(|| alive().find(|n| holds(&n.total))) else {
             let mut totals = std::collections::BTreeMap::new();
             for n in alive() {
@@ -283,10 +283,10 @@ impl Actors {
                 {
                     let mut t = self.lock();
                     if let Some(e) = t.actors.get_mut(&id) {
-                        if e.info.state == "DEAD" {
+                        if e.info.state() == ActorState::Dead {
                             return Ok(());
                         }
-                        e.info.state = "ALIVE".into();
+                        e.info.set_state(ActorState::Alive);
                         e.info.address = lease.worker_address.clone();
                         e.info.direct_address = reply.direct_address;
                     }
@@ -312,7 +312,9 @@ impl Actors {
             .actors
             .iter()
             // Actors with a worker there; one being placed again retries by itself.
-            .filter(|(_, e)| e.info.node_id.as_ref() == node_id && !e.worker_id.is_empty() && e.info.state != "DEAD")
+            .filter(|(_, e)| {
+                e.info.node_id.as_ref() == node_id && !e.worker_id.is_empty() && e.info.state() != ActorState::Dead
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
@@ -324,7 +326,7 @@ impl Actors {
         let restart = {
             let mut t = self.lock();
             let Some(e) = t.actors.get_mut(id) else { return };
-            if e.info.state == "DEAD" {
+            if e.info.state() == ActorState::Dead {
                 return;
             }
             let id = id.to_vec();
@@ -333,17 +335,17 @@ impl Actors {
             e.info.direct_address.clear();
             let max = e.spec.max_restarts;
             if let Some(cause) = e.final_cause.clone() {
-                e.info.state = "DEAD".into();
+                e.info.set_state(ActorState::Dead);
                 e.info.death_error = cause.to_bytes().into();
                 None
             } else if max < 0 || (e.info.num_restarts as i32) < max {
-                e.info.state = "RESTARTING".into();
+                e.info.set_state(ActorState::Restarting);
                 e.info.num_restarts += 1;
                 e.info.incarnation += 1;
                 Some(id)
             } else {
                 let why = format!("{why} and max_restarts={max} allows no more restarts");
-                e.info.state = "DEAD".into();
+                e.info.set_state(ActorState::Dead);
                 e.info.death_error = died(&e.info, why).to_bytes().into();
                 None
             }
@@ -393,7 +395,7 @@ impl Actors {
             .lock()
             .actors
             .iter()
-            .filter(|(_, e)| e.spec.job_id == job && !e.spec.detached && e.info.state != "DEAD")
+            .filter(|(_, e)| e.spec.job_id == job && !e.spec.detached && e.info.state() != ActorState::Dead)
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
@@ -414,7 +416,11 @@ impl Actors {
                 .get(id)
                 .map(|e| e.info.clone())
                 .ok_or_else(|| RayError::ActorNotFound { name: hex(id), namespace: String::new() })?;
-            let settled = info.state == "DEAD" || (info.state == "ALIVE" && info.incarnation >= min_incarnation);
+            let settled = match info.state() {
+                ActorState::Dead => true,
+                ActorState::Alive => info.incarnation >= min_incarnation,
+                ActorState::Nil | ActorState::PendingCreation | ActorState::Restarting => false,
+            };
             if !wait || settled {
                 return Ok(info);
             }
@@ -430,7 +436,7 @@ impl Actors {
         t.names
             .get(&(namespace.to_string(), name.to_string()))
             .and_then(|id| t.actors.get(id))
-            .filter(|e| e.info.state != "DEAD")
+            .filter(|e| e.info.state() != ActorState::Dead)
             .map(|e| e.info.clone())
             .ok_or_else(|| RayError::ActorNotFound { name: name.to_string(), namespace: namespace.to_string() })
     }
