@@ -265,8 +265,20 @@ impl Head for HeadService {
     }
 
     async fn report_task_events(&self, req: Request<TaskEventBatch>) -> Result<Response<Empty>, Status> {
+        let events = req.into_inner().events;
+        // An event without a state (or with one this head does not know) says
+        // nothing about the task: refuse the batch rather than guess.
+        if let Some(bad) =
+            events.iter().find(|ev| !matches!(TaskState::try_from(ev.state), Ok(s) if s != TaskState::Nil))
+        {
+            return Err(Status::invalid_argument(format!(
+                "task {} reported without a known state ({})",
+                hex(&bad.task_id),
+                bad.state
+            )));
+        }
         let mut t = self.lock();
-        for ev in req.into_inner().events {
+        for ev in events {
             t.record_task(ev);
         }
         Ok(Response::new(Empty {}))
@@ -419,5 +431,52 @@ mod tests {
         t.record_task(ev(TaskState::Finished));
         assert_eq!(t.tasks.values().next().unwrap().state(), TaskState::Finished);
         assert_eq!(t.tasks.len(), 1);
+    }
+
+    fn service() -> HeadService {
+        HeadService::new("127.0.0.1:1".into(), std::env::temp_dir().display().to_string(), "token")
+    }
+
+    #[tokio::test]
+    async fn events_without_a_state_are_refused() {
+        let head = service();
+        let ev = |state: i32| TaskEvent { task_id: vec![2; 16].into(), state, ..TaskEvent::default() };
+        for state in [TaskState::Nil as i32, 99] {
+            let batch = TaskEventBatch { events: vec![ev(TaskState::Running.into()), ev(state)] };
+            let err = head.report_task_events(Request::new(batch)).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        }
+        assert!(head.lock().tasks.is_empty(), "nothing of a refused batch is recorded");
+        let batch = TaskEventBatch { events: vec![ev(TaskState::Running.into())] };
+        head.report_task_events(Request::new(batch)).await.unwrap();
+        assert_eq!(head.lock().tasks.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_job_runs_until_its_driver_finishes_it() {
+        let head = service();
+        let job = JobInfo { status: JobStatus::Succeeded.into(), ..JobInfo::default() };
+        let id =
+            head.register_job(Request::new(RegisterJobRequest { job: Some(job) })).await.unwrap().into_inner().job_id;
+        let status = |head: &HeadService| head.lock().jobs[&id].status();
+        assert_eq!(status(&head), JobStatus::Running, "the head, not the driver, sets the status");
+        head.finish_job(Request::new(FinishJobRequest { job_id: id })).await.unwrap();
+        assert_eq!(status(&head), JobStatus::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_misses_heartbeats_is_dead_for_good() {
+        let head = service();
+        let node = NodeInfo { node_id: vec![7; 16].into(), state: NodeState::Dead.into(), ..NodeInfo::default() };
+        head.register_node(Request::new(RegisterNodeRequest { node: Some(node) })).await.unwrap();
+        let state = |head: &HeadService| head.lock().nodes[&vec![7; 16]].info.state();
+        assert_eq!(state(&head), NodeState::Alive, "registering makes a node alive");
+        head.lock().nodes.get_mut(&vec![7; 16]).unwrap().last_heartbeat -= NODE_TIMEOUT * 2;
+        assert_eq!(head.check_node_liveness(), vec![vec![7; 16]]);
+        assert_eq!(state(&head), NodeState::Dead);
+        let beat = HeartbeatRequest { node_id: vec![7; 16].into(), ..HeartbeatRequest::default() };
+        let err = head.heartbeat(Request::new(beat)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(state(&head), NodeState::Dead);
     }
 }
