@@ -90,7 +90,7 @@ fn drivers_attach_to_a_started_cluster_and_need_its_token() {
     let out = rayrepl(root.path(), &["summary", "tasks"]);
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.lines().any(|l| l.contains(" add ") && l.contains("FINISHED: 1")), "{summary}");
-    let out = rayrepl(root.path(), &["list", "jobs", "--filter", "status=FINISHED"]);
+    let out = rayrepl(root.path(), &["list", "jobs", "--filter", "status=SUCCEEDED"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Total: 1"), "{}", String::from_utf8_lossy(&out.stdout));
     // `ray logs`: a worker's output, read back from its node's log directory.
     let run =

@@ -6,7 +6,7 @@
 //! widgets, no scripts), so a saved notebook shows the same thing later.
 
 use ray_session::protocol::{Progress, escape_html as escape};
-use ray_state::{Row, format_table, text};
+use ray_state::{Row, TaskState, format_table, text};
 use std::collections::BTreeMap;
 
 /// The MIME bundle of one output.
@@ -175,7 +175,8 @@ pub(crate) fn timeline(trace: &serde_json::Value) -> Bundle {
     for span in spans {
         let y = lane_of[&span.lane] as f64 * LANE_HEIGHT + 2.0;
         let (left, right) = (x(span.start_us), x(span.start_us + span.dur_us));
-        let color = if span.state == "FAILED" { FAILED_COLOR } else { color_of[span.name] };
+        let failed = TaskState::from_str_name(span.state) == Some(TaskState::Failed);
+        let color = if failed { FAILED_COLOR } else { color_of[span.name] };
         svg.push_str(&format!(
             "<rect x=\"{left:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\" \
              stroke=\"#fff\" stroke-width=\"0.5\">\

@@ -320,7 +320,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     println!("======== Cluster status: {now} ========");
     println!("Node status");
     println!("{}", "-".repeat(63));
-    let (alive, dead): (Vec<_>, Vec<_>) = info.nodes.iter().partition(|n| n.alive);
+    let (alive, dead): (Vec<_>, Vec<_>) = info.nodes.iter().partition(|n| n.is_alive());
     println!("Active:");
     if alive.is_empty() {
         println!(" (no active nodes)");

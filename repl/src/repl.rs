@@ -148,7 +148,7 @@ fn cluster_size(head_address: &str, token: &str) -> anyhow::Result<(usize, f64)>
         let info = ray_proto::head_client(channel).get_cluster_info(ray_proto::Empty {}).await;
         anyhow::Ok(info.map_err(|s| ray_proto::from_status(&s, "the head"))?.into_inner())
     })?;
-    let alive: Vec<_> = info.nodes.iter().filter(|n| n.alive).collect();
+    let alive: Vec<_> = info.nodes.iter().filter(|n| n.is_alive()).collect();
     let cpus = alive.iter().map(|n| ray_proto::resources_to_map(&n.total).get("CPU").copied().unwrap_or(0.0)).sum();
     Ok((alive.len(), cpus))
 }

@@ -189,8 +189,11 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let (rt, mut head, token) = connect_head(args.address)?;
     rt.block_on(async move {
         let info = head.get_cluster_info(Empty {}).await.map_err(|s| from_status(&s, "the head"))?.into_inner();
-        let nodes: Vec<_> =
-            info.nodes.into_iter().filter(|n| n.alive && args.node_ip.as_ref().is_none_or(|ip| *ip == n.ip)).collect();
+        let nodes: Vec<_> = info
+            .nodes
+            .into_iter()
+            .filter(|n| n.is_alive() && args.node_ip.as_ref().is_none_or(|ip| *ip == n.ip))
+            .collect();
         if nodes.is_empty() {
             bail!("no alive node{}", args.node_ip.map(|ip| format!(" has IP {ip}")).unwrap_or_default());
         }

@@ -21,7 +21,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row as TableRow, Table, TableState, Tabs, Wrap};
 use ratatui::{DefaultTerminal, Frame, Terminal};
 use ray_state::now_utc;
-use ray_state::{Resource, Row, Rows, fetch, text};
+use ray_state::{ActorState, JobStatus, NodeState, TaskState};
+use ray_state::{Resource, Row, Rows, State, fetch, text};
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::sync::Once;
@@ -615,11 +616,14 @@ impl App {
             Cell::from(format!("{}{mark}", clip(c, w.saturating_sub(mark.chars().count()))))
         }))
         .style(Style::new().add_modifier(Modifier::BOLD).fg(Color::Cyan));
+        let resource = self.tab.resource();
+        let state_column = State::column(resource);
         let rows = shown.iter().map(|&i| {
             let r = &v.rows[i];
             TableRow::new(v.cols.iter().zip(&widths).map(|(c, &w)| {
                 let value = cell_text(r, c);
-                let style = if matches!(*c, "STATE" | "STATUS") { state_style(&value) } else { Style::new() };
+                let state = if state_column == Some(*c) { State::parse(resource, &value) } else { None };
+                let style = state.map_or(Style::new(), state_style);
                 let shown = if c.ends_with("_ID") { clip_id(&value, w) } else { clip(&value, w) };
                 Cell::from(shown).style(style)
             }))
@@ -737,13 +741,20 @@ fn cell_text(row: &Row, col: &str) -> String {
 
 /// Colours a task's, actor's, node's or job's state: green done or up, yellow busy,
 /// red failed or gone, dim waiting.
-fn state_style(state: &str) -> Style {
+fn state_style(state: State) -> Style {
+    let waiting = Style::new().add_modifier(Modifier::DIM);
+    let busy = Style::new().fg(Color::Yellow);
+    let good = Style::new().fg(Color::Green);
+    let bad = Style::new().fg(Color::Red);
     match state {
-        "RUNNING" | "SUBMITTED_TO_WORKER" | "RESTARTING" => Style::new().fg(Color::Yellow),
-        "FINISHED" | "ALIVE" => Style::new().fg(Color::Green),
-        "FAILED" | "DEAD" => Style::new().fg(Color::Red),
-        s if s.starts_with("PENDING") => Style::new().add_modifier(Modifier::DIM),
-        _ => Style::new(),
+        State::Task(TaskState::Nil) | State::Actor(ActorState::Nil) => Style::new(),
+        State::Node(NodeState::Nil) | State::Job(JobStatus::Nil) => Style::new(),
+        State::Task(TaskState::PendingArgsAvail | TaskState::PendingNodeAssignment) => waiting,
+        State::Actor(ActorState::PendingCreation) => waiting,
+        State::Task(TaskState::Running) | State::Actor(ActorState::Restarting) | State::Job(JobStatus::Running) => busy,
+        State::Task(TaskState::Finished) | State::Actor(ActorState::Alive) | State::Node(NodeState::Alive) => good,
+        State::Job(JobStatus::Succeeded) => good,
+        State::Task(TaskState::Failed) | State::Actor(ActorState::Dead) | State::Node(NodeState::Dead) => bad,
     }
 }
 
@@ -1134,7 +1145,10 @@ mod tests {
         };
         assert_eq!(colour_of("FINISHED"), Some(Color::Green));
         assert_eq!(colour_of("FAILED"), Some(Color::Red));
-        assert_eq!(state_style("PENDING_NODE_ASSIGNMENT"), Style::new().add_modifier(Modifier::DIM));
+        assert_eq!(colour_of("RUNNING"), Some(Color::Yellow));
+        let pending = State::Task(TaskState::PendingNodeAssignment);
+        assert_eq!(state_style(pending), Style::new().add_modifier(Modifier::DIM));
+        assert_eq!(state_style(State::Job(JobStatus::Succeeded)).fg, Some(Color::Green));
     }
 
     #[test]

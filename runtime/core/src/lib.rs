@@ -295,7 +295,7 @@ impl CoreWorker {
             ctx.task_name = Some(lock(&self.0.current).name.clone());
         }
         if let Ok(info) = info {
-            for n in info.into_inner().nodes.iter().filter(|n| n.alive) {
+            for n in info.into_inner().nodes.iter().filter(|n| n.is_alive()) {
                 ctx.nodes += 1;
                 let total = resources_to_map(&n.total);
                 ctx.cpus += total.get("CPU").copied().unwrap_or(0.0);

@@ -515,7 +515,7 @@ impl CoreWorker {
     async fn locate_actor(&self, actor: ActorId, min_incarnation: u32) {
         let location = match self.settled_actor(actor, min_incarnation).await {
             Err(s) => ActorLocation::Gone(from_status(&s, "the head")),
-            Ok(info) if info.state == "DEAD" => ActorLocation::Gone(RayError::from_bytes(&info.death_error)),
+            Ok(info) if info.state() == ActorState::Dead => ActorLocation::Gone(RayError::from_bytes(&info.death_error)),
             Ok(info) => {
                 let what = format!("actor {}", info.class_name);
                 match Calls::open(self, &info.direct_address, &info.address, &what).await {
@@ -548,7 +548,7 @@ impl CoreWorker {
     /// with that.
     async fn explain_lost_call(&self, call: SentCall, detail: String, max_task_retries: i32) {
         let error = match self.settled_actor(call.actor, call.incarnation + 1).await {
-            Ok(info) if info.state == "DEAD" => RayError::from_bytes(&info.death_error),
+            Ok(info) if info.state() == ActorState::Dead => RayError::from_bytes(&info.death_error),
             Ok(info) if info.incarnation == call.incarnation => RayError::Connection {
                 what: format!("actor {}", info.class_name),
                 detail: format!("the connection broke while this call ran ({detail}); the actor is still alive"),
@@ -819,7 +819,7 @@ mod tests {
         ];
         let merged = merge_events(events);
         assert_eq!(merged.len(), 2);
-        assert_eq!((merged[0].attempt, merged[0].state.as_str(), merged[0].worker_pid), (0, "FAILED", 7));
-        assert_eq!((merged[1].attempt, merged[1].state.as_str(), merged[1].worker_pid), (1, "RUNNING", 9));
+        assert_eq!((merged[0].attempt, merged[0].state(), merged[0].worker_pid), (0, TaskState::Failed, 7));
+        assert_eq!((merged[1].attempt, merged[1].state(), merged[1].worker_pid), (1, TaskState::Running, 9));
     }
 }

@@ -21,7 +21,7 @@
 use crate::refs::{State, Value};
 use bytes::Bytes;
 use ray_abi::{ActorId, ArgSubmission, FunctionDescriptor, ObjectId, RayError, TaskId};
-use ray_proto::{ActorTaskSpec, TaskEvent, TaskSpec, format_resources, resources_from_map};
+use ray_proto::{ActorTaskSpec, TaskEvent, TaskSpec, TaskState, format_resources, resources_from_map};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -341,28 +341,6 @@ impl FinishedNames {
     }
 }
 
-/// Ray's task states, as the owner reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TaskStatus {
-    PendingArgsAvail,
-    PendingNodeAssignment,
-    Running,
-    Finished,
-    Failed,
-}
-
-impl TaskStatus {
-    fn name(self) -> &'static str {
-        match self {
-            TaskStatus::PendingArgsAvail => "PENDING_ARGS_AVAIL",
-            TaskStatus::PendingNodeAssignment => "PENDING_NODE_ASSIGNMENT",
-            TaskStatus::Running => "RUNNING",
-            TaskStatus::Finished => "FINISHED",
-            TaskStatus::Failed => "FAILED",
-        }
-    }
-}
-
 /// Ray's `error_type` for a failed task.
 fn error_type(e: &RayError) -> &'static str {
     match e {
@@ -383,35 +361,35 @@ struct Events {
 }
 
 impl Events {
-    fn record(&mut self, task: &Task, status: TaskStatus) -> &mut TaskEvent {
+    fn record(&mut self, task: &Task, status: TaskState) -> &mut TaskEvent {
         let time_ms = now_ms();
-        let at = |when: TaskStatus| if status == when { time_ms } else { 0 };
+        let at = |when: TaskState| if status == when { time_ms } else { 0 };
         self.buffer.push(TaskEvent {
             task_id: task.id.0.to_vec().into(),
             job_id: self.job,
             name: task.name.clone(),
             func_name: task.function.name.clone(),
-            state: status.name().to_string(),
+            state: status.into(),
             time_ms,
             attempt: task.attempt,
             actor_id: task.actor.map(|a| a.0.to_vec().into()).unwrap_or_default(),
-            creation_time_ms: at(TaskStatus::PendingArgsAvail),
-            start_time_ms: at(TaskStatus::Running),
-            end_time_ms: if matches!(status, TaskStatus::Finished | TaskStatus::Failed) { time_ms } else { 0 },
+            creation_time_ms: at(TaskState::PendingArgsAvail),
+            start_time_ms: at(TaskState::Running),
+            end_time_ms: if matches!(status, TaskState::Finished | TaskState::Failed) { time_ms } else { 0 },
             ..TaskEvent::default()
         });
         self.buffer.last_mut().expect("just pushed")
     }
 
     fn failure(&mut self, task: &Task, error: &RayError, pid: u32) {
-        let ev = self.record(task, TaskStatus::Failed);
+        let ev = self.record(task, TaskState::Failed);
         ev.error_type = error_type(error).to_string();
         ev.error_message = error.to_string();
         ev.worker_pid = pid;
     }
 
     fn running(&mut self, task: &Task, pid: u32, node_id: Bytes) {
-        let ev = self.record(task, TaskStatus::Running);
+        let ev = self.record(task, TaskState::Running);
         ev.worker_pid = pid;
         ev.node_id = node_id;
     }
@@ -519,7 +497,7 @@ impl<C: Clone> Scheduler<C> {
             actor: new.actor,
         };
         let required = resources_from_map(&task.resources);
-        self.events.record(&task, TaskStatus::PendingArgsAvail).required = required;
+        self.events.record(&task, TaskState::PendingArgsAvail).required = required;
         if let Some(actor) = task.actor {
             // Calls leave in submission order, whenever their arguments resolve.
             self.actors.entry(actor).or_default().queue.push_back(task.id);
@@ -543,7 +521,7 @@ impl<C: Clone> Scheduler<C> {
         match task.actor {
             Some(actor) => self.pump_actor(actor),
             None => {
-                self.events.record(task, TaskStatus::PendingNodeAssignment);
+                self.events.record(task, TaskState::PendingNodeAssignment);
                 let (key, resources) = (task.key.clone(), task.resources.clone());
                 let queue = self.keys.entry(key.clone()).or_default();
                 queue.resources = resources;
@@ -774,7 +752,7 @@ impl<C: Clone> Scheduler<C> {
                 if let Some(spec) = task.spec.as_mut() {
                     spec.attempt = task.attempt;
                 }
-                self.events.record(&task, TaskStatus::PendingNodeAssignment);
+                self.events.record(&task, TaskState::PendingNodeAssignment);
                 self.keys.entry(key.to_string()).or_default().ready.push_front(id);
                 self.tasks.insert(id, task);
             } else {
@@ -802,7 +780,7 @@ impl<C: Clone> Scheduler<C> {
             if let Some(spec) = task.spec.as_mut() {
                 spec.attempt = task.attempt;
             }
-            self.events.record(&task, TaskStatus::PendingNodeAssignment);
+            self.events.record(&task, TaskState::PendingNodeAssignment);
             let key = task.key.clone();
             self.tasks.insert(id, task);
             self.keys.entry(key).or_default().ready.push_back(id);
@@ -825,7 +803,7 @@ impl<C: Clone> Scheduler<C> {
         let pid = reply.as_ref().map_or(0, |(pid, _)| *pid);
         match &result {
             State::Failed(e) => self.events.failure(&task, e, pid),
-            State::Ready(_) | State::Pending => self.events.record(&task, TaskStatus::Finished).worker_pid = pid,
+            State::Ready(_) | State::Pending => self.events.record(&task, TaskState::Finished).worker_pid = pid,
         }
         // A result in shared memory can be lost with its node; while retries are
         // left, the task is kept to run again (its inputs stay pinned with it).
@@ -885,7 +863,7 @@ impl<C: Clone> Scheduler<C> {
         task.attempt += 1;
         task.spec = None;
         task.phase = Phase::WaitingForArgs;
-        self.events.record(&task, TaskStatus::PendingArgsAvail);
+        self.events.record(&task, TaskState::PendingArgsAvail);
         let watch = Action::WatchArgs { task: task.id, args: task.top_level_args() };
         let name = task.name.clone();
         self.tasks.insert(task.id, task);

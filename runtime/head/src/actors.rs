@@ -26,6 +26,72 @@ struct ActorEntry {
     final_cause: Option<RayError>,
 }
 
+impl ActorEntry {
+    fn new(spec: ActorSpec, info: ActorInfo) -> Self {
+        ActorEntry { spec, info, worker_id: Vec::new(), lease_id: 0, node_address: String::new(), final_cause: None }
+    }
+
+    /// The actor's constructor returned on the worker at `address`: it is ALIVE,
+    /// unless it was buried meanwhile. Returns whether it is.
+    fn started(&mut self, address: String, direct_address: String) -> bool {
+        match self.info.state() {
+            // Killed, or its node died, while the constructor ran.
+            ActorState::Dead => false,
+            ActorState::Nil | ActorState::PendingCreation | ActorState::Restarting | ActorState::Alive => {
+                self.info.set_state(ActorState::Alive);
+                self.info.address = address;
+                self.info.direct_address = direct_address;
+                true
+            }
+        }
+    }
+
+    /// The actor is dead for good, for `err`.
+    fn bury(&mut self, err: &RayError) {
+        self.info.set_state(ActorState::Dead);
+        self.info.death_error = err.to_bytes().into();
+        self.info.address.clear();
+        self.info.direct_address.clear();
+    }
+
+    /// The actor's worker is gone (`why`): RESTARTING if `max_restarts` allows
+    /// another incarnation and nobody asked it to stay dead, else DEAD. Returns
+    /// whether to place it again.
+    fn lost(&mut self, why: &str) -> bool {
+        match self.info.state() {
+            ActorState::Dead => return false,
+            ActorState::Nil | ActorState::PendingCreation | ActorState::Alive | ActorState::Restarting => {}
+        }
+        self.worker_id.clear();
+        let max = self.spec.max_restarts;
+        if let Some(cause) = self.final_cause.clone() {
+            self.bury(&cause);
+            false
+        } else if max < 0 || (self.info.num_restarts as i32) < max {
+            self.info.set_state(ActorState::Restarting);
+            self.info.address.clear();
+            self.info.direct_address.clear();
+            self.info.num_restarts += 1;
+            self.info.incarnation += 1;
+            true
+        } else {
+            let why = format!("{why} and max_restarts={max} allows no more restarts");
+            let err = died(&self.info, why);
+            self.bury(&err);
+            false
+        }
+    }
+}
+
+/// Whether an actor in `state` is still one: it keeps its name, its job's end
+/// kills it, and a dead node takes it down. (An actor is never stored unset.)
+fn is_live(state: ActorState) -> bool {
+    match state {
+        ActorState::Nil | ActorState::PendingCreation | ActorState::Alive | ActorState::Restarting => true,
+        ActorState::Dead => false,
+    }
+}
+
 #[derive(Default)]
 struct Tables {
     actors: HashMap<Vec<u8>, ActorEntry>,
@@ -95,7 +161,7 @@ impl Actors {
             let t = self.lock();
             if !spec.name.is_empty()
                 && let Some(existing) = t.names.get(&key).and_then(|id| t.actors.get(id))
-                && existing.info.state != "DEAD"
+                && is_live(existing.info.state())
             {
                 if spec.get_if_exists {
                     return Ok(existing.info.clone());
@@ -109,7 +175,7 @@ impl Actors {
         let info = ActorInfo {
             actor_id: spec.actor_id.clone(),
             class_name: spec.class_name.clone(),
-            state: "PENDING_CREATION".into(),
+            state: ActorState::PendingCreation.into(),
             job_id: spec.job_id,
             name: spec.name.clone(),
             namespace: spec.namespace.clone(),
@@ -125,17 +191,7 @@ impl Actors {
             if !spec.name.is_empty() {
                 t.names.insert(key, spec.actor_id.to_vec());
             }
-            t.actors.insert(
-                spec.actor_id.to_vec(),
-                ActorEntry {
-                    spec: spec.clone(),
-                    info: info.clone(),
-                    worker_id: Vec::new(),
-                    lease_id: 0,
-                    node_address: String::new(),
-                    final_cause: None,
-                },
-            );
+            t.actors.insert(spec.actor_id.to_vec(), ActorEntry::new(spec.clone(), info.clone()));
         }
         let this = self.clone();
         let id = spec.actor_id.to_vec();
@@ -146,10 +202,7 @@ impl Actors {
     fn mark_dead(&self, id: &[u8], err: RayError) {
         let mut t = self.lock();
         if let Some(e) = t.actors.get_mut(id) {
-            e.info.state = "DEAD".into();
-            e.info.death_error = err.to_bytes().into();
-            e.info.address.clear();
-            e.info.direct_address.clear();
+            e.bury(&err);
         }
         drop(t);
         self.notify();
@@ -181,7 +234,7 @@ impl Actors {
             let r = resources_to_map(r);
             demand.iter().all(|(k, v)| r.get(k).copied().unwrap_or(0.0) + 1e-9 >= *v)
         };
-        let alive = || nodes.iter().filter(|n| n.alive);
+        let alive = || nodes.iter().filter(|n| n.is_alive());
         let Some(node) = alive().find(|n| holds(&n.available)).or_else(|| alive().find(|n| holds(&n.total))) else {
             let mut totals = std::collections::BTreeMap::new();
             for n in alive() {
@@ -280,18 +333,14 @@ impl Actors {
                     }
                     return Ok(());
                 }
-                {
-                    let mut t = self.lock();
-                    if let Some(e) = t.actors.get_mut(&id) {
-                        if e.info.state == "DEAD" {
-                            return Ok(());
-                        }
-                        e.info.state = "ALIVE".into();
-                        e.info.address = lease.worker_address.clone();
-                        e.info.direct_address = reply.direct_address;
-                    }
+                let started = self
+                    .lock()
+                    .actors
+                    .get_mut(&id)
+                    .is_some_and(|e| e.started(lease.worker_address.clone(), reply.direct_address));
+                if started {
+                    self.notify();
                 }
-                self.notify();
             }
         }
         Ok(())
@@ -312,7 +361,7 @@ impl Actors {
             .actors
             .iter()
             // Actors with a worker there; one being placed again retries by itself.
-            .filter(|(_, e)| e.info.node_id.as_ref() == node_id && !e.worker_id.is_empty() && e.info.state != "DEAD")
+            .filter(|(_, e)| e.info.node_id.as_ref() == node_id && !e.worker_id.is_empty() && is_live(e.info.state()))
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
@@ -324,33 +373,15 @@ impl Actors {
         let restart = {
             let mut t = self.lock();
             let Some(e) = t.actors.get_mut(id) else { return };
-            if e.info.state == "DEAD" {
+            if !is_live(e.info.state()) {
                 return;
             }
-            let id = id.to_vec();
-            e.worker_id.clear();
-            e.info.address.clear();
-            e.info.direct_address.clear();
-            let max = e.spec.max_restarts;
-            if let Some(cause) = e.final_cause.clone() {
-                e.info.state = "DEAD".into();
-                e.info.death_error = cause.to_bytes().into();
-                None
-            } else if max < 0 || (e.info.num_restarts as i32) < max {
-                e.info.state = "RESTARTING".into();
-                e.info.num_restarts += 1;
-                e.info.incarnation += 1;
-                Some(id)
-            } else {
-                let why = format!("{why} and max_restarts={max} allows no more restarts");
-                e.info.state = "DEAD".into();
-                e.info.death_error = died(&e.info, why).to_bytes().into();
-                None
-            }
+            e.lost(why)
         };
         self.notify();
-        if let Some(id) = restart {
+        if restart {
             let this = self.clone();
+            let id = id.to_vec();
             tokio::spawn(async move { this.schedule(id).await });
         }
     }
@@ -393,7 +424,7 @@ impl Actors {
             .lock()
             .actors
             .iter()
-            .filter(|(_, e)| e.spec.job_id == job && !e.spec.detached && e.info.state != "DEAD")
+            .filter(|(_, e)| e.spec.job_id == job && !e.spec.detached && is_live(e.info.state()))
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
@@ -414,7 +445,11 @@ impl Actors {
                 .get(id)
                 .map(|e| e.info.clone())
                 .ok_or_else(|| RayError::ActorNotFound { name: hex(id), namespace: String::new() })?;
-            let settled = info.state == "DEAD" || (info.state == "ALIVE" && info.incarnation >= min_incarnation);
+            let settled = match info.state() {
+                ActorState::Dead => true,
+                ActorState::Alive => info.incarnation >= min_incarnation,
+                ActorState::Nil | ActorState::PendingCreation | ActorState::Restarting => false,
+            };
             if !wait || settled {
                 return Ok(info);
             }
@@ -430,7 +465,7 @@ impl Actors {
         t.names
             .get(&(namespace.to_string(), name.to_string()))
             .and_then(|id| t.actors.get(id))
-            .filter(|e| e.info.state != "DEAD")
+            .filter(|e| is_live(e.info.state()))
             .map(|e| e.info.clone())
             .ok_or_else(|| RayError::ActorNotFound { name: name.to_string(), namespace: namespace.to_string() })
     }
@@ -440,5 +475,61 @@ impl Actors {
         let mut v: Vec<ActorInfo> = self.lock().actors.values().map(|e| e.info.clone()).collect();
         v.sort_by(|a, b| a.actor_id.cmp(&b.actor_id));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(max_restarts: i32) -> ActorEntry {
+        let spec = ActorSpec { actor_id: vec![1; 16].into(), max_restarts, ..ActorSpec::default() };
+        let info = ActorInfo {
+            actor_id: spec.actor_id.clone(),
+            class_name: "Counter".into(),
+            state: ActorState::PendingCreation.into(),
+            ..ActorInfo::default()
+        };
+        ActorEntry::new(spec, info)
+    }
+
+    fn started(e: &mut ActorEntry) -> bool {
+        e.worker_id = vec![9];
+        e.started("127.0.0.1:1".into(), "127.0.0.1:2".into())
+    }
+
+    #[test]
+    fn an_actor_restarts_as_often_as_max_restarts_allows_then_dies() {
+        let mut e = entry(1);
+        assert!(started(&mut e));
+        assert_eq!((e.info.state(), e.info.address.as_str()), (ActorState::Alive, "127.0.0.1:1"));
+        assert!(e.lost("its worker died"), "one restart is allowed");
+        assert_eq!((e.info.state(), e.info.incarnation, e.info.num_restarts), (ActorState::Restarting, 1, 1));
+        assert!(e.info.address.is_empty() && e.worker_id.is_empty());
+        assert!(started(&mut e));
+        assert_eq!(e.info.state(), ActorState::Alive);
+        assert!(!e.lost("its worker died"));
+        assert_eq!(e.info.state(), ActorState::Dead);
+        let why = RayError::from_bytes(&e.info.death_error).to_string();
+        assert!(why.contains("its worker died and max_restarts=1"), "{why}");
+        assert!(!e.lost("again") && e.info.state() == ActorState::Dead, "the dead stay dead");
+        assert!(!started(&mut e) && e.info.state() == ActorState::Dead && e.info.address.is_empty());
+    }
+
+    #[test]
+    fn a_killed_actor_is_not_restarted() {
+        let mut e = entry(-1);
+        assert!(started(&mut e));
+        e.final_cause = Some(died(&e.info, "it was killed by ray::kill"));
+        assert!(!e.lost("its worker died"));
+        assert_eq!(e.info.state(), ActorState::Dead);
+        assert!(RayError::from_bytes(&e.info.death_error).to_string().contains("ray::kill"));
+    }
+
+    #[test]
+    fn only_dead_actors_give_up_their_name() {
+        let live = [ActorState::PendingCreation, ActorState::Alive, ActorState::Restarting];
+        assert!(live.into_iter().all(is_live));
+        assert!(!is_live(ActorState::Dead));
     }
 }

@@ -64,21 +64,21 @@ impl Tables {
     }
 }
 
-fn state_rank(state: &str) -> u8 {
+/// How far along a task is; a task's recorded state only moves forward.
+fn state_rank(state: TaskState) -> u8 {
     match state {
-        "PENDING_ARGS_AVAIL" => 1,
-        "PENDING_NODE_ASSIGNMENT" => 2,
-        "SUBMITTED_TO_WORKER" => 3,
-        "RUNNING" => 4,
-        "FINISHED" | "FAILED" => 5,
-        _ => 0,
+        TaskState::Nil => 0,
+        TaskState::PendingArgsAvail => 1,
+        TaskState::PendingNodeAssignment => 2,
+        TaskState::Running => 3,
+        TaskState::Finished | TaskState::Failed => 4,
     }
 }
 
 /// Events may arrive out of order (owner and worker report separately); a later
 /// state never goes back to an earlier one.
 fn merge_task_event(existing: &mut TaskEvent, ev: TaskEvent) {
-    if state_rank(&ev.state) >= state_rank(&existing.state) {
+    if state_rank(ev.state()) >= state_rank(existing.state()) {
         existing.state = ev.state;
         existing.time_ms = ev.time_ms;
     }
@@ -164,8 +164,8 @@ impl HeadService {
             let mut t = self.lock();
             let mut dead = Vec::new();
             for (id, n) in t.nodes.iter_mut() {
-                if n.info.alive && n.last_heartbeat.elapsed() > NODE_TIMEOUT {
-                    n.info.alive = false;
+                if n.info.is_alive() && n.last_heartbeat.elapsed() > NODE_TIMEOUT {
+                    n.info.set_state(NodeState::Dead);
                     dead.push(id.clone());
                 }
             }
@@ -190,7 +190,7 @@ type LogStream = std::pin::Pin<Box<dyn Stream<Item = Result<LogBatch, Status>> +
 impl Head for HeadService {
     async fn register_node(&self, req: Request<RegisterNodeRequest>) -> Result<Response<RegisterNodeReply>, Status> {
         let mut info = req.into_inner().node.ok_or_else(|| Status::invalid_argument("missing node"))?;
-        info.alive = true;
+        info.set_state(NodeState::Alive);
         tracing::info!("node {} registered at {}", hex(&info.node_id), info.address);
         self.lock().nodes.insert(info.node_id.to_vec(), NodeEntry { info, last_heartbeat: Instant::now() });
         Ok(Response::new(RegisterNodeReply {}))
@@ -203,7 +203,7 @@ impl Head for HeadService {
             // A node marked dead stays dead: its work has been given up on or moved,
             // and a node that comes back from a partition must not take new work
             // under the old id.
-            Some(n) if !n.info.alive => Err(Status::failed_precondition(
+            Some(n) if !n.info.is_alive() => Err(Status::failed_precondition(
                 "this node was marked dead after missing heartbeats; start it again with `rayrepl start --address`",
             )),
             Some(n) => {
@@ -235,7 +235,7 @@ impl Head for HeadService {
         let id = t.next_job;
         t.next_job += 1;
         job.job_id = id;
-        job.alive = true;
+        job.set_status(JobStatus::Running);
         job.start_time_ms = now_ms();
         t.jobs.insert(id, job);
         Ok(Response::new(RegisterJobReply { job_id: id }))
@@ -245,7 +245,7 @@ impl Head for HeadService {
         let id = req.into_inner().job_id;
         let mut t = self.lock();
         if let Some(j) = t.jobs.get_mut(&id) {
-            j.alive = false;
+            j.set_status(JobStatus::Succeeded);
             j.end_time_ms = now_ms();
         }
         t.log_channels.remove(&id);
@@ -265,8 +265,20 @@ impl Head for HeadService {
     }
 
     async fn report_task_events(&self, req: Request<TaskEventBatch>) -> Result<Response<Empty>, Status> {
+        let events = req.into_inner().events;
+        // An event without a state (or with one this head does not know) says
+        // nothing about the task: refuse the batch rather than guess.
+        if let Some(bad) =
+            events.iter().find(|ev| !matches!(TaskState::try_from(ev.state), Ok(s) if s != TaskState::Nil))
+        {
+            return Err(Status::invalid_argument(format!(
+                "task {} reported without a known state ({})",
+                hex(&bad.task_id),
+                bad.state
+            )));
+        }
         let mut t = self.lock();
-        for ev in req.into_inner().events {
+        for ev in events {
             t.record_task(ev);
         }
         Ok(Response::new(Empty {}))
@@ -407,17 +419,64 @@ mod tests {
     #[test]
     fn task_states_never_go_backwards() {
         let mut t = Tables::default();
-        let ev = |state: &str| TaskEvent {
+        let ev = |state: TaskState| TaskEvent {
             task_id: vec![1; 16].into(),
-            state: state.to_string(),
+            state: state.into(),
             name: "f".into(),
             ..TaskEvent::default()
         };
-        t.record_task(ev("RUNNING"));
-        t.record_task(ev("PENDING_NODE_ASSIGNMENT"));
-        assert_eq!(t.tasks.values().next().unwrap().state, "RUNNING");
-        t.record_task(ev("FINISHED"));
-        assert_eq!(t.tasks.values().next().unwrap().state, "FINISHED");
+        t.record_task(ev(TaskState::Running));
+        t.record_task(ev(TaskState::PendingNodeAssignment));
+        assert_eq!(t.tasks.values().next().unwrap().state(), TaskState::Running);
+        t.record_task(ev(TaskState::Finished));
+        assert_eq!(t.tasks.values().next().unwrap().state(), TaskState::Finished);
         assert_eq!(t.tasks.len(), 1);
+    }
+
+    fn service() -> HeadService {
+        HeadService::new("127.0.0.1:1".into(), std::env::temp_dir().display().to_string(), "token")
+    }
+
+    #[tokio::test]
+    async fn events_without_a_state_are_refused() {
+        let head = service();
+        let ev = |state: i32| TaskEvent { task_id: vec![2; 16].into(), state, ..TaskEvent::default() };
+        for state in [TaskState::Nil as i32, 99] {
+            let batch = TaskEventBatch { events: vec![ev(TaskState::Running.into()), ev(state)] };
+            let err = head.report_task_events(Request::new(batch)).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        }
+        assert!(head.lock().tasks.is_empty(), "nothing of a refused batch is recorded");
+        let batch = TaskEventBatch { events: vec![ev(TaskState::Running.into())] };
+        head.report_task_events(Request::new(batch)).await.unwrap();
+        assert_eq!(head.lock().tasks.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_job_runs_until_its_driver_finishes_it() {
+        let head = service();
+        let job = JobInfo { status: JobStatus::Succeeded.into(), ..JobInfo::default() };
+        let id =
+            head.register_job(Request::new(RegisterJobRequest { job: Some(job) })).await.unwrap().into_inner().job_id;
+        let status = |head: &HeadService| head.lock().jobs[&id].status();
+        assert_eq!(status(&head), JobStatus::Running, "the head, not the driver, sets the status");
+        head.finish_job(Request::new(FinishJobRequest { job_id: id })).await.unwrap();
+        assert_eq!(status(&head), JobStatus::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_misses_heartbeats_is_dead_for_good() {
+        let head = service();
+        let node = NodeInfo { node_id: vec![7; 16].into(), state: NodeState::Dead.into(), ..NodeInfo::default() };
+        head.register_node(Request::new(RegisterNodeRequest { node: Some(node) })).await.unwrap();
+        let state = |head: &HeadService| head.lock().nodes[&vec![7; 16]].info.state();
+        assert_eq!(state(&head), NodeState::Alive, "registering makes a node alive");
+        head.lock().nodes.get_mut(&vec![7; 16]).unwrap().last_heartbeat -= NODE_TIMEOUT * 2;
+        assert_eq!(head.check_node_liveness(), vec![vec![7; 16]]);
+        assert_eq!(state(&head), NodeState::Dead);
+        let beat = HeartbeatRequest { node_id: vec![7; 16].into(), ..HeartbeatRequest::default() };
+        let err = head.heartbeat(Request::new(beat)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(state(&head), NodeState::Dead);
     }
 }

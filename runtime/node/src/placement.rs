@@ -39,7 +39,7 @@ pub fn place(
     if fits(local_available, demand) {
         return Placement::Local;
     }
-    let alive: Vec<&NodeInfo> = nodes.iter().filter(|n| n.alive).collect();
+    let alive: Vec<&NodeInfo> = nodes.iter().filter(|n| n.is_alive()).collect();
     let fits_total = |n: &NodeInfo| fits(&resources_to_map(&n.total), demand);
     if !fits(local_total, demand) && !alive.iter().any(|n| fits_total(n)) {
         let mut totals = Resources::new();
@@ -74,7 +74,7 @@ pub fn place(
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use ray_proto::resources_from_map;
+    use ray_proto::{NodeState, resources_from_map};
 
     fn res(pairs: &[(&str, f64)]) -> Resources {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
@@ -86,7 +86,7 @@ mod tests {
             address: format!("127.0.0.{id}:1"),
             total: resources_from_map(&res(total)),
             available: resources_from_map(&res(available)),
-            alive: true,
+            state: NodeState::Alive.into(),
             ..NodeInfo::default()
         }
     }
@@ -129,7 +129,7 @@ mod tests {
         let nodes = [node(1, &[("CPU", 2.0)], &[("CPU", 2.0)]), node(2, &[("CPU", 2.0)], &[("CPU", 2.0)])];
         let p = place(&[1], &res(&[("CPU", 2.0)]), &res(&[("CPU", 2.0)]), &res(&[("GPU", 1.0)]), &nodes, true);
         assert_eq!(p, Placement::Infeasible(format_resources(&res(&[("CPU", 4.0)]))));
-        let dead = NodeInfo { alive: false, ..node(3, &[("GPU", 1.0)], &[("GPU", 1.0)]) };
+        let dead = NodeInfo { state: NodeState::Dead.into(), ..node(3, &[("GPU", 1.0)], &[("GPU", 1.0)]) };
         let p = place(&[1], &res(&[("CPU", 2.0)]), &res(&[("CPU", 2.0)]), &res(&[("GPU", 1.0)]), &[dead], true);
         assert!(matches!(p, Placement::Infeasible(_)));
     }
@@ -147,7 +147,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, (total, free, alive))| NodeInfo {
-                    alive: *alive || i == 0,
+                    state: if *alive || i == 0 { NodeState::Alive } else { NodeState::Dead }.into(),
                     ..node(i as u8, &[("CPU", *total)], &[("CPU", free.min(*total))])
                 })
                 .collect();
@@ -158,12 +158,12 @@ mod tests {
                 Placement::Spill { node_id, .. } => {
                     prop_assert!(may_spill);
                     let n = nodes.iter().find(|n| n.node_id.as_ref() as &[u8] == node_id.as_slice()).unwrap();
-                    prop_assert!(n.alive && node_id != vec![0]);
+                    prop_assert!(n.is_alive() && node_id != vec![0]);
                     prop_assert!(fits(&resources_to_map(&n.total), &demand));
                 }
                 Placement::Local => prop_assert!(fits(&local_total, &demand) || !may_spill),
                 Placement::Infeasible(_) => {
-                    prop_assert!(!nodes.iter().filter(|n| n.alive).any(|n| fits(&resources_to_map(&n.total), &demand)));
+                    prop_assert!(!nodes.iter().filter(|n| n.is_alive()).any(|n| fits(&resources_to_map(&n.total), &demand)));
                 }
             }
         }

@@ -653,7 +653,7 @@ async fn spill_loop(shared: Arc<Shared>) {
         let spilled = shared.pool().spill_waiting(|demand| {
             let target = nodes
                 .iter_mut()
-                .filter(|n| n.alive && n.node_id.as_ref() as &[u8] != shared.node_id.as_slice())
+                .filter(|n| n.is_alive() && n.node_id.as_ref() as &[u8] != shared.node_id.as_slice())
                 .find(|n| fits(&resources_to_map(&n.available), demand))?;
             // Count it against that node until the next view.
             let mut left = resources_to_map(&target.available);
@@ -682,10 +682,14 @@ async fn reaper_loop(shared: Arc<Shared>) {
             let local_driver = !info.host_id.is_empty() && info.host_id == shared.host_id;
             let mut gone = local_driver && !pid_alive(info.driver_pid);
             if !gone {
-                gone = matches!(
-                    shared.head.clone().get_job(GetJobRequest { job_id: job }).await,
-                    Ok(r) if !r.get_ref().alive
-                );
+                gone = match shared.head.clone().get_job(GetJobRequest { job_id: job }).await {
+                    Ok(r) => match r.get_ref().status() {
+                        JobStatus::Succeeded => true,
+                        // Unset is no news: keep the job's workers.
+                        JobStatus::Running | JobStatus::Nil => false,
+                    },
+                    Err(_) => false,
+                };
             } else {
                 let _ = shared.head.clone().finish_job(FinishJobRequest { job_id: job }).await;
             }
@@ -779,7 +783,7 @@ pub async fn run(
                 ip: config.ip.clone(),
                 total: resources_from_map(&config.resources),
                 available: resources_from_map(&config.resources),
-                alive: true,
+                state: NodeState::Alive.into(),
                 session_dir: config.session_dir.display().to_string(),
                 object_store_capacity: config.object_store_memory,
                 object_store_used: 0,

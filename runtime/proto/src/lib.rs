@@ -16,6 +16,24 @@ mod generated {
 }
 pub use generated::*;
 
+// States are enums on the wire, each nested in the message that carries it (as
+// Ray nests its actor and node states), so value names like ALIVE can repeat.
+// Their proto names are Ray's spellings: `as_str_name()` is what users see.
+pub use actor_info::ActorState;
+pub use job_info::JobStatus;
+pub use node_info::NodeState;
+pub use task_event::TaskState;
+
+impl NodeInfo {
+    /// Whether the head counts the node as alive; an unset state does not count.
+    pub fn is_alive(&self) -> bool {
+        match self.state() {
+            NodeState::Alive => true,
+            NodeState::Nil | NodeState::Dead => false,
+        }
+    }
+}
+
 impl From<ray_object_store::Span> for ArenaSpan {
     fn from(s: ray_object_store::Span) -> Self {
         ArenaSpan { offset: s.offset, len: s.len, slot: s.slot, generation: s.generation }
@@ -367,5 +385,43 @@ mod tests {
         m.insert("GPU".to_string(), 0.5);
         assert_eq!(format_resources(&m), "{CPU: 2, GPU: 0.5}");
         assert_eq!(format_bytes(1536), "1.50 KiB");
+    }
+
+    #[test]
+    fn states_carry_rays_names() {
+        // Ray's TaskStatus numbers too, for the states rayrepl reports.
+        for (state, name, number) in [
+            (TaskState::PendingArgsAvail, "PENDING_ARGS_AVAIL", 1),
+            (TaskState::PendingNodeAssignment, "PENDING_NODE_ASSIGNMENT", 2),
+            (TaskState::Running, "RUNNING", 6),
+            (TaskState::Finished, "FINISHED", 9),
+            (TaskState::Failed, "FAILED", 10),
+        ] {
+            assert_eq!((state.as_str_name(), state as i32), (name, number));
+            assert_eq!(TaskState::from_str_name(name), Some(state));
+        }
+        for (state, name) in [
+            (ActorState::PendingCreation, "PENDING_CREATION"),
+            (ActorState::Alive, "ALIVE"),
+            (ActorState::Restarting, "RESTARTING"),
+            (ActorState::Dead, "DEAD"),
+        ] {
+            assert_eq!(state.as_str_name(), name);
+            assert_eq!(ActorState::from_str_name(name), Some(state));
+        }
+        assert_eq!([NodeState::Alive.as_str_name(), NodeState::Dead.as_str_name()], ["ALIVE", "DEAD"]);
+        assert_eq!([JobStatus::Running.as_str_name(), JobStatus::Succeeded.as_str_name()], ["RUNNING", "SUCCEEDED"]);
+    }
+
+    #[test]
+    fn an_unset_or_unknown_state_reads_as_nil() {
+        assert_eq!(TaskEvent::default().state(), TaskState::Nil);
+        assert_eq!(TaskEvent { state: 99, ..TaskEvent::default() }.state(), TaskState::Nil);
+        assert!(TaskState::try_from(99).is_err());
+        assert_eq!(ActorInfo::default().state(), ActorState::Nil);
+        assert_eq!(JobInfo::default().status(), JobStatus::Nil);
+        assert!(!NodeInfo::default().is_alive());
+        assert!(NodeInfo { state: NodeState::Alive.into(), ..NodeInfo::default() }.is_alive());
+        assert!(!NodeInfo { state: NodeState::Dead.into(), ..NodeInfo::default() }.is_alive());
     }
 }

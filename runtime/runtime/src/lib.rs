@@ -146,7 +146,7 @@ async fn attach(head_address: &str, token: &str) -> Result<Connection, RayError>
         .map_err(|s| ray_proto::from_status(&s, "the head"))?
         .into_inner();
     let head_host = head_address.rsplit_once(':').map(|(h, _)| h).unwrap_or(head_address);
-    let alive: Vec<_> = info.nodes.into_iter().filter(|n| n.alive).collect();
+    let alive: Vec<_> = info.nodes.into_iter().filter(|n| n.is_alive()).collect();
     if alive.is_empty() {
         return Err(RayError::Startup(format!("the cluster at {head_address} has no live node")));
     }

@@ -7,10 +7,15 @@
 //! Ray's column names, with the columns Ray shows by default.
 
 use ray_abi::RayError;
-use ray_proto::{Empty, HeadClient, ListTasksRequest, format_bytes, format_resources, resources_to_map};
+use ray_proto::{
+    ActorInfo, Empty, HeadClient, JobInfo, ListTasksRequest, NodeInfo, TaskEvent, format_bytes, format_resources,
+    resources_to_map,
+};
 use serde_json::{Map, Value, json};
 
 pub mod timeline;
+
+pub use ray_proto::{ActorState, JobStatus, NodeState, TaskState};
 
 /// What `list` can show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +31,59 @@ pub enum Resource {
     Objects,
     /// Jobs (drivers).
     Jobs,
+}
+
+/// A row's state, typed by what the row is. Rows carry states as Ray's names
+/// (strings), so `--filter state=RUNNING` and `--format json` read as in Ray;
+/// whoever decides something by a state reads it back as one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// A task attempt's state.
+    Task(TaskState),
+    /// An actor's state.
+    Actor(ActorState),
+    /// A node's state.
+    Node(NodeState),
+    /// A (driver) job's status.
+    Job(JobStatus),
+}
+
+impl State {
+    /// The column holding the state of `resource`'s rows, if they have one.
+    pub fn column(resource: Resource) -> Option<&'static str> {
+        match resource {
+            Resource::Tasks | Resource::Actors | Resource::Nodes => Some("STATE"),
+            Resource::Jobs => Some("STATUS"),
+            Resource::Objects => None,
+        }
+    }
+
+    /// The state a row of `resource` shows as `name`, if it is one.
+    pub fn parse(resource: Resource, name: &str) -> Option<State> {
+        match resource {
+            Resource::Tasks => TaskState::from_str_name(name).map(State::Task),
+            Resource::Actors => ActorState::from_str_name(name).map(State::Actor),
+            Resource::Nodes => NodeState::from_str_name(name).map(State::Node),
+            Resource::Jobs => JobStatus::from_str_name(name).map(State::Job),
+            Resource::Objects => None,
+        }
+    }
+
+    /// The state of `row`, a row of `resource`.
+    pub fn of(resource: Resource, row: &Row) -> Option<State> {
+        let name = row.get(State::column(resource)?)?.as_str()?;
+        State::parse(resource, name)
+    }
+
+    /// Ray's name for it, as rows show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Task(s) => s.as_str_name(),
+            State::Actor(s) => s.as_str_name(),
+            State::Node(s) => s.as_str_name(),
+            State::Job(s) => s.as_str_name(),
+        }
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -49,54 +107,13 @@ pub async fn fetch(head: &mut HeadClient, token: &str, resource: Resource) -> Re
     Ok(match resource {
         Resource::Nodes => {
             let info = head.get_cluster_info(Empty {}).await.map_err(status)?.into_inner();
-            let rows = info
-                .nodes
-                .iter()
-                .map(|n| {
-                    row(vec![
-                        ("NODE_ID", json!(hex(&n.node_id))),
-                        ("NODE_IP", json!(n.ip)),
-                        ("IS_HEAD_NODE", json!(n.is_head)),
-                        ("STATE", json!(if n.alive { "ALIVE" } else { "DEAD" })),
-                        ("RESOURCES_TOTAL", json!(format_resources(&resources_to_map(&n.total)))),
-                        ("RESOURCES_AVAILABLE", json!(format_resources(&resources_to_map(&n.available)))),
-                        ("OBJECT_STORE_USED", json!(format_bytes(n.object_store_used))),
-                        ("OBJECT_STORE_CAPACITY", json!(format_bytes(n.object_store_capacity))),
-                        ("NUM_WORKERS", json!(n.num_workers)),
-                        ("ADDRESS", json!(n.address)),
-                        ("PID", json!(n.pid)),
-                    ])
-                })
-                .collect();
-            (rows, &["NODE_ID", "NODE_IP", "IS_HEAD_NODE", "STATE", "RESOURCES_TOTAL"][..])
+            (
+                info.nodes.iter().map(node_row).collect(),
+                &["NODE_ID", "NODE_IP", "IS_HEAD_NODE", "STATE", "RESOURCES_TOTAL"][..],
+            )
         }
         Resource::Tasks => {
             let tasks = head.list_tasks(ListTasksRequest { limit: 0 }).await.map_err(status)?.into_inner().tasks;
-            let rows = tasks
-                .iter()
-                .map(|t| {
-                    let kind = if t.actor_id.is_empty() { "NORMAL_TASK" } else { "ACTOR_TASK" };
-                    row(vec![
-                        ("TASK_ID", json!(hex(&t.task_id))),
-                        ("ATTEMPT_NUMBER", json!(t.attempt)),
-                        ("NAME", json!(t.name)),
-                        ("STATE", json!(t.state)),
-                        ("JOB_ID", json!(format!("{:08x}", t.job_id))),
-                        ("ACTOR_ID", json!(hex(&t.actor_id))),
-                        ("TYPE", json!(kind)),
-                        ("FUNC_OR_CLASS_NAME", json!(t.func_name)),
-                        ("PARENT_TASK_ID", json!(hex(&t.parent_task_id))),
-                        ("NODE_ID", json!(hex(&t.node_id))),
-                        ("WORKER_PID", json!(t.worker_pid)),
-                        ("ERROR_TYPE", json!(t.error_type)),
-                        ("ERROR_MESSAGE", json!(t.error_message)),
-                        ("REQUIRED_RESOURCES", json!(format_resources(&resources_to_map(&t.required)))),
-                        ("CREATION_TIME_MS", millis(t.creation_time_ms)),
-                        ("START_TIME_MS", millis(t.start_time_ms)),
-                        ("END_TIME_MS", millis(t.end_time_ms)),
-                    ])
-                })
-                .collect();
             let cols = &[
                 "TASK_ID",
                 "ATTEMPT_NUMBER",
@@ -110,61 +127,24 @@ pub async fn fetch(head: &mut HeadClient, token: &str, resource: Resource) -> Re
                 "WORKER_PID",
                 "ERROR_TYPE",
             ][..];
-            (rows, cols)
+            (tasks.iter().map(task_row).collect(), cols)
         }
         Resource::Actors => {
             let actors = head.list_actors(Empty {}).await.map_err(status)?.into_inner().actors;
-            let rows = actors
-                .iter()
-                .map(|a| {
-                    let cause = if a.death_error.is_empty() {
-                        String::new()
-                    } else {
-                        ray_abi::RayError::from_bytes(&a.death_error).to_string()
-                    };
-                    row(vec![
-                        ("ACTOR_ID", json!(hex(&a.actor_id))),
-                        ("CLASS_NAME", json!(a.class_name)),
-                        ("STATE", json!(a.state)),
-                        ("JOB_ID", json!(format!("{:08x}", a.job_id))),
-                        ("NAME", json!(a.name)),
-                        ("NODE_ID", json!(hex(&a.node_id))),
-                        ("PID", json!(a.pid)),
-                        ("RAY_NAMESPACE", json!(a.namespace)),
-                        ("NUM_RESTARTS", json!(a.num_restarts)),
-                        ("DETACHED", json!(a.detached)),
-                        ("ADDRESS", json!(a.address)),
-                        ("DIRECT_ADDRESS", json!(a.direct_address)),
-                        ("DEATH_CAUSE", json!(cause)),
-                    ])
-                })
-                .collect();
-            (rows, &["ACTOR_ID", "CLASS_NAME", "STATE", "JOB_ID", "NAME", "NODE_ID", "PID", "RAY_NAMESPACE"][..])
+            let cols = &["ACTOR_ID", "CLASS_NAME", "STATE", "JOB_ID", "NAME", "NODE_ID", "PID", "RAY_NAMESPACE"][..];
+            (actors.iter().map(actor_row).collect(), cols)
         }
         Resource::Jobs => {
             let jobs = head.list_jobs(Empty {}).await.map_err(status)?.into_inner().jobs;
-            let rows = jobs
-                .iter()
-                .map(|j| {
-                    row(vec![
-                        ("JOB_ID", json!(format!("{:08x}", j.job_id))),
-                        ("STATUS", json!(if j.alive { "RUNNING" } else { "FINISHED" })),
-                        ("ENTRYPOINT", json!(j.entrypoint)),
-                        ("DRIVER_PID", json!(j.driver_pid)),
-                        ("DRIVER_IP", json!(j.driver_ip)),
-                        ("NAMESPACE", json!(j.namespace)),
-                        ("START_TIME_MS", json!(j.start_time_ms)),
-                        ("END_TIME_MS", json!(j.end_time_ms)),
-                        ("DRIVER_ADDRESS", json!(j.driver_address)),
-                    ])
-                })
-                .collect();
-            (rows, &["JOB_ID", "STATUS", "ENTRYPOINT", "DRIVER_PID", "DRIVER_IP", "NAMESPACE"][..])
+            (
+                jobs.iter().map(job_row).collect(),
+                &["JOB_ID", "STATUS", "ENTRYPOINT", "DRIVER_PID", "DRIVER_IP", "NAMESPACE"][..],
+            )
         }
         Resource::Objects => {
             let info = head.get_cluster_info(Empty {}).await.map_err(status)?.into_inner();
             let mut rows = Vec::new();
-            for n in info.nodes.iter().filter(|n| n.alive) {
+            for n in info.nodes.iter().filter(|n| n.is_alive()) {
                 let channel = ray_proto::lazy_channel(&n.address, token)?;
                 // A node that just died may still be listed as alive: skip it
                 // rather than fail the whole listing.
@@ -186,6 +166,82 @@ pub async fn fetch(head: &mut HeadClient, token: &str, resource: Resource) -> Re
             (rows, &["OBJECT_ID", "OBJECT_SIZE", "COPY", "OWNER", "IP"][..])
         }
     })
+}
+
+fn node_row(n: &NodeInfo) -> Row {
+    row(vec![
+        ("NODE_ID", json!(hex(&n.node_id))),
+        ("NODE_IP", json!(n.ip)),
+        ("IS_HEAD_NODE", json!(n.is_head)),
+        ("STATE", json!(n.state().as_str_name())),
+        ("RESOURCES_TOTAL", json!(format_resources(&resources_to_map(&n.total)))),
+        ("RESOURCES_AVAILABLE", json!(format_resources(&resources_to_map(&n.available)))),
+        ("OBJECT_STORE_USED", json!(format_bytes(n.object_store_used))),
+        ("OBJECT_STORE_CAPACITY", json!(format_bytes(n.object_store_capacity))),
+        ("NUM_WORKERS", json!(n.num_workers)),
+        ("ADDRESS", json!(n.address)),
+        ("PID", json!(n.pid)),
+    ])
+}
+
+fn task_row(t: &TaskEvent) -> Row {
+    let kind = if t.actor_id.is_empty() { "NORMAL_TASK" } else { "ACTOR_TASK" };
+    row(vec![
+        ("TASK_ID", json!(hex(&t.task_id))),
+        ("ATTEMPT_NUMBER", json!(t.attempt)),
+        ("NAME", json!(t.name)),
+        ("STATE", json!(t.state().as_str_name())),
+        ("JOB_ID", json!(format!("{:08x}", t.job_id))),
+        ("ACTOR_ID", json!(hex(&t.actor_id))),
+        ("TYPE", json!(kind)),
+        ("FUNC_OR_CLASS_NAME", json!(t.func_name)),
+        ("PARENT_TASK_ID", json!(hex(&t.parent_task_id))),
+        ("NODE_ID", json!(hex(&t.node_id))),
+        ("WORKER_PID", json!(t.worker_pid)),
+        ("ERROR_TYPE", json!(t.error_type)),
+        ("ERROR_MESSAGE", json!(t.error_message)),
+        ("REQUIRED_RESOURCES", json!(format_resources(&resources_to_map(&t.required)))),
+        ("CREATION_TIME_MS", millis(t.creation_time_ms)),
+        ("START_TIME_MS", millis(t.start_time_ms)),
+        ("END_TIME_MS", millis(t.end_time_ms)),
+    ])
+}
+
+fn actor_row(a: &ActorInfo) -> Row {
+    let cause = if a.death_error.is_empty() {
+        String::new()
+    } else {
+        ray_abi::RayError::from_bytes(&a.death_error).to_string()
+    };
+    row(vec![
+        ("ACTOR_ID", json!(hex(&a.actor_id))),
+        ("CLASS_NAME", json!(a.class_name)),
+        ("STATE", json!(a.state().as_str_name())),
+        ("JOB_ID", json!(format!("{:08x}", a.job_id))),
+        ("NAME", json!(a.name)),
+        ("NODE_ID", json!(hex(&a.node_id))),
+        ("PID", json!(a.pid)),
+        ("RAY_NAMESPACE", json!(a.namespace)),
+        ("NUM_RESTARTS", json!(a.num_restarts)),
+        ("DETACHED", json!(a.detached)),
+        ("ADDRESS", json!(a.address)),
+        ("DIRECT_ADDRESS", json!(a.direct_address)),
+        ("DEATH_CAUSE", json!(cause)),
+    ])
+}
+
+fn job_row(j: &JobInfo) -> Row {
+    row(vec![
+        ("JOB_ID", json!(format!("{:08x}", j.job_id))),
+        ("STATUS", json!(j.status().as_str_name())),
+        ("ENTRYPOINT", json!(j.entrypoint)),
+        ("DRIVER_PID", json!(j.driver_pid)),
+        ("DRIVER_IP", json!(j.driver_ip)),
+        ("NAMESPACE", json!(j.namespace)),
+        ("START_TIME_MS", json!(j.start_time_ms)),
+        ("END_TIME_MS", json!(j.end_time_ms)),
+        ("DRIVER_ADDRESS", json!(j.driver_address)),
+    ])
 }
 
 /// A time in ms since the epoch, or null while it has not happened.
@@ -242,6 +298,36 @@ mod tests {
         assert_eq!(lines[0], "    NAME  STATE");
         assert_eq!(lines[1], " 0  f0    FINISHED");
         assert_eq!(lines[11], "10  f10   FINISHED");
+    }
+
+    #[test]
+    fn rows_carry_states_as_rays_names() {
+        let task = task_row(&TaskEvent { state: TaskState::PendingNodeAssignment.into(), ..TaskEvent::default() });
+        assert_eq!(task["STATE"], json!("PENDING_NODE_ASSIGNMENT"), "a string in JSON, not a number");
+        assert_eq!(State::of(Resource::Tasks, &task), Some(State::Task(TaskState::PendingNodeAssignment)));
+        let actor = actor_row(&ActorInfo { state: ActorState::Restarting.into(), ..ActorInfo::default() });
+        assert_eq!(actor["STATE"], json!("RESTARTING"));
+        assert_eq!(State::of(Resource::Actors, &actor), Some(State::Actor(ActorState::Restarting)));
+        let node = node_row(&NodeInfo { state: NodeState::Dead.into(), ..NodeInfo::default() });
+        assert_eq!(node["STATE"], json!("DEAD"));
+        assert_eq!(State::of(Resource::Nodes, &node), Some(State::Node(NodeState::Dead)));
+        let job = job_row(&JobInfo { status: JobStatus::Succeeded.into(), ..JobInfo::default() });
+        assert_eq!(job["STATUS"], json!("SUCCEEDED"));
+        assert_eq!(State::of(Resource::Jobs, &job), Some(State::Job(JobStatus::Succeeded)));
+        let json = serde_json::to_string(&task).unwrap();
+        assert!(json.contains(r#""STATE":"PENDING_NODE_ASSIGNMENT""#), "{json}");
+    }
+
+    #[test]
+    fn states_parse_by_resource() {
+        // The same name is a different state on a different resource.
+        assert_eq!(State::parse(Resource::Tasks, "RUNNING"), Some(State::Task(TaskState::Running)));
+        assert_eq!(State::parse(Resource::Jobs, "RUNNING"), Some(State::Job(JobStatus::Running)));
+        assert_eq!(State::parse(Resource::Nodes, "ALIVE"), Some(State::Node(NodeState::Alive)));
+        assert_eq!(State::parse(Resource::Actors, "ALIVE").map(State::name), Some("ALIVE"));
+        assert_eq!(State::parse(Resource::Nodes, "RUNNING"), None);
+        assert_eq!(State::parse(Resource::Objects, "RUNNING"), None);
+        assert_eq!(State::column(Resource::Jobs), Some("STATUS"));
     }
 
     #[test]

@@ -121,8 +121,9 @@ fn a_task_leases_a_worker_runs_and_gives_the_lease_back_when_idle() {
     assert!(
         matches!(returned.as_slice(), [Action::ReturnLease { lease, conn: Some(7), worker_failed: false }] if lease.lease_id == 7)
     );
-    let states: Vec<String> = s.take_events().into_iter().map(|e| e.state).collect();
-    assert_eq!(states, ["PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "RUNNING", "FINISHED"]);
+    let states: Vec<TaskState> = s.take_events().iter().map(|e| e.state()).collect();
+    use TaskState::*;
+    assert_eq!(states, [PendingArgsAvail, PendingNodeAssignment, Running, Finished]);
 }
 
 #[test]
@@ -137,10 +138,10 @@ fn a_killed_attempt_ends_failed_and_the_retry_runs() {
     let pushed = grant(&mut s, &after_death, 2, now);
     assert_eq!(pushes(&pushed), vec![(1, task_id(1))]);
     s.task_replied(&key(), 1, task_id(1), ok_reply(), now);
-    let events: Vec<(u32, String, String)> =
-        s.take_events().into_iter().map(|e| (e.attempt, e.state, e.error_type)).collect();
-    assert!(events.contains(&(0, "FAILED".into(), "WORKER_DIED".into())), "{events:?}");
-    assert_eq!(events.last(), Some(&(1, "FINISHED".into(), String::new())));
+    let events: Vec<(u32, TaskState, String)> =
+        s.take_events().into_iter().map(|e| (e.attempt, e.state(), e.error_type)).collect();
+    assert!(events.contains(&(0, TaskState::Failed, "WORKER_DIED".into())), "{events:?}");
+    assert_eq!(events.last(), Some(&(1, TaskState::Finished, String::new())));
 }
 
 #[test]
