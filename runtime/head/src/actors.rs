@@ -10,6 +10,7 @@
 //! its worker directly.
 
 use ray_abi::RayError;
+use ray_abi::ids::hex;
 use ray_proto::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,10 +49,6 @@ pub(crate) struct Actors {
     token: Arc<str>,
     nodes: Arc<Mutex<HashMap<String, NodeClient>>>,
     cluster: NodeSource,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn died(info: &ActorInfo, cause: impl Into<String>) -> RayError {

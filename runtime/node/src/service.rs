@@ -9,6 +9,7 @@ mod transfer;
 use crate::placement::{Placement, place};
 use crate::pool::{PendingLease, Pool, Resources, WorkerState, fits};
 use ray_abi::ObjectId;
+use ray_abi::ids::hex;
 use ray_object_store::StoreIndex;
 use ray_proto::node_server::{Node, NodeServer};
 use ray_proto::*;
@@ -373,10 +374,6 @@ fn start_spawner(rt: tokio::runtime::Handle) -> std::sync::mpsc::Sender<SpawnReq
         })
         .expect("spawn the worker-spawner thread");
     tx
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[derive(Clone)]

@@ -111,7 +111,10 @@ pub fn init_driver(config: InitConfig) -> Result<Arc<Host>, RayError> {
             let connection = Connection {
                 head_address: cluster.head.address.clone(),
                 node_address: cluster.node.address.clone(),
-                node_id: Bytes::from(roles::unhex(&cluster.node.extra)),
+                node_id: Bytes::from(
+                    ray_abi::ids::unhex(&cluster.node.extra)
+                        .map_err(|e| RayError::Startup(format!("the node daemon announced a bad node id: {e}")))?,
+                ),
                 token: cluster.token.clone(),
                 ip: "127.0.0.1".into(),
             };

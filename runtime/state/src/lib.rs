@@ -7,6 +7,7 @@
 //! Ray's column names, with the columns Ray shows by default.
 
 use ray_abi::RayError;
+use ray_abi::ids::hex;
 use ray_proto::{Empty, HeadClient, ListTasksRequest, format_bytes, format_resources, resources_to_map};
 use serde_json::{Map, Value, json};
 
@@ -26,10 +27,6 @@ pub enum Resource {
     Objects,
     /// Jobs (drivers).
     Jobs,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// One row of a resource: column name to value.
