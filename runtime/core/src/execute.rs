@@ -27,9 +27,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, oneshot};
 
-/// Marker printed before each task; must match the node daemon's.
-pub const TASK_MARKER: &str = "\u{1e}RAYREPL_TASK:";
-
 thread_local! {
     static IN_TASK: Cell<bool> = const { Cell::new(false) };
     static ADOPTED: RefCell<Vec<ObjectId>> = const { RefCell::new(Vec::new()) };

@@ -174,10 +174,7 @@ impl Actors {
         };
         let nodes = (self.cluster)();
         let demand = resources_to_map(&spec.resources);
-        let holds = |r: &[Resource]| {
-            let r = resources_to_map(r);
-            demand.iter().all(|(k, v)| r.get(k).copied().unwrap_or(0.0) + 1e-9 >= *v)
-        };
+        let holds = |r: &[Resource]| fits(&resources_to_map(r), &demand);
         let alive = || nodes.iter().filter(|n| n.alive);
         let Some(node) = alive().find(|n| holds(&n.available)).or_else(|| alive().find(|n| holds(&n.total))) else {
             let mut totals = std::collections::BTreeMap::new();
@@ -210,22 +207,7 @@ impl Actors {
                 .await
                 .map_err(|s| from_status(&s, "the node daemon"))?
                 .into_inner();
-            let lease = match reply.result {
-                Some(lease_reply::Result::Lease(l)) => l,
-                Some(lease_reply::Result::Infeasible(totals)) => {
-                    return Err(RayError::Infeasible {
-                        function: spec.class_name.clone(),
-                        requested: format_resources(&demand),
-                        available: totals,
-                    });
-                }
-                Some(lease_reply::Result::WorkerStartFailed(why)) => {
-                    return Err(RayError::FunctionUnavailable { function: spec.class_name.clone(), detail: why });
-                }
-                Some(lease_reply::Result::Spillback(_) | lease_reply::Result::Cancelled(_)) | None => {
-                    return Err(RayError::Internal("empty lease reply".into()));
-                }
-            };
+            let lease = granted_lease(reply.result, &spec.class_name, &demand)?;
             {
                 let mut t = self.lock();
                 if let Some(e) = t.actors.get_mut(&id) {

@@ -7,7 +7,7 @@ mod logs;
 mod transfer;
 
 use crate::placement::{Placement, place};
-use crate::pool::{PendingLease, Pool, Resources, WorkerState, fits};
+use crate::pool::{PendingLease, Pool, Resources, WorkerState};
 use ray_abi::ObjectId;
 use ray_abi::ids::hex;
 use ray_object_store::StoreIndex;
@@ -21,10 +21,6 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tonic::{Request, Response, Status};
-
-/// Marker a worker prints (on stdout and stderr) when it starts a task, so the
-/// node can prefix the task's output with its name, as Ray's log monitor does.
-pub const TASK_MARKER: &str = "\u{1e}RAYREPL_TASK:";
 
 /// Errors that stop a node daemon.
 #[derive(Debug, thiserror::Error)]
