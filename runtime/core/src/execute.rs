@@ -27,6 +27,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, oneshot};
 
+/// The task's id, and the actor's if it creates one, checked before anything
+/// runs: a malformed id is the caller's error, never a zero id.
+fn spec_ids(spec: &TaskSpec) -> Result<(TaskId, Option<ActorId>), RayError> {
+    let task = TaskId::from_bytes(&spec.task_id)?;
+    let actor = spec.actor_creation.as_ref().map(|c| ActorId::from_bytes(&c.actor_id)).transpose()?;
+    Ok((task, actor))
+}
+
+/// The reply for a task that did not run: `error`, and nothing stored.
+fn rejected(spec: &TaskSpec, error: RayError) -> PushTaskReply {
+    PushTaskReply { task_id: spec.task_id.clone(), error: error.to_bytes().into(), ..PushTaskReply::default() }
+}
+
 thread_local! {
     static IN_TASK: Cell<bool> = const { Cell::new(false) };
     static ADOPTED: RefCell<Vec<ObjectId>> = const { RefCell::new(Vec::new()) };
@@ -243,6 +256,7 @@ impl CoreWorker {
 
     /// Runs a pushed task or actor call and returns the reply for its owner.
     pub(crate) async fn execute(&self, spec: TaskSpec) -> Result<PushTaskReply, RayError> {
+        spec_ids(&spec)?;
         let actor = self.hosted_actor();
         let mut _permit = None;
         if let (Some(actor), Some(call)) = (&actor, &spec.actor_task) {
@@ -308,8 +322,8 @@ impl CoreWorker {
         if let (Some(actor), Some(call)) = (&hosted, &spec.actor_task)
             && actor.id.0[..] != call.actor_id[..]
         {
-            let error = RayError::Internal("this worker hosts a different actor".into()).to_bytes().into();
-            return DirectCall::Replied(Box::new(PushTaskReply { task_id: spec.task_id, error, ..Default::default() }));
+            let error = RayError::Internal("this worker hosts a different actor".into());
+            return DirectCall::Replied(Box::new(rejected(&spec, error)));
         }
         match self.run_task(table, spec) {
             Executed::Done(reply) => DirectCall::Replied(reply),
@@ -334,7 +348,10 @@ impl CoreWorker {
     }
 
     fn run_task(&self, table: &'static HostTable, spec: TaskSpec) -> Executed {
-        let task_id = TaskId(spec.task_id.as_ref().try_into().unwrap_or_default());
+        let (task_id, actor_id) = match spec_ids(&spec) {
+            Ok(ids) => ids,
+            Err(e) => return Executed::Done(Box::new(rejected(&spec, e))),
+        };
         let function = spec.function.clone().unwrap_or_default();
         let previous =
             std::mem::replace(&mut *lock(&self.0.current), crate::CurrentTask { id: task_id, name: spec.name.clone() });
@@ -370,9 +387,9 @@ impl CoreWorker {
         match state.take() {
             Some(result) => {
                 let mut direct_address = String::new();
-                if let (Some(creation), Ok(_)) = (&spec.actor_creation, &result) {
+                if let (Some(creation), Some(id), Ok(_)) = (&spec.actor_creation, actor_id, &result) {
                     direct_address =
-                        self.become_actor(creation, &function.artifact, lock(&state.instance).unwrap_or(0));
+                        self.become_actor(id, creation, &function.artifact, lock(&state.instance).unwrap_or(0));
                 }
                 let mut reply = self.finish_call(&spec, result, adopted);
                 reply.direct_address = direct_address;
@@ -384,11 +401,11 @@ impl CoreWorker {
 
     /// Keeps the instance a constructor made; returns where the actor takes
     /// direct calls, if it does.
-    fn become_actor(&self, creation: &ActorCreationSpec, artifact: &str, instance: usize) -> String {
+    fn become_actor(&self, id: ActorId, creation: &ActorCreationSpec, artifact: &str, instance: usize) -> String {
         let max = creation.max_concurrency.max(1) as usize;
         let ordered = !creation.is_async && max == 1;
         let actor = Arc::new(HostedActor {
-            id: ActorId(creation.actor_id.as_ref().try_into().unwrap_or_default()),
+            id,
             instance,
             artifact: artifact.to_string(),
             is_async: creation.is_async,
@@ -495,7 +512,11 @@ impl CoreWorker {
 
     /// Stores the result and builds the reply for the caller.
     fn finish_call(&self, spec: &TaskSpec, result: TaskResult, adopted: Vec<ObjectId>) -> PushTaskReply {
-        let task_id = TaskId(spec.task_id.as_ref().try_into().unwrap_or_default());
+        // `run_task` checked the id before the task ran.
+        let task_id = match TaskId::from_bytes(&spec.task_id) {
+            Ok(id) => id,
+            Err(e) => return rejected(spec, e),
+        };
         let return_id = ObjectId::new(task_id, 1);
         let (location, contained) = match result {
             Ok((bytes, contained)) => match self.store_value(return_id, &[&bytes], &spec.owner_address) {

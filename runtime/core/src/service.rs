@@ -4,17 +4,13 @@
 
 use crate::refs::Effects;
 use crate::{CoreWorker, lock};
-use ray_abi::{ObjectId, RayError, TaskId};
+use ray_abi::{ObjectId, RayError};
 use ray_proto::core_worker_server::{CoreWorker as CoreWorkerApi, CoreWorkerServer};
 use ray_proto::*;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 struct Service(CoreWorker);
-
-fn object_id(b: &[u8]) -> Result<ObjectId, Status> {
-    ObjectId::from_slice(b).ok_or_else(|| Status::invalid_argument("bad object id"))
-}
 
 #[tonic::async_trait]
 impl CoreWorkerApi for Service {
@@ -53,7 +49,7 @@ impl CoreWorkerApi for Service {
 
     async fn get_object(&self, req: Request<GetObjectRequest>) -> Result<Response<GetObjectReply>, Status> {
         let r = req.into_inner();
-        let id = object_id(&r.object_id)?;
+        let id = parse_object_id(&r.object_id)?;
         if !r.lost_at.is_empty() {
             let why = RayError::Connection {
                 what: format!("node {}", r.lost_at),
@@ -94,7 +90,7 @@ impl CoreWorkerApi for Service {
         let r = req.into_inner();
         let mut refs = lock(&self.0.0.refs);
         for b in &r.object_ids {
-            refs.add_borrower(&object_id(b)?, &r.borrower_address);
+            refs.add_borrower(&parse_object_id(b)?, &r.borrower_address);
         }
         Ok(Response::new(Empty {}))
     }
@@ -105,7 +101,7 @@ impl CoreWorkerApi for Service {
         {
             let mut refs = lock(&self.0.0.refs);
             for b in &r.object_ids {
-                refs.remove_borrower(&object_id(b)?, &r.borrower_address, &mut fx);
+                refs.remove_borrower(&parse_object_id(b)?, &r.borrower_address, &mut fx);
             }
         }
         self.0.apply(fx);
@@ -114,7 +110,7 @@ impl CoreWorkerApi for Service {
 
     async fn add_object_copy(&self, req: Request<ObjectCopyRequest>) -> Result<Response<ObjectCopyReply>, Status> {
         let r = req.into_inner();
-        let held = lock(&self.0.0.refs).add_copy(&object_id(&r.object_id)?, r.node_address);
+        let held = lock(&self.0.0.refs).add_copy(&parse_object_id(&r.object_id)?, r.node_address);
         Ok(Response::new(ObjectCopyReply { held }))
     }
 
@@ -127,7 +123,7 @@ impl CoreWorkerApi for Service {
 
     async fn cancel_task(&self, req: Request<CancelRequest>) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        let tid = TaskId(r.task_id.as_ref().try_into().map_err(|_| Status::invalid_argument("bad task id"))?);
+        let tid = parse_task_id(&r.task_id)?;
         self.0.cancel(&ObjectId::new(tid, 1), r.force).map_err(|e| to_status(&e))?;
         Ok(Response::new(Empty {}))
     }

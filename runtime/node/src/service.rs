@@ -8,7 +8,6 @@ mod transfer;
 
 use crate::placement::{Placement, place};
 use crate::pool::{PendingLease, Pool, Resources, WorkerState};
-use ray_abi::ObjectId;
 use ray_abi::ids::hex;
 use ray_object_store::StoreIndex;
 use ray_proto::node_server::{Node, NodeServer};
@@ -496,7 +495,7 @@ impl Node for NodeService {
 
     async fn create_object(&self, req: Request<CreateObjectRequest>) -> Result<Response<CreateObjectReply>, Status> {
         let r = req.into_inner();
-        let id = ObjectId::from_slice(&r.object_id).ok_or_else(|| Status::invalid_argument("bad object id"))?;
+        let id = parse_object_id(&r.object_id)?;
         let location =
             self.0.store().reserve(id, r.size, &r.owner_address).map_err(|e| to_status(&ray_abi::RayError::from(e)))?;
         Ok(Response::new(CreateObjectReply {
@@ -506,14 +505,13 @@ impl Node for NodeService {
     }
 
     async fn seal_object(&self, req: Request<SealObjectRequest>) -> Result<Response<Empty>, Status> {
-        let id = ObjectId::from_slice(&req.into_inner().object_id)
-            .ok_or_else(|| Status::invalid_argument("bad object id"))?;
+        let id = parse_object_id(&req.into_inner().object_id)?;
         self.0.store().seal(&id).map_err(|e| to_status(&ray_abi::RayError::from(e)))?;
         Ok(Response::new(Empty {}))
     }
 
     async fn free_objects(&self, req: Request<FreeObjectsRequest>) -> Result<Response<Empty>, Status> {
-        let ids: Vec<ObjectId> = req.into_inner().object_ids.iter().filter_map(|b| ObjectId::from_slice(b)).collect();
+        let ids = req.into_inner().object_ids.iter().map(|b| parse_object_id(b)).collect::<Result<Vec<_>, _>>()?;
         // Unlinking is file-system work; keep it off the async threads.
         let this = self.0.clone();
         tokio::task::spawn_blocking(move || {
@@ -569,14 +567,13 @@ impl Node for NodeService {
     type ReadObjectStream = transfer::ChunkStream;
 
     async fn read_object(&self, req: Request<ReadObjectRequest>) -> Result<Response<Self::ReadObjectStream>, Status> {
-        let id = ObjectId::from_slice(&req.into_inner().object_id)
-            .ok_or_else(|| Status::invalid_argument("bad object id"))?;
+        let id = parse_object_id(&req.into_inner().object_id)?;
         transfer::read_stream(&self.0, id).await.map(Response::new)
     }
 
     async fn pull_object(&self, req: Request<PullObjectRequest>) -> Result<Response<PullObjectReply>, Status> {
         let r = req.into_inner();
-        let id = ObjectId::from_slice(&r.object_id).ok_or_else(|| Status::invalid_argument("bad object id"))?;
+        let id = parse_object_id(&r.object_id)?;
         let location = transfer::pull(&self.0, id, &r.owner_address, &r.source_address).await?;
         Ok(Response::new(PullObjectReply {
             path: location.path.display().to_string(),

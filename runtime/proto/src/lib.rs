@@ -258,6 +258,18 @@ pub fn to_status(e: &RayError) -> Status {
     Status::with_details(code, e.to_string(), e.to_bytes().into())
 }
 
+/// The object id in a request's bytes; a malformed one is the caller's
+/// `invalid_argument`.
+pub fn parse_object_id(b: &[u8]) -> Result<ray_abi::ObjectId, Status> {
+    ray_abi::ObjectId::from_bytes(b).map_err(|e| to_status(&e))
+}
+
+/// The task id in a request's bytes; a malformed one is the caller's
+/// `invalid_argument`.
+pub fn parse_task_id(b: &[u8]) -> Result<ray_abi::TaskId, Status> {
+    ray_abi::TaskId::from_bytes(b).map_err(|e| to_status(&e))
+}
+
 /// Maps a gRPC status back to a runtime error; `what` names the peer.
 pub fn from_status(s: &Status, what: &str) -> RayError {
     if !s.details().is_empty() {
@@ -394,6 +406,15 @@ mod tests {
         let s = to_status(&e);
         assert_eq!(s.code(), tonic::Code::ResourceExhausted);
         assert_eq!(from_status(&s, "node"), e);
+    }
+
+    #[test]
+    fn malformed_ids_in_requests_are_invalid_arguments() {
+        let s = parse_object_id(&[1, 2]).unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().contains("malformed object id"), "{}", s.message());
+        assert_eq!(parse_task_id(&[0; 5]).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(parse_task_id(&[9; 16]).unwrap(), ray_abi::TaskId([9; 16]));
     }
 
     #[test]
