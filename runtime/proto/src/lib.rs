@@ -254,6 +254,8 @@ pub fn to_status(e: &RayError) -> Status {
         RayError::Unauthenticated { .. } => Code::Unauthenticated,
         RayError::Task(_) | RayError::WorkerCrashed { .. } => Code::Aborted,
         RayError::Decode { .. } | RayError::Encode { .. } | RayError::Internal(_) => Code::Internal,
+        // A variant added to ray-abi since: Internal until it gets a code here.
+        _ => Code::Internal,
     };
     Status::with_details(code, e.to_string(), e.to_bytes().into())
 }
