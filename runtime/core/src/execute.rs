@@ -113,6 +113,7 @@ pub unsafe fn complete(ctx: *mut c_void, result: TaskResult) {
     };
     *lock(&state.result) = Some(result);
     if let Some(tx) = lock(&state.done).take() {
+        // A direct call polls the state instead of waiting here.
         let _ = tx.send(());
     }
     if let Some(waker) = lock(&state.waker).as_ref() {
@@ -290,6 +291,8 @@ impl CoreWorker {
         let reply = match executed? {
             Executed::Done(reply) => *reply,
             Executed::Pending { state, done, spec } => {
+                // A call dropped before it finished leaves no result, which
+                // `state.take()` turns into an error below.
                 let _ = done.await;
                 let cw = self.clone();
                 tokio::task::spawn_blocking(move || {
@@ -313,6 +316,7 @@ impl CoreWorker {
 
     pub(crate) fn run_job(&self, table: &'static HostTable, job: Job) {
         let executed = self.run_task(table, job.spec);
+        // The caller is gone if its request was dropped; the task ran anyway.
         let _ = job.reply.send(executed);
     }
 
@@ -572,7 +576,13 @@ impl CoreWorker {
                             object_ids: vec![id.0.to_vec().into()],
                             borrower_address: caller.to_string(),
                         };
-                        let _ = block_on(&self.0.rt, async move { client.add_borrower(req).await });
+                        if let Err(s) = block_on(&self.0.rt, async move { client.add_borrower(req).await }) {
+                            tracing::warn!(
+                                "owner {owner} did not hear that {caller} borrows object {id}: it may free the \
+                                 object while the borrower still needs it: {}",
+                                s.message()
+                            );
+                        }
                     }
                     infos.push(ObjectRefInfo { object_id: id.0.to_vec().into(), owner_address: owner });
                 }
@@ -666,6 +676,7 @@ impl HostedActor {
         let gate = gates.entry(caller.to_string()).or_default();
         gate.next = gate.next.max(seq + 1);
         if let Some(tx) = gate.waiting.remove(&gate.next) {
+            // The next call's caller may have hung up; the gate moves on.
             let _ = tx.send(());
         }
     }

@@ -40,6 +40,7 @@ impl CoreWorkerApi for Service {
                         Ok(reply) => reply,
                         Err(e) => PushTaskReply { task_id, error: e.to_bytes().into(), ..PushTaskReply::default() },
                     };
+                    // A caller whose stream closed has failed its calls already.
                     let _ = replies.send(Ok(reply));
                 });
             }
@@ -62,6 +63,7 @@ impl CoreWorkerApi for Service {
         let leftover = lock(&self.0.0.refs).on_settled(
             &id,
             Box::new(move || {
+                // The request is gone if its caller hung up.
                 let _ = tx.send(());
             }),
         );

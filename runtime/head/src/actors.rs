@@ -253,9 +253,19 @@ impl Actors {
                             entry.final_cause = Some(died(&entry.info, format!("its constructor failed: {err}")));
                         }
                     }
-                    if let Ok(mut n) = self.node(&node.address) {
-                        let _ =
-                            n.return_lease(ReturnLeaseRequest { lease_id: lease.lease_id, worker_failed: true }).await;
+                    let returned = match self.node(&node.address) {
+                        Ok(mut n) => n
+                            .return_lease(ReturnLeaseRequest { lease_id: lease.lease_id, worker_failed: true })
+                            .await
+                            .map_err(|s| from_status(&s, "the node daemon")),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = returned {
+                        tracing::warn!(
+                            "the lease of actor {}'s failed worker was not returned to {}: {e}",
+                            hex(&id),
+                            node.address
+                        );
                     }
                     return Ok(());
                 }
@@ -379,7 +389,9 @@ impl Actors {
             if let Some(e) = self.lock().actors.get_mut(&id) {
                 e.final_cause = Some(died(&e.info, format!("its owner (job {job}) exited")));
             }
-            let _ = self.kill(&id, true).await;
+            if let Err(e) = self.kill(&id, true).await {
+                tracing::warn!("actor {} of finished job {job} was not killed: {e}", hex(&id));
+            }
         }
     }
 

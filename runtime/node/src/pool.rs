@@ -189,6 +189,7 @@ impl Pool {
         if let Some(at) = self.pending.iter().position(|p| p.request_id == request_id && p.owner == owner)
             && let Some(p) = self.pending.remove(at)
         {
+            // Its handler is gone if the owner hung up: then nobody waits.
             let _ = p.reply.send(LeaseReply { result: Some(lease_reply::Result::Cancelled(true)) });
         }
     }
@@ -198,6 +199,7 @@ impl Pool {
         let (failed, kept): (VecDeque<_>, VecDeque<_>) = self.pending.drain(..).partition(|p| p.job == job);
         self.pending = kept;
         for p in failed {
+            // Its handler is gone if the owner hung up: then nobody waits.
             let _ = p.reply.send(LeaseReply { result: Some(lease_reply::Result::WorkerStartFailed(why.to_string())) });
         }
     }

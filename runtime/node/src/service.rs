@@ -236,7 +236,13 @@ impl Shared {
             };
             let report =
                 WorkerDiedRequest { node_id: this.node_id.clone().into(), worker_id: worker_id.into(), pid, detail };
-            let _ = this.head.clone().worker_died(report).await;
+            if let Err(s) = this.head.clone().worker_died(report).await {
+                tracing::warn!(
+                    "the head did not hear that worker {pid} died ({}): an actor it hosted is neither restarted nor \
+                     marked dead until the head notices otherwise",
+                    s.message()
+                );
+            }
         });
     }
 
@@ -296,18 +302,32 @@ async fn forward_output(
     log_path: PathBuf,
     ip: String,
 ) {
-    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&log_path).await.ok();
+    let mut file = match tokio::fs::OpenOptions::new().create(true).append(true).open(&log_path).await {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!("worker {pid}'s output is not kept in {}: {e}", log_path.display());
+            None
+        }
+    };
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if let Some(name) = line.strip_prefix(TASK_MARKER) {
             *current_task.lock().unwrap_or_else(|p| p.into_inner()) = name.to_string();
             continue;
         }
-        if let Some(f) = file.as_mut() {
-            let _ = f.write_all(line.as_bytes()).await;
-            let _ = f.write_all(b"\n").await;
+        if let Some(f) = file.as_mut()
+            && let Err(e) = async {
+                f.write_all(line.as_bytes()).await?;
+                f.write_all(b"\n").await
+            }
+            .await
+        {
+            tracing::warn!("worker {pid}'s output is no longer kept in {}: {e}", log_path.display());
+            file = None;
         }
         let task_name = current_task.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // The relay outlives every worker but stops with the node daemon, when
+        // nobody is left to show the line to.
         let _ = sink.send((job, LogLine { pid, task_name, is_stderr, line, ip: ip.clone() }));
     }
 }
@@ -364,6 +384,8 @@ fn start_spawner(rt: tokio::runtime::Handle) -> std::sync::mpsc::Sender<SpawnReq
                         Ok(())
                     });
                 }
+                // The waiting task is dropped only when this daemon shuts down,
+                // and a worker dies with its node (PR_SET_PDEATHSIG).
                 let _ = req.reply.send(cmd.spawn());
             }
         })
@@ -654,6 +676,7 @@ async fn spill_loop(shared: Arc<Shared>) {
             Some(Spillback { node_id: target.node_id.clone(), node_address: target.address.clone() })
         });
         for (lease, spill) in spilled {
+            // Its handler is gone if the owner hung up: then nobody waits.
             let _ = lease.reply.send(LeaseReply { result: Some(lease_reply::Result::Spillback(spill)) });
         }
     }
@@ -677,7 +700,14 @@ async fn reaper_loop(shared: Arc<Shared>) {
                     Ok(r) if !r.get_ref().alive
                 );
             } else {
-                let _ = shared.head.clone().finish_job(FinishJobRequest { job_id: job }).await;
+                if let Err(s) = shared.head.clone().finish_job(FinishJobRequest { job_id: job }).await {
+                    tracing::warn!(
+                        "the head did not hear that job {job}'s driver (pid {}) is gone ({}): its actors live on \
+                         until the head notices otherwise",
+                        info.driver_pid,
+                        s.message()
+                    );
+                }
             }
             if gone {
                 for (_, pid) in shared.pool().job_workers(job) {
@@ -691,7 +721,9 @@ async fn reaper_loop(shared: Arc<Shared>) {
         // finish; an arena idle for long gives its memory back.
         // Giving memory back can take a while for gigabytes: off the async threads.
         let tidy = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || tidy.store().tidy_arena(Duration::from_secs(10))).await;
+        if let Err(e) = tokio::task::spawn_blocking(move || tidy.store().tidy_arena(Duration::from_secs(10))).await {
+            tracing::warn!("tidying the object store's arena failed: {e}");
+        }
         let cpus = shared.config.resources.get("CPU").copied().unwrap_or(1.0).ceil() as usize;
         for (worker_id, pid, address) in shared.pool().take_idle_to_reap(shared.config.idle_worker_timeout, cpus) {
             tokio::spawn(ask_to_exit(shared.clone(), worker_id, pid, address));

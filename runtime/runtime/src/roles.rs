@@ -71,20 +71,29 @@ async fn stop_signal() {
     let lifeline = async {
         match std::env::var("RAYREPL_LIFELINE_FD").ok().and_then(|v| v.parse::<i32>().ok()) {
             Some(fd) => {
-                let _ = tokio::task::spawn_blocking(move || {
+                let watched = tokio::task::spawn_blocking(move || {
                     let mut buf = [0u8; 1];
                     loop {
                         // SAFETY: `fd` is the read end of the lifeline pipe, inherited
                         // from the driver and owned by this process; `buf` is valid.
                         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 1) };
-                        if n == 0
-                            || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
-                        {
-                            break;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        if n < 0 {
+                            let e = std::io::Error::last_os_error();
+                            if e.kind() != std::io::ErrorKind::Interrupted {
+                                return Err(e);
+                            }
                         }
                     }
                 })
                 .await;
+                match watched {
+                    Ok(Ok(())) => tracing::debug!("the driver's lifeline closed"),
+                    Ok(Err(e)) => tracing::warn!("reading the driver's lifeline failed, stopping as if it closed: {e}"),
+                    Err(e) => tracing::warn!("watching the driver's lifeline failed, stopping as if it closed: {e}"),
+                }
             }
             None => std::future::pending::<()>().await,
         }
