@@ -306,7 +306,7 @@ fn demands(nodes: &[&NodeInfo]) -> String {
 }
 
 fn node_name(n: &NodeInfo) -> String {
-    let id: String = n.node_id.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let id = ray_abi::ids::hex(&n.node_id[..n.node_id.len().min(8)]);
     format!("node_{id}")
 }
 

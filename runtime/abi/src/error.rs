@@ -12,6 +12,7 @@ use std::fmt;
 /// `Debug` prints the same message as `Display`, so `fn main() -> Result<(), RayError>`
 /// and `.unwrap()` show people a sentence rather than a struct dump.
 #[derive(Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum RayError {
     /// The API was used before `ray::init()`.
     #[error("ray is not initialized: call ray::init() (or ray::init_with(..)) first")]

@@ -3,9 +3,33 @@
 //! An object id embeds the id of the task that created it, as in Ray, so an owner can
 //! find the lineage of any object it owns from the id alone.
 
+use crate::RayError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Lowercase hex of `bytes`: how ids, tokens and digests are printed.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of a hex string, as [`hex`] writes it.
+pub fn unhex(s: &str) -> Result<Vec<u8>, RayError> {
+    let malformed = || RayError::InvalidArgument(format!("malformed hex {s:?}: expected pairs of hex digits"));
+    if !s.len().is_multiple_of(2) {
+        return Err(malformed());
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| std::str::from_utf8(pair).ok().and_then(|p| u8::from_str_radix(p, 16).ok()).ok_or_else(malformed))
+        .collect()
+}
+
+/// Exactly `N` bytes of a `what` id, or an error that says what was malformed.
+fn id_bytes<const N: usize>(what: &str, b: &[u8]) -> Result<[u8; N], RayError> {
+    b.try_into()
+        .map_err(|_| RayError::InvalidArgument(format!("malformed {what} id: expected {N} bytes, got {}", b.len())))
+}
 
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     for b in bytes {
@@ -71,6 +95,11 @@ impl TaskId {
     pub fn from_hex(s: &str) -> Option<Self> {
         parse_hex(s).map(TaskId)
     }
+
+    /// The id in `b`, which must be exactly 16 bytes.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, RayError> {
+        id_bytes("task", b).map(TaskId)
+    }
 }
 
 impl fmt::Display for TaskId {
@@ -89,6 +118,13 @@ impl fmt::Debug for TaskId {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[repr(C)]
 pub struct ActorId(pub [u8; 16]);
+
+impl ActorId {
+    /// The id in `b`, which must be exactly 16 bytes.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, RayError> {
+        id_bytes("actor", b).map(ActorId)
+    }
+}
 
 impl fmt::Display for ActorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -149,6 +185,11 @@ impl ObjectId {
     pub fn from_slice(b: &[u8]) -> Option<Self> {
         b.try_into().ok().map(ObjectId)
     }
+
+    /// The id in `b`, which must be exactly 20 bytes.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, RayError> {
+        id_bytes("object", b).map(ObjectId)
+    }
 }
 
 impl fmt::Display for ObjectId {
@@ -177,6 +218,31 @@ mod tests {
         assert_eq!(t.job(), JobId(7));
         assert!(ObjectId::new(t, PUT_INDEX_FLAG | 1).is_put());
         assert_eq!(ObjectId::from_hex(&o.to_string()), Some(o));
+    }
+
+    #[test]
+    fn ids_parse_from_exact_bytes_only() {
+        let t = TaskId::generate(JobId(3), 9);
+        assert_eq!(TaskId::from_bytes(&t.0), Ok(t));
+        let o = ObjectId::new(t, 1);
+        assert_eq!(ObjectId::from_bytes(&o.0), Ok(o));
+        assert_eq!(ActorId::from_bytes(&[5; 16]), Ok(ActorId([5; 16])));
+        assert_eq!(
+            TaskId::from_bytes(&[1, 2, 3]),
+            Err(RayError::InvalidArgument("malformed task id: expected 16 bytes, got 3".into()))
+        );
+        assert!(matches!(ActorId::from_bytes(&[]), Err(RayError::InvalidArgument(m)) if m.contains("actor id")));
+        assert!(matches!(ObjectId::from_bytes(&[0; 16]), Err(RayError::InvalidArgument(m)) if m.contains("got 16")));
+    }
+
+    #[test]
+    fn hex_round_trips_and_rejects_garbage() {
+        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
+        assert_eq!(unhex("00ab7f"), Ok(vec![0x00, 0xab, 0x7f]));
+        assert_eq!(unhex(""), Ok(vec![]));
+        assert!(unhex("abc").is_err());
+        assert!(unhex("zz").is_err());
+        assert!(unhex("é1").is_err());
     }
 
     #[test]

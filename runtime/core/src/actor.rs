@@ -7,13 +7,6 @@ use crate::{CoreWorker, block_on, lock};
 use ray_abi::{ActorCreation, ActorId, ActorRef, ArgSubmission, RayError, TaskId};
 use ray_proto::*;
 
-/// An actor id from the wire; a malformed one is an error, never another actor.
-fn actor_id(b: &[u8]) -> Result<ActorId, RayError> {
-    b.try_into()
-        .map(ActorId)
-        .map_err(|_| RayError::Internal(format!("the head sent a malformed actor id ({} bytes)", b.len())))
-}
-
 impl CoreWorker {
     /// The namespace named actors are looked up in: the job's.
     pub fn namespace(&self) -> String {
@@ -55,7 +48,7 @@ impl CoreWorker {
             actor_id: id.0.to_vec().into(),
             job_id: self.0.job.0,
             class_name: creation.class.clone(),
-            constructor: Some(crate::function_descriptor(creation.constructor)),
+            constructor: Some(creation.constructor.into()),
             args,
             resources: resources_from_map(&creation.options.resource_demand()),
             max_restarts: creation.options.max_restarts.unwrap_or(0),
@@ -73,7 +66,7 @@ impl CoreWorker {
             block_on(&self.0.rt, async move { head.create_actor(CreateActorRequest { spec: Some(spec) }).await })
                 .map_err(|s| from_status(&s, "the head"))?
                 .into_inner();
-        actor_id(&info.actor_id)
+        ActorId::from_bytes(&info.actor_id)
     }
 
     /// `ray::kill`.
@@ -92,6 +85,6 @@ impl CoreWorker {
         let info = block_on(&self.0.rt, async move { head.get_named_actor(req).await })
             .map_err(|s| from_status(&s, "the head"))?
             .into_inner();
-        Ok(ActorRef { id: actor_id(&info.actor_id)?, class: info.class_name })
+        Ok(ActorRef { id: ActorId::from_bytes(&info.actor_id)?, class: info.class_name })
     }
 }

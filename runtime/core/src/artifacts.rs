@@ -13,6 +13,7 @@
 //! on its first worker for the job.
 
 use crate::{CoreWorker, block_on, lock};
+use ray_abi::ids::hex;
 use ray_abi::{RayError, TaskFn};
 use ray_proto::{ArtifactChunk, GetArtifactRequest, from_status};
 use sha2::{Digest, Sha256};
@@ -37,10 +38,6 @@ pub(crate) struct ArtifactCache {
     loaded: Mutex<HashMap<String, &'static libloading::Library>>,
     /// This program's bytes and hash, read when a node first asks for them.
     executable: tokio::sync::OnceCell<(bytes::Bytes, String)>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unavailable(function: &str, detail: String) -> RayError {

@@ -119,6 +119,7 @@ impl CallStream {
             };
             let waiting = lock(&this.open).take().map(|open| open.waiting).unwrap_or_default();
             for (_, caller) in waiting {
+                // A caller that stopped waiting needs no answer.
                 let _ = caller.send(Err(ended.clone()));
             }
         });
@@ -130,6 +131,7 @@ impl CallStream {
     fn close(&self) {
         let waiting = lock(&self.open).take().map(|open| open.waiting).unwrap_or_default();
         for (_, caller) in waiting {
+            // A caller that stopped waiting needs no answer.
             let _ = caller.send(Err(tonic::Status::unavailable("the call stream was closed by this process")));
         }
     }
@@ -137,6 +139,7 @@ impl CallStream {
     fn answer(&self, reply: PushTaskReply) {
         let caller = lock(&self.open).as_mut().and_then(|open| open.waiting.remove(&reply.task_id));
         if let Some(caller) = caller {
+            // A caller that stopped waiting needs no answer.
             let _ = caller.send(reply_result(reply));
         }
     }

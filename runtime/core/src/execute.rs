@@ -27,8 +27,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, oneshot};
 
-/// Marker printed before each task; must match the node daemon's.
-pub const TASK_MARKER: &str = "\u{1e}RAYREPL_TASK:";
+/// The task's id, and the actor's if it creates one, checked before anything
+/// runs: a malformed id is the caller's error, never a zero id.
+fn spec_ids(spec: &TaskSpec) -> Result<(TaskId, Option<ActorId>), RayError> {
+    let task = TaskId::from_bytes(&spec.task_id)?;
+    let actor = spec.actor_creation.as_ref().map(|c| ActorId::from_bytes(&c.actor_id)).transpose()?;
+    Ok((task, actor))
+}
+
+/// The reply for a task that did not run: `error`, and nothing stored.
+fn rejected(spec: &TaskSpec, error: RayError) -> PushTaskReply {
+    PushTaskReply { task_id: spec.task_id.clone(), error: error.to_bytes().into(), ..PushTaskReply::default() }
+}
 
 thread_local! {
     static IN_TASK: Cell<bool> = const { Cell::new(false) };
@@ -103,6 +113,7 @@ pub unsafe fn complete(ctx: *mut c_void, result: TaskResult) {
     };
     *lock(&state.result) = Some(result);
     if let Some(tx) = lock(&state.done).take() {
+        // A direct call polls the state instead of waiting here.
         let _ = tx.send(());
     }
     if let Some(waker) = lock(&state.waker).as_ref() {
@@ -246,6 +257,7 @@ impl CoreWorker {
 
     /// Runs a pushed task or actor call and returns the reply for its owner.
     pub(crate) async fn execute(&self, spec: TaskSpec) -> Result<PushTaskReply, RayError> {
+        spec_ids(&spec)?;
         let actor = self.hosted_actor();
         let mut _permit = None;
         if let (Some(actor), Some(call)) = (&actor, &spec.actor_task) {
@@ -279,6 +291,8 @@ impl CoreWorker {
         let reply = match executed? {
             Executed::Done(reply) => *reply,
             Executed::Pending { state, done, spec } => {
+                // A call dropped before it finished leaves no result, which
+                // `state.take()` turns into an error below.
                 let _ = done.await;
                 let cw = self.clone();
                 tokio::task::spawn_blocking(move || {
@@ -302,6 +316,7 @@ impl CoreWorker {
 
     pub(crate) fn run_job(&self, table: &'static HostTable, job: Job) {
         let executed = self.run_task(table, job.spec);
+        // The caller is gone if its request was dropped; the task ran anyway.
         let _ = job.reply.send(executed);
     }
 
@@ -311,8 +326,8 @@ impl CoreWorker {
         if let (Some(actor), Some(call)) = (&hosted, &spec.actor_task)
             && actor.id.0[..] != call.actor_id[..]
         {
-            let error = RayError::Internal("this worker hosts a different actor".into()).to_bytes().into();
-            return DirectCall::Replied(Box::new(PushTaskReply { task_id: spec.task_id, error, ..Default::default() }));
+            let error = RayError::Internal("this worker hosts a different actor".into());
+            return DirectCall::Replied(Box::new(rejected(&spec, error)));
         }
         match self.run_task(table, spec) {
             Executed::Done(reply) => DirectCall::Replied(reply),
@@ -337,7 +352,10 @@ impl CoreWorker {
     }
 
     fn run_task(&self, table: &'static HostTable, spec: TaskSpec) -> Executed {
-        let task_id = TaskId(spec.task_id.as_ref().try_into().unwrap_or_default());
+        let (task_id, actor_id) = match spec_ids(&spec) {
+            Ok(ids) => ids,
+            Err(e) => return Executed::Done(Box::new(rejected(&spec, e))),
+        };
         let function = spec.function.clone().unwrap_or_default();
         let previous =
             std::mem::replace(&mut *lock(&self.0.current), crate::CurrentTask { id: task_id, name: spec.name.clone() });
@@ -373,9 +391,9 @@ impl CoreWorker {
         match state.take() {
             Some(result) => {
                 let mut direct_address = String::new();
-                if let (Some(creation), Ok(_)) = (&spec.actor_creation, &result) {
+                if let (Some(creation), Some(id), Ok(_)) = (&spec.actor_creation, actor_id, &result) {
                     direct_address =
-                        self.become_actor(creation, &function.artifact, lock(&state.instance).unwrap_or(0));
+                        self.become_actor(id, creation, &function.artifact, lock(&state.instance).unwrap_or(0));
                 }
                 let mut reply = self.finish_call(&spec, result, adopted);
                 reply.direct_address = direct_address;
@@ -387,11 +405,11 @@ impl CoreWorker {
 
     /// Keeps the instance a constructor made; returns where the actor takes
     /// direct calls, if it does.
-    fn become_actor(&self, creation: &ActorCreationSpec, artifact: &str, instance: usize) -> String {
+    fn become_actor(&self, id: ActorId, creation: &ActorCreationSpec, artifact: &str, instance: usize) -> String {
         let max = creation.max_concurrency.max(1) as usize;
         let ordered = !creation.is_async && max == 1;
         let actor = Arc::new(HostedActor {
-            id: ActorId(creation.actor_id.as_ref().try_into().unwrap_or_default()),
+            id,
             instance,
             artifact: artifact.to_string(),
             is_async: creation.is_async,
@@ -498,7 +516,11 @@ impl CoreWorker {
 
     /// Stores the result and builds the reply for the caller.
     fn finish_call(&self, spec: &TaskSpec, result: TaskResult, adopted: Vec<ObjectId>) -> PushTaskReply {
-        let task_id = TaskId(spec.task_id.as_ref().try_into().unwrap_or_default());
+        // `run_task` checked the id before the task ran.
+        let task_id = match TaskId::from_bytes(&spec.task_id) {
+            Ok(id) => id,
+            Err(e) => return rejected(spec, e),
+        };
         let return_id = ObjectId::new(task_id, 1);
         let (location, contained) = match result {
             Ok((bytes, contained)) => match self.store_value(return_id, &[&bytes], &spec.owner_address) {
@@ -554,7 +576,13 @@ impl CoreWorker {
                             object_ids: vec![id.0.to_vec().into()],
                             borrower_address: caller.to_string(),
                         };
-                        let _ = block_on(&self.0.rt, async move { client.add_borrower(req).await });
+                        if let Err(s) = block_on(&self.0.rt, async move { client.add_borrower(req).await }) {
+                            tracing::warn!(
+                                "owner {owner} did not hear that {caller} borrows object {id}: it may free the \
+                                 object while the borrower still needs it: {}",
+                                s.message()
+                            );
+                        }
                     }
                     infos.push(ObjectRefInfo { object_id: id.0.to_vec().into(), owner_address: owner });
                 }
@@ -648,6 +676,7 @@ impl HostedActor {
         let gate = gates.entry(caller.to_string()).or_default();
         gate.next = gate.next.max(seq + 1);
         if let Some(tx) = gate.waiting.remove(&gate.next) {
+            // The next call's caller may have hung up; the gate moves on.
             let _ = tx.send(());
         }
     }

@@ -815,16 +815,6 @@ pub(crate) struct ShmObject<'a> {
     pub(crate) node_address: &'a str,
 }
 
-/// A function as the wire names it.
-pub(crate) fn function_descriptor(f: ray_abi::FunctionDescriptor) -> ray_proto::FunctionDescriptor {
-    ray_proto::FunctionDescriptor {
-        name: f.name,
-        key: f.key,
-        symbol: f.symbol,
-        artifact: f.artifact.unwrap_or_default(),
-    }
-}
-
 pub(crate) fn location_to_state(loc: Option<ObjectLocation>) -> State {
     match loc.and_then(|l| l.kind) {
         Some(object_location::Kind::Inline(b)) => State::Ready(Value::Inline(b)),

@@ -194,7 +194,7 @@ impl CoreWorker {
             task_id: id.0.to_vec().into(),
             job_id: self.0.job.0,
             name: name.clone(),
-            function: Some(crate::function_descriptor(function)),
+            function: Some(function.into()),
             args,
             owner_address: self.0.address.clone(),
             attempt,
@@ -298,18 +298,16 @@ impl CoreWorker {
                 Ok(Some(lease_reply::Result::Spillback(_))) => {
                     break Err(RayError::Internal("a node sent a spilled lease request on again".into()));
                 }
-                Ok(Some(lease_reply::Result::Lease(lease))) => break Ok(Some(lease)),
-                Ok(Some(lease_reply::Result::Infeasible(totals))) => {
-                    break Err(RayError::Infeasible {
-                        function: name.clone(),
-                        requested: format_resources(&resources),
-                        available: totals,
-                    });
+                Ok(
+                    result @ (Some(
+                        lease_reply::Result::Lease(_)
+                        | lease_reply::Result::Infeasible(_)
+                        | lease_reply::Result::WorkerStartFailed(_),
+                    )
+                    | None),
+                ) => {
+                    break granted_lease(result, &name, &resources).map(Some);
                 }
-                Ok(Some(lease_reply::Result::WorkerStartFailed(why))) => {
-                    break Err(RayError::FunctionUnavailable { function: name.clone(), detail: why });
-                }
-                Ok(None) => break Err(RayError::Internal("empty lease reply".into())),
                 Err(s) if req.grant_or_reject && unreachable < SPILL_TARGET_RETRIES => {
                     tracing::debug!("the node a lease was sent on to failed: {s}; asking this node again");
                     unreachable += 1;
@@ -515,7 +513,9 @@ impl CoreWorker {
     async fn locate_actor(&self, actor: ActorId, min_incarnation: u32) {
         let location = match self.settled_actor(actor, min_incarnation).await {
             Err(s) => ActorLocation::Gone(from_status(&s, "the head")),
-            Ok(info) if info.state() == ActorState::Dead => ActorLocation::Gone(RayError::from_bytes(&info.death_error)),
+            Ok(info) if info.state() == ActorState::Dead => {
+                ActorLocation::Gone(RayError::from_bytes(&info.death_error))
+            }
             Ok(info) => {
                 let what = format!("actor {}", info.class_name);
                 match Calls::open(self, &info.direct_address, &info.address, &what).await {
@@ -722,7 +722,14 @@ fn reply_of(reply: PushTaskReply, worker_address: String) -> Reply {
     let refs_of = |infos: &[ObjectRefInfo]| -> Vec<(ObjectId, String)> {
         infos
             .iter()
-            .filter_map(|c| ObjectId::from_slice(&c.object_id).map(|id| (id, c.owner_address.clone())))
+            .filter_map(|c| match ObjectId::from_bytes(&c.object_id) {
+                Ok(id) => Some((id, c.owner_address.clone())),
+                Err(e) => {
+                    // The worker is broken or not ours; the ref is dropped.
+                    tracing::warn!("worker {worker_address} sent a ref this process cannot use: {e}");
+                    None
+                }
+            })
             .collect()
     };
     Reply {
@@ -799,7 +806,7 @@ async fn ask_for_lease(
 mod tests {
     use super::*;
 
-    fn event(attempt: u32, state: &str, pid: u32) -> TaskEvent {
+    fn event(attempt: u32, state: TaskState, pid: u32) -> TaskEvent {
         TaskEvent {
             task_id: vec![1u8; 16].into(),
             attempt,
@@ -812,10 +819,10 @@ mod tests {
     #[test]
     fn merged_events_keep_one_row_per_attempt_with_earlier_facts() {
         let events = vec![
-            event(0, "PENDING_ARGS_AVAIL", 0),
-            event(0, "RUNNING", 7),
-            event(0, "FAILED", 0),
-            event(1, "RUNNING", 9),
+            event(0, TaskState::PendingArgsAvail, 0),
+            event(0, TaskState::Running, 7),
+            event(0, TaskState::Failed, 0),
+            event(1, TaskState::Running, 9),
         ];
         let merged = merge_events(events);
         assert_eq!(merged.len(), 2);

@@ -246,6 +246,7 @@ impl RefTable {
             e.fetching = false;
             fx.fire.append(&mut e.waiters);
             for (_, listener) in &self.settle_listeners {
+                // A `wait` that returned early may not have stopped listening yet.
                 let _ = listener.send(*id);
             }
             self.maybe_free(id, fx);

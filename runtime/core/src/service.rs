@@ -4,17 +4,13 @@
 
 use crate::refs::Effects;
 use crate::{CoreWorker, lock};
-use ray_abi::{ObjectId, RayError, TaskId};
+use ray_abi::{ObjectId, RayError};
 use ray_proto::core_worker_server::{CoreWorker as CoreWorkerApi, CoreWorkerServer};
 use ray_proto::*;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 struct Service(CoreWorker);
-
-fn object_id(b: &[u8]) -> Result<ObjectId, Status> {
-    ObjectId::from_slice(b).ok_or_else(|| Status::invalid_argument("bad object id"))
-}
 
 #[tonic::async_trait]
 impl CoreWorkerApi for Service {
@@ -44,6 +40,7 @@ impl CoreWorkerApi for Service {
                         Ok(reply) => reply,
                         Err(e) => PushTaskReply { task_id, error: e.to_bytes().into(), ..PushTaskReply::default() },
                     };
+                    // A caller whose stream closed has failed its calls already.
                     let _ = replies.send(Ok(reply));
                 });
             }
@@ -53,7 +50,7 @@ impl CoreWorkerApi for Service {
 
     async fn get_object(&self, req: Request<GetObjectRequest>) -> Result<Response<GetObjectReply>, Status> {
         let r = req.into_inner();
-        let id = object_id(&r.object_id)?;
+        let id = parse_object_id(&r.object_id)?;
         if !r.lost_at.is_empty() {
             let why = RayError::Connection {
                 what: format!("node {}", r.lost_at),
@@ -66,6 +63,7 @@ impl CoreWorkerApi for Service {
         let leftover = lock(&self.0.0.refs).on_settled(
             &id,
             Box::new(move || {
+                // The request is gone if its caller hung up.
                 let _ = tx.send(());
             }),
         );
@@ -94,7 +92,7 @@ impl CoreWorkerApi for Service {
         let r = req.into_inner();
         let mut refs = lock(&self.0.0.refs);
         for b in &r.object_ids {
-            refs.add_borrower(&object_id(b)?, &r.borrower_address);
+            refs.add_borrower(&parse_object_id(b)?, &r.borrower_address);
         }
         Ok(Response::new(Empty {}))
     }
@@ -105,7 +103,7 @@ impl CoreWorkerApi for Service {
         {
             let mut refs = lock(&self.0.0.refs);
             for b in &r.object_ids {
-                refs.remove_borrower(&object_id(b)?, &r.borrower_address, &mut fx);
+                refs.remove_borrower(&parse_object_id(b)?, &r.borrower_address, &mut fx);
             }
         }
         self.0.apply(fx);
@@ -114,7 +112,7 @@ impl CoreWorkerApi for Service {
 
     async fn add_object_copy(&self, req: Request<ObjectCopyRequest>) -> Result<Response<ObjectCopyReply>, Status> {
         let r = req.into_inner();
-        let held = lock(&self.0.0.refs).add_copy(&object_id(&r.object_id)?, r.node_address);
+        let held = lock(&self.0.0.refs).add_copy(&parse_object_id(&r.object_id)?, r.node_address);
         Ok(Response::new(ObjectCopyReply { held }))
     }
 
@@ -127,7 +125,7 @@ impl CoreWorkerApi for Service {
 
     async fn cancel_task(&self, req: Request<CancelRequest>) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        let tid = TaskId(r.task_id.as_ref().try_into().map_err(|_| Status::invalid_argument("bad task id"))?);
+        let tid = parse_task_id(&r.task_id)?;
         self.0.cancel(&ObjectId::new(tid, 1), r.force).map_err(|e| to_status(&e))?;
         Ok(Response::new(Empty {}))
     }

@@ -10,6 +10,7 @@
 //! its worker directly.
 
 use ray_abi::RayError;
+use ray_abi::ids::hex;
 use ray_proto::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -114,10 +115,6 @@ pub(crate) struct Actors {
     token: Arc<str>,
     nodes: Arc<Mutex<HashMap<String, NodeClient>>>,
     cluster: NodeSource,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn died(info: &ActorInfo, cause: impl Into<String>) -> RayError {
@@ -230,10 +227,7 @@ impl Actors {
         };
         let nodes = (self.cluster)();
         let demand = resources_to_map(&spec.resources);
-        let holds = |r: &[Resource]| {
-            let r = resources_to_map(r);
-            demand.iter().all(|(k, v)| r.get(k).copied().unwrap_or(0.0) + 1e-9 >= *v)
-        };
+        let holds = |r: &[Resource]| fits(&resources_to_map(r), &demand);
         let alive = || nodes.iter().filter(|n| n.is_alive());
         let Some(node) = alive().find(|n| holds(&n.available)).or_else(|| alive().find(|n| holds(&n.total))) else {
             let mut totals = std::collections::BTreeMap::new();
@@ -266,22 +260,7 @@ impl Actors {
                 .await
                 .map_err(|s| from_status(&s, "the node daemon"))?
                 .into_inner();
-            let lease = match reply.result {
-                Some(lease_reply::Result::Lease(l)) => l,
-                Some(lease_reply::Result::Infeasible(totals)) => {
-                    return Err(RayError::Infeasible {
-                        function: spec.class_name.clone(),
-                        requested: format_resources(&demand),
-                        available: totals,
-                    });
-                }
-                Some(lease_reply::Result::WorkerStartFailed(why)) => {
-                    return Err(RayError::FunctionUnavailable { function: spec.class_name.clone(), detail: why });
-                }
-                Some(lease_reply::Result::Spillback(_) | lease_reply::Result::Cancelled(_)) | None => {
-                    return Err(RayError::Internal("empty lease reply".into()));
-                }
-            };
+            let lease = granted_lease(reply.result, &spec.class_name, &demand)?;
             {
                 let mut t = self.lock();
                 if let Some(e) = t.actors.get_mut(&id) {
@@ -327,9 +306,19 @@ impl Actors {
                             entry.final_cause = Some(died(&entry.info, format!("its constructor failed: {err}")));
                         }
                     }
-                    if let Ok(mut n) = self.node(&node.address) {
-                        let _ =
-                            n.return_lease(ReturnLeaseRequest { lease_id: lease.lease_id, worker_failed: true }).await;
+                    let returned = match self.node(&node.address) {
+                        Ok(mut n) => n
+                            .return_lease(ReturnLeaseRequest { lease_id: lease.lease_id, worker_failed: true })
+                            .await
+                            .map_err(|s| from_status(&s, "the node daemon")),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = returned {
+                        tracing::warn!(
+                            "the lease of actor {}'s failed worker was not returned to {}: {e}",
+                            hex(&id),
+                            node.address
+                        );
                     }
                     return Ok(());
                 }
@@ -431,7 +420,9 @@ impl Actors {
             if let Some(e) = self.lock().actors.get_mut(&id) {
                 e.final_cause = Some(died(&e.info, format!("its owner (job {job}) exited")));
             }
-            let _ = self.kill(&id, true).await;
+            if let Err(e) = self.kill(&id, true).await {
+                tracing::warn!("actor {} of finished job {job} was not killed: {e}", hex(&id));
+            }
         }
     }
 

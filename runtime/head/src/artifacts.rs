@@ -33,11 +33,6 @@ pub struct Artifacts {
     stored: Arc<Mutex<HashMap<String, Stored>>>,
 }
 
-/// Lowercase hex of a digest.
-pub fn hex_digest(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Artifacts {
     /// A store that keeps its files under `session_dir/artifacts`.
     pub fn new(session_dir: &str) -> Self {
@@ -75,9 +70,11 @@ impl Artifacts {
         }
         file.flush().await.map_err(io)?;
         drop(file);
-        let actual = hex_digest(&hasher.finalize());
+        let actual = ray_abi::ids::hex(&hasher.finalize());
         if actual != first.hash || size != first.size {
-            let _ = tokio::fs::remove_file(&tmp_path).await;
+            if let Err(e) = tokio::fs::remove_file(&tmp_path).await {
+                tracing::debug!("the corrupted upload {} stays behind: {e}", tmp_path.display());
+            }
             return Err(Status::data_loss(format!(
                 "artifact upload corrupted: expected {} ({} bytes), got {actual} ({size} bytes)",
                 first.hash, first.size

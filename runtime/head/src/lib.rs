@@ -12,6 +12,7 @@ pub mod artifacts;
 
 use actors::Actors;
 use artifacts::Artifacts;
+use ray_abi::ids::hex;
 use ray_proto::head_server::{Head, HeadServer};
 use ray_proto::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -373,10 +374,6 @@ impl Head for HeadService {
         self.shutdown.notify_one();
         Ok(Response::new(Empty {}))
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Serves the head on `listener` until a client asks it to shut down or `stop`

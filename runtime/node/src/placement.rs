@@ -6,8 +6,8 @@
 //! all when it has not, or says that no node ever will. A request that was already
 //! sent on once is queued where it lands, so requests never bounce between nodes.
 
-use crate::pool::{Resources, fits};
-use ray_proto::{NodeInfo, format_resources, resources_to_map};
+use crate::pool::Resources;
+use ray_proto::{NodeInfo, fits, format_resources, resources_to_map};
 
 /// The decision for one lease request.
 #[derive(Debug, Clone, PartialEq)]

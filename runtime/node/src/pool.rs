@@ -3,20 +3,13 @@
 //! All scheduling decisions happen in [`Pool::dispatch`], under one lock and without
 //! awaiting, so they are easy to reason about and to test.
 
-use ray_proto::{Lease, LeaseReply, lease_reply};
+use ray_proto::{Lease, LeaseReply, fits, lease_reply};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Resources by name (`CPU`, `GPU`, `memory`, custom ones).
 pub type Resources = BTreeMap<String, f64>;
-
-const EPSILON: f64 = 1e-9;
-
-/// Whether `demand` fits in `available`.
-pub fn fits(available: &Resources, demand: &Resources) -> bool {
-    demand.iter().all(|(k, v)| available.get(k).copied().unwrap_or(0.0) + EPSILON >= *v)
-}
 
 fn subtract(available: &mut Resources, demand: &Resources) {
     for (k, v) in demand {
@@ -196,6 +189,7 @@ impl Pool {
         if let Some(at) = self.pending.iter().position(|p| p.request_id == request_id && p.owner == owner)
             && let Some(p) = self.pending.remove(at)
         {
+            // Its handler is gone if the owner hung up: then nobody waits.
             let _ = p.reply.send(LeaseReply { result: Some(lease_reply::Result::Cancelled(true)) });
         }
     }
@@ -205,6 +199,7 @@ impl Pool {
         let (failed, kept): (VecDeque<_>, VecDeque<_>) = self.pending.drain(..).partition(|p| p.job == job);
         self.pending = kept;
         for p in failed {
+            // Its handler is gone if the owner hung up: then nobody waits.
             let _ = p.reply.send(LeaseReply { result: Some(lease_reply::Result::WorkerStartFailed(why.to_string())) });
         }
     }

@@ -7,8 +7,8 @@ mod logs;
 mod transfer;
 
 use crate::placement::{Placement, place};
-use crate::pool::{PendingLease, Pool, Resources, WorkerState, fits};
-use ray_abi::ObjectId;
+use crate::pool::{PendingLease, Pool, Resources, WorkerState};
+use ray_abi::ids::hex;
 use ray_object_store::StoreIndex;
 use ray_proto::node_server::{Node, NodeServer};
 use ray_proto::*;
@@ -20,10 +20,6 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tonic::{Request, Response, Status};
-
-/// Marker a worker prints (on stdout and stderr) when it starts a task, so the
-/// node can prefix the task's output with its name, as Ray's log monitor does.
-pub const TASK_MARKER: &str = "\u{1e}RAYREPL_TASK:";
 
 /// Errors that stop a node daemon.
 #[derive(Debug, thiserror::Error)]
@@ -240,7 +236,13 @@ impl Shared {
             };
             let report =
                 WorkerDiedRequest { node_id: this.node_id.clone().into(), worker_id: worker_id.into(), pid, detail };
-            let _ = this.head.clone().worker_died(report).await;
+            if let Err(s) = this.head.clone().worker_died(report).await {
+                tracing::warn!(
+                    "the head did not hear that worker {pid} died ({}): an actor it hosted is neither restarted nor \
+                     marked dead until the head notices otherwise",
+                    s.message()
+                );
+            }
         });
     }
 
@@ -300,18 +302,32 @@ async fn forward_output(
     log_path: PathBuf,
     ip: String,
 ) {
-    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&log_path).await.ok();
+    let mut file = match tokio::fs::OpenOptions::new().create(true).append(true).open(&log_path).await {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!("worker {pid}'s output is not kept in {}: {e}", log_path.display());
+            None
+        }
+    };
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if let Some(name) = line.strip_prefix(TASK_MARKER) {
             *current_task.lock().unwrap_or_else(|p| p.into_inner()) = name.to_string();
             continue;
         }
-        if let Some(f) = file.as_mut() {
-            let _ = f.write_all(line.as_bytes()).await;
-            let _ = f.write_all(b"\n").await;
+        if let Some(f) = file.as_mut()
+            && let Err(e) = async {
+                f.write_all(line.as_bytes()).await?;
+                f.write_all(b"\n").await
+            }
+            .await
+        {
+            tracing::warn!("worker {pid}'s output is no longer kept in {}: {e}", log_path.display());
+            file = None;
         }
         let task_name = current_task.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // The relay outlives every worker but stops with the node daemon, when
+        // nobody is left to show the line to.
         let _ = sink.send((job, LogLine { pid, task_name, is_stderr, line, ip: ip.clone() }));
     }
 }
@@ -368,15 +384,13 @@ fn start_spawner(rt: tokio::runtime::Handle) -> std::sync::mpsc::Sender<SpawnReq
                         Ok(())
                     });
                 }
+                // The waiting task is dropped only when this daemon shuts down,
+                // and a worker dies with its node (PR_SET_PDEATHSIG).
                 let _ = req.reply.send(cmd.spawn());
             }
         })
         .expect("spawn the worker-spawner thread");
     tx
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[derive(Clone)]
@@ -503,7 +517,7 @@ impl Node for NodeService {
 
     async fn create_object(&self, req: Request<CreateObjectRequest>) -> Result<Response<CreateObjectReply>, Status> {
         let r = req.into_inner();
-        let id = ObjectId::from_slice(&r.object_id).ok_or_else(|| Status::invalid_argument("bad object id"))?;
+        let id = parse_object_id(&r.object_id)?;
         let location =
             self.0.store().reserve(id, r.size, &r.owner_address).map_err(|e| to_status(&ray_abi::RayError::from(e)))?;
         Ok(Response::new(CreateObjectReply {
@@ -513,14 +527,13 @@ impl Node for NodeService {
     }
 
     async fn seal_object(&self, req: Request<SealObjectRequest>) -> Result<Response<Empty>, Status> {
-        let id = ObjectId::from_slice(&req.into_inner().object_id)
-            .ok_or_else(|| Status::invalid_argument("bad object id"))?;
+        let id = parse_object_id(&req.into_inner().object_id)?;
         self.0.store().seal(&id).map_err(|e| to_status(&ray_abi::RayError::from(e)))?;
         Ok(Response::new(Empty {}))
     }
 
     async fn free_objects(&self, req: Request<FreeObjectsRequest>) -> Result<Response<Empty>, Status> {
-        let ids: Vec<ObjectId> = req.into_inner().object_ids.iter().filter_map(|b| ObjectId::from_slice(b)).collect();
+        let ids = req.into_inner().object_ids.iter().map(|b| parse_object_id(b)).collect::<Result<Vec<_>, _>>()?;
         // Unlinking is file-system work; keep it off the async threads.
         let this = self.0.clone();
         tokio::task::spawn_blocking(move || {
@@ -576,14 +589,13 @@ impl Node for NodeService {
     type ReadObjectStream = transfer::ChunkStream;
 
     async fn read_object(&self, req: Request<ReadObjectRequest>) -> Result<Response<Self::ReadObjectStream>, Status> {
-        let id = ObjectId::from_slice(&req.into_inner().object_id)
-            .ok_or_else(|| Status::invalid_argument("bad object id"))?;
+        let id = parse_object_id(&req.into_inner().object_id)?;
         transfer::read_stream(&self.0, id).await.map(Response::new)
     }
 
     async fn pull_object(&self, req: Request<PullObjectRequest>) -> Result<Response<PullObjectReply>, Status> {
         let r = req.into_inner();
-        let id = ObjectId::from_slice(&r.object_id).ok_or_else(|| Status::invalid_argument("bad object id"))?;
+        let id = parse_object_id(&r.object_id)?;
         let location = transfer::pull(&self.0, id, &r.owner_address, &r.source_address).await?;
         Ok(Response::new(PullObjectReply {
             path: location.path.display().to_string(),
@@ -664,6 +676,7 @@ async fn spill_loop(shared: Arc<Shared>) {
             Some(Spillback { node_id: target.node_id.clone(), node_address: target.address.clone() })
         });
         for (lease, spill) in spilled {
+            // Its handler is gone if the owner hung up: then nobody waits.
             let _ = lease.reply.send(LeaseReply { result: Some(lease_reply::Result::Spillback(spill)) });
         }
     }
@@ -691,7 +704,14 @@ async fn reaper_loop(shared: Arc<Shared>) {
                     Err(_) => false,
                 };
             } else {
-                let _ = shared.head.clone().finish_job(FinishJobRequest { job_id: job }).await;
+                if let Err(s) = shared.head.clone().finish_job(FinishJobRequest { job_id: job }).await {
+                    tracing::warn!(
+                        "the head did not hear that job {job}'s driver (pid {}) is gone ({}): its actors live on \
+                         until the head notices otherwise",
+                        info.driver_pid,
+                        s.message()
+                    );
+                }
             }
             if gone {
                 for (_, pid) in shared.pool().job_workers(job) {
@@ -705,7 +725,9 @@ async fn reaper_loop(shared: Arc<Shared>) {
         // finish; an arena idle for long gives its memory back.
         // Giving memory back can take a while for gigabytes: off the async threads.
         let tidy = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || tidy.store().tidy_arena(Duration::from_secs(10))).await;
+        if let Err(e) = tokio::task::spawn_blocking(move || tidy.store().tidy_arena(Duration::from_secs(10))).await {
+            tracing::warn!("tidying the object store's arena failed: {e}");
+        }
         let cpus = shared.config.resources.get("CPU").copied().unwrap_or(1.0).ceil() as usize;
         for (worker_id, pid, address) in shared.pool().take_idle_to_reap(shared.config.idle_worker_timeout, cpus) {
             tokio::spawn(ask_to_exit(shared.clone(), worker_id, pid, address));

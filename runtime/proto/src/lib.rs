@@ -272,8 +272,22 @@ pub fn to_status(e: &RayError) -> Status {
         RayError::Unauthenticated { .. } => Code::Unauthenticated,
         RayError::Task(_) | RayError::WorkerCrashed { .. } => Code::Aborted,
         RayError::Decode { .. } | RayError::Encode { .. } | RayError::Internal(_) => Code::Internal,
+        // A variant added to ray-abi since: Internal until it gets a code here.
+        _ => Code::Internal,
     };
     Status::with_details(code, e.to_string(), e.to_bytes().into())
+}
+
+/// The object id in a request's bytes; a malformed one is the caller's
+/// `invalid_argument`.
+pub fn parse_object_id(b: &[u8]) -> Result<ray_abi::ObjectId, Status> {
+    ray_abi::ObjectId::from_bytes(b).map_err(|e| to_status(&e))
+}
+
+/// The task id in a request's bytes; a malformed one is the caller's
+/// `invalid_argument`.
+pub fn parse_task_id(b: &[u8]) -> Result<ray_abi::TaskId, Status> {
+    ray_abi::TaskId::from_bytes(b).map_err(|e| to_status(&e))
 }
 
 /// Maps a gRPC status back to a runtime error; `what` names the peer.
@@ -293,6 +307,54 @@ pub fn from_status(s: &Status, what: &str) -> RayError {
         }
         _ => RayError::Internal(format!("{what}: {}", s.message())),
     }
+}
+
+/// Marker a worker prints (on stdout and stderr, then the task's name) when it
+/// starts a task, so the node daemon that reads the worker's output can prefix
+/// the task's lines with its name, as Ray's log monitor does.
+pub const TASK_MARKER: &str = "\u{1e}RAYREPL_TASK:";
+
+/// What a task or actor names to run, as it travels: the local `address` stays
+/// behind (the host has already published its library as `artifact`), and no
+/// artifact means the job's own executable.
+impl From<ray_abi::FunctionDescriptor> for FunctionDescriptor {
+    fn from(f: ray_abi::FunctionDescriptor) -> Self {
+        FunctionDescriptor { name: f.name, key: f.key, symbol: f.symbol, artifact: f.artifact.unwrap_or_default() }
+    }
+}
+
+/// The lease in a node's reply to a lease request for `function`, which asked
+/// for `requested`; else the error for its caller: `Infeasible` when no node
+/// can ever hold `requested` (the reply carries the cluster's totals),
+/// `FunctionUnavailable` when the job's workers cannot start, and `Internal` for
+/// a reply with no lease in it (a spillback or cancellation, which a caller
+/// handles before this).
+pub fn granted_lease(
+    result: Option<lease_reply::Result>,
+    function: &str,
+    requested: &BTreeMap<String, f64>,
+) -> Result<Lease, RayError> {
+    match result {
+        Some(lease_reply::Result::Lease(lease)) => Ok(lease),
+        Some(lease_reply::Result::Infeasible(totals)) => Err(RayError::Infeasible {
+            function: function.to_string(),
+            requested: format_resources(requested),
+            available: totals,
+        }),
+        Some(lease_reply::Result::WorkerStartFailed(why)) => {
+            Err(RayError::FunctionUnavailable { function: function.to_string(), detail: why })
+        }
+        Some(lease_reply::Result::Spillback(_) | lease_reply::Result::Cancelled(_)) | None => {
+            Err(RayError::Internal("empty lease reply".into()))
+        }
+    }
+}
+
+/// Whether `demand` fits in `available`, allowing for rounding in fractional
+/// amounts; a resource `available` lacks counts as zero.
+pub fn fits(available: &BTreeMap<String, f64>, demand: &BTreeMap<String, f64>) -> bool {
+    const EPSILON: f64 = 1e-9;
+    demand.iter().all(|(k, v)| available.get(k).copied().unwrap_or(0.0) + EPSILON >= *v)
 }
 
 /// Resource list to map.
@@ -367,6 +429,15 @@ mod tests {
     }
 
     #[test]
+    fn malformed_ids_in_requests_are_invalid_arguments() {
+        let s = parse_object_id(&[1, 2]).unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().contains("malformed object id"), "{}", s.message());
+        assert_eq!(parse_task_id(&[0; 5]).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(parse_task_id(&[9; 16]).unwrap(), ray_abi::TaskId([9; 16]));
+    }
+
+    #[test]
     fn token_check_rejects_missing_and_wrong_tokens() {
         let mut check = CheckToken::new("secret");
         assert_eq!(check.call(Request::new(())).unwrap_err().code(), tonic::Code::Unauthenticated);
@@ -376,6 +447,65 @@ mod tests {
         let mut req = Request::new(());
         req.metadata_mut().insert(TOKEN_HEADER, "secret".parse().unwrap());
         assert!(check.call(req).is_ok());
+    }
+
+    fn res(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn fits_counts_missing_resources_as_zero_and_forgives_rounding() {
+        let available = res(&[("CPU", 1.0), ("Custom1", 0.3)]);
+        assert!(fits(&available, &res(&[])));
+        assert!(fits(&available, &res(&[("CPU", 1.0)])));
+        assert!(!fits(&available, &res(&[("CPU", 1.5)])));
+        assert!(!fits(&available, &res(&[("GPU", 1.0)])));
+        assert!(fits(&available, &res(&[("GPU", 0.0)])));
+        // 0.1 + 0.2 is a hair over 0.3 in floating point, and still fits in it.
+        assert!(fits(&res(&[("Custom1", 0.3)]), &res(&[("Custom1", 0.1 + 0.2)])));
+    }
+
+    #[test]
+    fn lease_replies_without_a_lease_become_the_callers_error() {
+        let asked = res(&[("GPU", 1.0)]);
+        let lease = Lease { lease_id: 4, ..Lease::default() };
+        assert_eq!(granted_lease(Some(lease_reply::Result::Lease(lease.clone())), "f", &asked), Ok(lease));
+        assert_eq!(
+            granted_lease(Some(lease_reply::Result::Infeasible("{CPU: 2}".into())), "f", &asked),
+            Err(RayError::Infeasible {
+                function: "f".into(),
+                requested: "{GPU: 1}".into(),
+                available: "{CPU: 2}".into()
+            })
+        );
+        assert_eq!(
+            granted_lease(Some(lease_reply::Result::WorkerStartFailed("no exe".into())), "f", &asked),
+            Err(RayError::FunctionUnavailable { function: "f".into(), detail: "no exe".into() })
+        );
+        for empty in [
+            None,
+            Some(lease_reply::Result::Cancelled(true)),
+            Some(lease_reply::Result::Spillback(Spillback::default())),
+        ] {
+            assert!(matches!(granted_lease(empty, "f", &asked), Err(RayError::Internal(_))));
+        }
+    }
+
+    #[test]
+    fn function_descriptors_travel_without_their_address() {
+        let f = ray_abi::FunctionDescriptor {
+            name: "f".into(),
+            key: "m::f".into(),
+            symbol: "s".into(),
+            artifact: None,
+            address: 7,
+        };
+        assert_eq!(
+            FunctionDescriptor::from(f.clone()),
+            FunctionDescriptor { name: "f".into(), key: "m::f".into(), symbol: "s".into(), artifact: String::new() }
+        );
+        let cell = ray_abi::FunctionDescriptor { artifact: Some("abc".into()), ..f };
+        assert_eq!(FunctionDescriptor::from(cell).artifact, "abc");
     }
 
     #[test]

@@ -159,6 +159,7 @@ pub fn spawn_daemon(spec: DaemonSpec<'_>) -> Result<Daemon, RayError> {
                 }
             }
         };
+        // Gone only once the starter gave up waiting, which it reports.
         let _ = tx.send(outcome);
         // Keep draining so the daemon never blocks on a full pipe.
         let mut sink = Vec::new();

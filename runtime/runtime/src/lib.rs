@@ -74,6 +74,25 @@ unsafe fn fail(err: *mut HostBuf, e: RayError) -> i32 {
     STATUS_ERR
 }
 
+/// `STATUS_OK` with the value written to `out` (unless `out` is null, as for
+/// `()`), or the error written to `err`.
+///
+/// # Safety
+/// `out`, unless null, and `err` must be valid for a write.
+unsafe fn answer<T>(result: Result<T, RayError>, out: *mut T, err: *mut HostBuf) -> i32 {
+    match result {
+        Ok(value) => {
+            if !out.is_null() {
+                // SAFETY: the caller guarantees `out` is valid for a write.
+                unsafe { *out = value };
+            }
+            STATUS_OK
+        }
+        // SAFETY: the caller guarantees `err` is valid for a write.
+        Err(e) => unsafe { fail(err, e) },
+    }
+}
+
 fn driver_runtime() -> &'static tokio::runtime::Runtime {
     DRIVER_RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -111,7 +130,10 @@ pub fn init_driver(config: InitConfig) -> Result<Arc<Host>, RayError> {
             let connection = Connection {
                 head_address: cluster.head.address.clone(),
                 node_address: cluster.node.address.clone(),
-                node_id: Bytes::from(roles::unhex(&cluster.node.extra)),
+                node_id: Bytes::from(
+                    ray_abi::ids::unhex(&cluster.node.extra)
+                        .map_err(|e| RayError::Startup(format!("the node daemon announced a bad node id: {e}")))?,
+                ),
                 token: cluster.token.clone(),
                 ip: "127.0.0.1".into(),
             };
@@ -258,11 +280,8 @@ unsafe extern "C" fn t_init(config: Slice, err: *mut HostBuf) -> i32 {
             Err(RayError::AlreadyInitialized) if HOSTED_SESSION.load(Ordering::SeqCst) => Ok(()),
             other => other.map(|_| ()),
         });
-    match result {
-        Ok(()) => STATUS_OK,
-        // SAFETY: `err` comes from the API crate and is valid for a write.
-        Err(e) => unsafe { fail(err, e) },
-    }
+    // SAFETY: `err` comes from the API crate and is valid for a write.
+    unsafe { answer(result, std::ptr::null_mut(), err) }
 }
 
 unsafe extern "C" fn t_shutdown() {
@@ -283,15 +302,8 @@ unsafe extern "C" fn t_put(
 ) -> i32 {
     // SAFETY: the API crate passes valid parts and ids.
     let (parts, contained) = unsafe { (parts_of(parts, n_parts), ids_of(contained, n_contained)) };
-    match core().and_then(|c| c.put(&parts, contained)) {
-        Ok(id) => {
-            // SAFETY: `out` is valid for a write.
-            unsafe { *out = id };
-            STATUS_OK
-        }
-        // SAFETY: `err` is valid for a write.
-        Err(e) => unsafe { fail(err, e) },
-    }
+    // SAFETY: `out` and `err` are valid for a write.
+    unsafe { answer(core().and_then(|c| c.put(&parts, contained)), out, err) }
 }
 
 unsafe extern "C" fn t_submit(spec: Slice, out: *mut ObjectId, err: *mut HostBuf) -> i32 {
@@ -304,28 +316,16 @@ unsafe extern "C" fn t_submit(spec: Slice, out: *mut ObjectId, err: *mut HostBuf
             resolve_artifact(&core, &mut sub.function)?;
             core.submit(sub)
         });
-    match result {
-        Ok(id) => {
-            // SAFETY: `out` is valid for a write.
-            unsafe { *out = id };
-            STATUS_OK
-        }
-        // SAFETY: `err` is valid for a write.
-        Err(e) => unsafe { fail(err, e) },
-    }
+    // SAFETY: `out` and `err` are valid for a write.
+    unsafe { answer(result, out, err) }
 }
 
 unsafe extern "C" fn t_get(id: *const ObjectId, timeout_ms: i64, out: *mut HostBuf, err: *mut HostBuf) -> i32 {
     // SAFETY: `id` points to a valid id.
     let id = unsafe { *id };
-    match core().and_then(|c| c.get(&id, timeout_of(timeout_ms))) {
-        Ok(data) => {
-            // SAFETY: `out` is valid for a write.
-            unsafe { *out = lend(Loan::Data(data)) };
-            STATUS_OK
-        }
-        // SAFETY: `err` is valid for a write.
-        Err(e) => unsafe { fail(err, e) },
+    // SAFETY: `out` and `err` are valid for a write.
+    unsafe {
+        answer(core().and_then(|c| c.get(&id, timeout_of(timeout_ms))).map(|data| lend(Loan::Data(data))), out, err)
     }
 }
 
@@ -395,38 +395,22 @@ unsafe extern "C" fn t_remove_local_ref(id: *const ObjectId) {
 unsafe extern "C" fn t_owner_of(id: *const ObjectId, out: *mut HostBuf, err: *mut HostBuf) -> i32 {
     // SAFETY: `id` points to a valid id.
     let id = unsafe { *id };
-    match core().and_then(|c| c.owner_of(&id)) {
-        Ok(owner) => {
-            // SAFETY: `out` is valid for a write.
-            unsafe { *out = lend(Loan::Bytes(owner.into_bytes())) };
-            STATUS_OK
-        }
-        // SAFETY: `err` is valid for a write.
-        Err(e) => unsafe { fail(err, e) },
-    }
+    // SAFETY: `out` and `err` are valid for a write.
+    unsafe { answer(core().and_then(|c| c.owner_of(&id)).map(|owner| lend(Loan::Bytes(owner.into_bytes()))), out, err) }
 }
 
 unsafe extern "C" fn t_adopt_ref(id: *const ObjectId, owner: Slice, err: *mut HostBuf) -> i32 {
     // SAFETY: `id` and `owner` are valid per the table's contract.
     let (id, owner) = unsafe { (*id, String::from_utf8_lossy(owner.as_bytes()).into_owned()) };
-    match core() {
-        Ok(c) => {
-            c.adopt_ref(id, &owner);
-            STATUS_OK
-        }
-        // SAFETY: `err` is valid for a write.
-        Err(e) => unsafe { fail(err, e) },
-    }
+    // SAFETY: `err` is valid for a write.
+    unsafe { answer(core().map(|c| c.adopt_ref(id, &owner)), std::ptr::null_mut(), err) }
 }
 
 unsafe extern "C" fn t_cancel(id: *const ObjectId, force: bool, err: *mut HostBuf) -> i32 {
     // SAFETY: `id` points to a valid id.
     let id = unsafe { *id };
-    match core().and_then(|c| c.cancel(&id, force)) {
-        Ok(()) => STATUS_OK,
-        // SAFETY: `err` is valid for a write.
-        Err(e) => unsafe { fail(err, e) },
-    }
+    // SAFETY: `err` is valid for a write.
+    unsafe { answer(core().and_then(|c| c.cancel(&id, force)), std::ptr::null_mut(), err) }
 }
 
 unsafe extern "C" fn t_task_return(
@@ -456,17 +440,11 @@ unsafe extern "C" fn t_task_fail(ctx: *mut c_void, err: Slice) {
 }
 
 unsafe extern "C" fn t_context(out: *mut HostBuf, err: *mut HostBuf) -> i32 {
-    match core().map(|c| c.context()).and_then(|ctx| {
+    let context = core().map(|c| c.context()).and_then(|ctx| {
         postcard::to_stdvec(&ctx).map_err(|e| RayError::Internal(format!("cannot encode context: {e}")))
-    }) {
-        Ok(bytes) => {
-            // SAFETY: `out` is valid for a write.
-            unsafe { *out = lend(Loan::Bytes(bytes)) };
-            STATUS_OK
-        }
-        // SAFETY: `err` is valid for a write.
-        Err(e) => unsafe { fail(err, e) },
-    }
+    });
+    // SAFETY: `out` and `err` are valid for a write.
+    unsafe { answer(context.map(|bytes| lend(Loan::Bytes(bytes))), out, err) }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: Slice, what: &str) -> Result<T, RayError> {
@@ -480,37 +458,20 @@ unsafe extern "C" fn t_create_actor(spec: Slice, out: *mut ActorId, err: *mut Ho
         resolve_artifact(&core, &mut c.constructor)?;
         core.create_actor(c)
     });
-    match created {
-        Ok(id) => {
-            // SAFETY: `out` is valid for a write.
-            unsafe { *out = id };
-            STATUS_OK
-        }
-        // SAFETY: `err` is valid for a write.
-        Err(e) => unsafe { fail(err, e) },
-    }
+    // SAFETY: `out` and `err` are valid for a write.
+    unsafe { answer(created, out, err) }
 }
 
 unsafe extern "C" fn t_call_actor(call: Slice, out: *mut ObjectId, err: *mut HostBuf) -> i32 {
-    match decode(call, "actor call").and_then(|c| core()?.call_actor(c)) {
-        Ok(id) => {
-            // SAFETY: `out` is valid for a write.
-            unsafe { *out = id };
-            STATUS_OK
-        }
-        // SAFETY: `err` is valid for a write.
-        Err(e) => unsafe { fail(err, e) },
-    }
+    // SAFETY: `out` and `err` are valid for a write.
+    unsafe { answer(decode(call, "actor call").and_then(|c| core()?.call_actor(c)), out, err) }
 }
 
 unsafe extern "C" fn t_kill_actor(id: *const ActorId, no_restart: bool, err: *mut HostBuf) -> i32 {
     // SAFETY: `id` points to a valid id.
     let id = unsafe { *id };
-    match core().and_then(|c| c.kill_actor(&id, no_restart)) {
-        Ok(()) => STATUS_OK,
-        // SAFETY: `err` is valid for a write.
-        Err(e) => unsafe { fail(err, e) },
-    }
+    // SAFETY: `err` is valid for a write.
+    unsafe { answer(core().and_then(|c| c.kill_actor(&id, no_restart)), std::ptr::null_mut(), err) }
 }
 
 unsafe extern "C" fn t_get_actor(name: Slice, namespace: Slice, out: *mut HostBuf, err: *mut HostBuf) -> i32 {
@@ -525,23 +486,13 @@ unsafe extern "C" fn t_get_actor(name: Slice, namespace: Slice, out: *mut HostBu
     let result = core().and_then(|c| c.get_named_actor(&name, ns)).and_then(|r| {
         postcard::to_stdvec(&r).map_err(|e| RayError::Internal(format!("cannot encode an actor ref: {e}")))
     });
-    match result {
-        Ok(bytes) => {
-            // SAFETY: `out` is valid for a write.
-            unsafe { *out = lend(Loan::Bytes(bytes)) };
-            STATUS_OK
-        }
-        // SAFETY: `err` is valid for a write.
-        Err(e) => unsafe { fail(err, e) },
-    }
+    // SAFETY: `out` and `err` are valid for a write.
+    unsafe { answer(result.map(|bytes| lend(Loan::Bytes(bytes))), out, err) }
 }
 
 unsafe extern "C" fn t_exit_actor(err: *mut HostBuf) -> i32 {
-    match core().and_then(|c| c.exit_actor()) {
-        Ok(()) => STATUS_OK,
-        // SAFETY: `err` is valid for a write.
-        Err(e) => unsafe { fail(err, e) },
-    }
+    // SAFETY: `err` is valid for a write.
+    unsafe { answer(core().and_then(|c| c.exit_actor()), std::ptr::null_mut(), err) }
 }
 
 unsafe extern "C" fn t_actor_created(ctx: *mut c_void, instance: *mut c_void) {

@@ -9,7 +9,7 @@
 use crate::{HOST, Host, TABLE};
 use bytes::Bytes;
 use ray_abi::RayError;
-use ray_abi::ids::JobId;
+use ray_abi::ids::{JobId, hex, unhex};
 use ray_core::{Connection, CoreWorker, StartOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -71,20 +71,29 @@ async fn stop_signal() {
     let lifeline = async {
         match std::env::var("RAYREPL_LIFELINE_FD").ok().and_then(|v| v.parse::<i32>().ok()) {
             Some(fd) => {
-                let _ = tokio::task::spawn_blocking(move || {
+                let watched = tokio::task::spawn_blocking(move || {
                     let mut buf = [0u8; 1];
                     loop {
                         // SAFETY: `fd` is the read end of the lifeline pipe, inherited
                         // from the driver and owned by this process; `buf` is valid.
                         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 1) };
-                        if n == 0
-                            || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
-                        {
-                            break;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        if n < 0 {
+                            let e = std::io::Error::last_os_error();
+                            if e.kind() != std::io::ErrorKind::Interrupted {
+                                return Err(e);
+                            }
                         }
                     }
                 })
                 .await;
+                match watched {
+                    Ok(Ok(())) => tracing::debug!("the driver's lifeline closed"),
+                    Ok(Err(e)) => tracing::warn!("reading the driver's lifeline failed, stopping as if it closed: {e}"),
+                    Err(e) => tracing::warn!("watching the driver's lifeline failed, stopping as if it closed: {e}"),
+                }
             }
             None => std::future::pending::<()>().await,
         }
@@ -176,12 +185,9 @@ pub fn default_store_memory() -> u64 {
     (total / 10 * 3).clamp(64 << 20, 200 << 30)
 }
 
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-pub(crate) fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+/// The bytes of the hex id in environment variable `name`.
+fn env_id(name: &str) -> Result<Bytes, RayError> {
+    unhex(&env(name)?).map(Bytes::from).map_err(|e| RayError::Startup(format!("bad {name}: {e}")))
 }
 
 fn run_worker() -> Result<(), RayError> {
@@ -189,12 +195,12 @@ fn run_worker() -> Result<(), RayError> {
     let connection = Connection {
         head_address: env("RAYREPL_HEAD_ADDRESS")?,
         node_address: env("RAYREPL_NODE_ADDRESS")?,
-        node_id: Bytes::from(unhex(&env("RAYREPL_NODE_ID")?)),
+        node_id: env_id("RAYREPL_NODE_ID")?,
         token: env("RAYREPL_TOKEN")?,
         ip: env_or("RAYREPL_NODE_IP", "127.0.0.1"),
     };
     let job = JobId(env("RAYREPL_JOB_ID")?.parse().map_err(|_| RayError::Startup("bad RAYREPL_JOB_ID".into()))?);
-    let worker_id = Bytes::from(unhex(&env("RAYREPL_WORKER_ID")?));
+    let worker_id = env_id("RAYREPL_WORKER_ID")?;
     let node_address = connection.node_address.clone();
     let token = connection.token.clone();
     let core = rt.block_on(CoreWorker::start(StartOptions {

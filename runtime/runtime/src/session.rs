@@ -32,7 +32,7 @@ pub fn create() -> Result<PathBuf, RayError> {
 /// A fresh random cluster token.
 pub fn new_token() -> String {
     let bytes: [u8; 24] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    ray_abi::ids::hex(&bytes)
 }
 
 /// Writes `contents` to `dir/name` readable only by this user (0600).

@@ -267,6 +267,7 @@ impl Session {
         let result = std::thread::scope(|scope| {
             let (done_tx, done) = crossbeam_channel::bounded(1);
             scope.spawn(move || {
+                // The loop below waits for this, so the receiver is there.
                 let _ = done_tx.send(context.execute(code));
             });
             let mut next_tick = Instant::now() + tick;

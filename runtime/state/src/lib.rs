@@ -7,6 +7,7 @@
 //! Ray's column names, with the columns Ray shows by default.
 
 use ray_abi::RayError;
+use ray_abi::ids::hex;
 use ray_proto::{
     ActorInfo, Empty, HeadClient, JobInfo, ListTasksRequest, NodeInfo, TaskEvent, format_bytes, format_resources,
     resources_to_map,
@@ -84,10 +85,6 @@ impl State {
             State::Job(s) => s.as_str_name(),
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// One row of a resource: column name to value.

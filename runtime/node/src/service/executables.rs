@@ -51,7 +51,7 @@ impl Shared {
         }
         let hash = first.hash;
         tokio::task::spawn_blocking(move || {
-            if super::hex(&Sha256::digest(&bytes)) != hash {
+            if ray_abi::ids::hex(&Sha256::digest(&bytes)) != hash {
                 return Err("the job's program arrived corrupted (sha256 mismatch)".to_string());
             }
             let io = |e: std::io::Error| format!("cannot store the job's program in {}: {e}", dir.display());
