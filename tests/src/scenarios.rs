@@ -138,6 +138,39 @@ fn list_objects() -> String {
     out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 
+/// `rayrepl list tasks` of this driver's cluster for the tasks named `name`, as
+/// `attempt:STATE:ERROR_TYPE` in attempt order, once `final_state` shows up
+/// (task events reach the head a moment after the task ends).
+fn task_attempts(name: &str, final_state: &str) -> String {
+    let bin = std::env::var("RAYREPL_BIN").unwrap_or_else(|_| "rayrepl".into());
+    let address = ray::runtime_context().map(|c| c.address).unwrap_or_default();
+    let filter = format!("name={name}");
+    let mut attempts = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let out = std::process::Command::new(&bin)
+            .args(["list", "tasks", "--filter", &filter, "--format", "json", "--address", &address])
+            .output();
+        let listed: Vec<serde_json::Value> =
+            out.ok().and_then(|o| serde_json::from_slice(&o.stdout).ok()).unwrap_or_default();
+        let mut seen: Vec<(u64, String)> = listed
+            .iter()
+            .map(|r| {
+                let field = |k: &str| r[k].as_str().map(str::to_string).unwrap_or_else(|| r[k].to_string());
+                let attempt = r["ATTEMPT_NUMBER"].as_u64().unwrap_or(u64::MAX);
+                (attempt, format!("{attempt}:{}:{}", field("STATE"), field("ERROR_TYPE")))
+            })
+            .collect();
+        seen.sort();
+        attempts = seen.into_iter().map(|(_, a)| a).collect::<Vec<_>>().join(",");
+        if attempts.contains(final_state) {
+            break;
+        }
+        sleep(Duration::from_millis(200));
+    }
+    attempts
+}
+
 /// The program this worker runs.
 #[ray::remote]
 fn executable() -> String {
@@ -654,6 +687,7 @@ fn errors() -> Result<(), RayError> {
     let marker = std::env::temp_dir().join(format!("rayrepl-die-{}", std::process::id()));
     let _ = std::fs::remove_file(&marker);
     println!("retried={}", ray::get(&die_first_time.remote(marker.display().to_string()))?);
+    println!("retried_attempts={}", task_attempts("die_first_time", "FINISHED"));
     let _ = std::fs::remove_file(&marker);
     expect_err!(
         "crashed",

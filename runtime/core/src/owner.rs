@@ -355,16 +355,9 @@ impl CoreWorker {
     fn return_lease(&self, lease: Lease, worker_failed: bool) {
         let node = self.node_at(&lease.node_address);
         self.0.rt.spawn(async move {
-            let returned = match node {
-                Ok(mut node) => {
-                    let req = ReturnLeaseRequest { lease_id: lease.lease_id, worker_failed };
-                    node.return_lease(req).await.map(drop).map_err(|s| from_status(&s, "the node daemon"))
-                }
-                Err(e) => Err(e),
-            };
             // The node frees the lease itself when this process or the worker
             // exits; until then the worker stays unavailable to others.
-            if let Err(e) = returned {
+            if let Err(e) = give_back(node, &lease, worker_failed).await {
                 tracing::warn!(
                     "could not give lease {} (worker pid {}) back to node {}: {e}",
                     lease.lease_id,
@@ -698,15 +691,7 @@ impl CoreWorker {
         }
         self.run(others);
         for (node, lease, worker_failed) in returns {
-            let returned = match node {
-                Ok(mut node) => node
-                    .return_lease(ReturnLeaseRequest { lease_id: lease.lease_id, worker_failed })
-                    .await
-                    .map(drop)
-                    .map_err(|s| from_status(&s, "the node daemon")),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = returned {
+            if let Err(e) = give_back(node, &lease, worker_failed).await {
                 tracing::debug!(
                     "lease {} not given back at shutdown (the node frees it when we exit): {e}",
                     lease.lease_id
@@ -714,6 +699,12 @@ impl CoreWorker {
             }
         }
     }
+}
+
+/// Returns `lease` to its node.
+async fn give_back(node: Result<NodeClient, RayError>, lease: &Lease, worker_failed: bool) -> Result<(), RayError> {
+    let req = ReturnLeaseRequest { lease_id: lease.lease_id, worker_failed };
+    node?.return_lease(req).await.map(drop).map_err(|s| from_status(&s, "the node daemon"))
 }
 
 /// A worker's reply as the scheduler needs it.
