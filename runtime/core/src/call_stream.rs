@@ -9,6 +9,7 @@
 //! exactly as a broken unary call would, so retries and restarts are unchanged.
 
 use crate::direct::DirectChannel;
+use crate::wire::reply_result;
 use crate::{CoreWorker, lock};
 use ray_abi::RayError;
 use ray_proto::*;
@@ -160,15 +161,5 @@ impl CallStream {
             }
         }
         rx.await.unwrap_or_else(|_| Err(tonic::Status::unavailable("the call stream to the worker has ended")))
-    }
-}
-
-/// A reply as its caller sees it: the worker's own failure to run the call is an
-/// error, as a failed unary call would be.
-pub(crate) fn reply_result(mut reply: PushTaskReply) -> Result<PushTaskReply, tonic::Status> {
-    if reply.error.is_empty() {
-        Ok(reply)
-    } else {
-        Err(to_status(&RayError::from_bytes(&std::mem::take(&mut reply.error))))
     }
 }

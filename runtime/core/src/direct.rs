@@ -19,9 +19,10 @@
 //! losing its place. A worker that becomes a threaded actor stops polling: its
 //! executor threads share one job queue, and calls come on the stream only.
 
-use crate::execute::{CallState, DirectCall, GAP_TIMEOUT, HostedActor, Job};
+use crate::hosted::{CallState, DirectCall, GAP_TIMEOUT, HostedActor, Job, JobWaker};
+use crate::wire::{frame, next_message, reply_result};
 use crate::{CoreWorker, lock};
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use ray_abi::{HostTable, RayError};
 use ray_proto::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -34,33 +35,6 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest greeting accepted: a peer must not make the actor buffer much
 /// before it has shown the token.
 const HELLO_LIMIT: usize = 64 * 1024;
-
-/// `message` framed for a direct connection.
-fn frame<M: prost::Message>(message: &M) -> Vec<u8> {
-    let len = message.encoded_len();
-    let mut out = Vec::with_capacity(4 + len);
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    message.encode(&mut out).expect("a Vec grows as needed");
-    out
-}
-
-/// Takes the first whole message off `buf`, if it has arrived; refuses one longer
-/// than `limit` before buffering it.
-fn next_message<M: prost::Message + Default>(buf: &mut BytesMut, limit: usize) -> Result<Option<M>, RayError> {
-    let Some(header) = buf.get(..4) else { return Ok(None) };
-    let len = u32::from_le_bytes(header.try_into().expect("four bytes")) as usize;
-    if len > limit {
-        return Err(RayError::Internal(format!("a direct call message of {len} bytes exceeds the {limit}-byte limit")));
-    }
-    if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
-        return Ok(None);
-    }
-    buf.advance(4);
-    M::decode(buf.split_to(len).freeze())
-        .map(Some)
-        .map_err(|e| RayError::Internal(format!("a direct call message did not decode: {e}")))
-}
 
 /// What a caller does with its call's reply (or the connection's end).
 pub(crate) type OnReply = Box<dyn FnOnce(Result<PushTaskReply, tonic::Status>) + Send>;
@@ -219,7 +193,7 @@ impl DirectChannel {
     fn answer(&self, reply: PushTaskReply) {
         let on_reply = lock(&self.waiting).as_mut().and_then(|w| w.remove(&reply.task_id));
         if let Some(on_reply) = on_reply {
-            on_reply(crate::call_stream::reply_result(reply));
+            on_reply(reply_result(reply));
         }
     }
 
@@ -240,10 +214,6 @@ pub(crate) struct DirectServer {
     waker: JobWaker,
     address: String,
 }
-
-/// Wakes an executor that serves direct calls: a job arrived on its channel, or an
-/// async method completed.
-pub(crate) type JobWaker = Arc<mio::Waker>;
 
 const LISTENER: mio::Token = mio::Token(0);
 const WAKER: mio::Token = mio::Token(1);
@@ -602,45 +572,5 @@ impl Connection {
             self.writable_interest = want_writable;
         }
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// However the bytes arrive, whole messages come out in order, and none early.
-        #[test]
-        fn messages_survive_any_split(
-            replies in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..40), any::<u32>()), 0..8),
-            cuts in prop::collection::vec(0usize..64, 0..16),
-        ) {
-            let replies: Vec<PushTaskReply> = replies
-                .into_iter()
-                .map(|(id, pid)| PushTaskReply { task_id: id.into(), worker_pid: pid, ..PushTaskReply::default() })
-                .collect();
-            let wire: Vec<u8> = replies.iter().flat_map(frame).collect();
-            let mut buf = BytesMut::new();
-            let mut decoded = Vec::new();
-            let mut rest = &wire[..];
-            for cut in cuts.into_iter().chain([usize::MAX]) {
-                let (now, later) = rest.split_at(cut.min(rest.len()));
-                buf.extend_from_slice(now);
-                rest = later;
-                while let Some(reply) = next_message::<PushTaskReply>(&mut buf, MAX_MESSAGE_BYTES).unwrap() {
-                    decoded.push(reply);
-                }
-            }
-            prop_assert_eq!(decoded, replies);
-            prop_assert!(buf.is_empty());
-        }
-    }
-
-    #[test]
-    fn an_oversized_message_is_refused_before_it_arrives() {
-        let mut buf = BytesMut::from(&((MAX_MESSAGE_BYTES as u32) + 1).to_le_bytes()[..]);
-        assert!(next_message::<PushTaskReply>(&mut buf, MAX_MESSAGE_BYTES).is_err());
     }
 }

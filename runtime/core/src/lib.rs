@@ -21,10 +21,12 @@ mod blocking;
 mod call_stream;
 mod direct;
 pub mod execute;
+mod hosted;
 mod owner;
 pub mod refs;
 mod scheduler;
 pub mod service;
+mod wire;
 
 use bytes::Bytes;
 use ray_abi::ids::{JobId, PUT_INDEX_FLAG};
