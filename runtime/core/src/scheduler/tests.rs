@@ -54,6 +54,11 @@ fn ok_reply() -> Reply {
     Reply { result: State::Ready(Value::Inline(Bytes::from_static(b"v"))), pid: 1, refs: ReplyRefs::default() }
 }
 
+fn shm_reply() -> Reply {
+    let shm = Value::Shm { path: "p".into(), span: None, size: 1, node_id: Bytes::new(), node_address: "n".into() };
+    Reply { result: State::Ready(shm), pid: 1, refs: ReplyRefs::default() }
+}
+
 fn key() -> SchedKey {
     format_resources(&[("CPU".to_string(), 1.0)].into())
 }
@@ -305,13 +310,33 @@ fn calls_to_a_dead_actor_fail_with_its_death() {
 /// at that moment by `pick` (taken modulo the number of candidates).
 #[derive(Debug, Clone)]
 enum Op {
-    Submit { max_retries: u32, actor: bool },
+    Submit {
+        max_retries: u32,
+        actor: bool,
+    },
     ResolveArgs(usize),
-    AnswerLease { pick: usize, grant: bool },
-    Connect { pick: usize, ok: bool },
-    Reply { pick: usize, outcome: u8 },
-    Cancel { pick: usize, force: bool },
-    Locate { pick: usize, restart: bool },
+    AnswerLease {
+        pick: usize,
+        grant: bool,
+    },
+    Connect {
+        pick: usize,
+        ok: bool,
+    },
+    Reply {
+        pick: usize,
+        outcome: u8,
+    },
+    Cancel {
+        pick: usize,
+        force: bool,
+    },
+    Locate {
+        pick: usize,
+        restart: bool,
+    },
+    /// The node holding a finished task's result died: rebuild it from lineage.
+    LoseResult(usize),
     Idle,
 }
 
@@ -324,6 +349,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (any::<usize>(), 0u8..4).prop_map(|(pick, outcome)| Op::Reply { pick, outcome }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, force)| Op::Cancel { pick, force }),
         2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, restart)| Op::Locate { pick, restart }),
+        1 => any::<usize>().prop_map(Op::LoseResult),
         1 => Just(Op::Idle),
     ]
 }
@@ -349,6 +375,8 @@ struct World {
     runs: HashMap<TaskId, u32>,
     cancelled: HashSet<TaskId>,
     finished: HashSet<TaskId>,
+    /// Finished tasks whose result is in shared memory, which a node can lose.
+    in_shared_memory: Vec<TaskId>,
     /// Per actor incarnation and connection: the last call's task and number.
     last_call: HashMap<(u32, u64), (TaskId, u64)>,
 }
@@ -392,7 +420,12 @@ impl World {
                     self.calls.push(call);
                 }
                 Action::ExplainLostCall { call, .. } => self.watched.push(call.task),
-                Action::Finish(f) => assert!(self.finished.insert(f.task), "task {} finished twice", f.task),
+                Action::Finish(f) => {
+                    assert!(self.finished.insert(f.task), "task {} finished twice", f.task);
+                    if matches!(f.result, State::Ready(Value::Shm { .. })) {
+                        self.in_shared_memory.push(f.task);
+                    }
+                }
             }
         }
     }
@@ -465,6 +498,7 @@ fn step(s: &mut Sched, w: &mut World, op: Op, base: Instant) {
                             let reply = Reply { result: State::Failed(error), pid: 1, refs: ReplyRefs::default() };
                             s.task_replied(&key(), slot, task, reply, now)
                         }
+                        2 => s.task_replied(&key(), slot, task, shm_reply(), now),
                         _ => s.task_replied(&key(), slot, task, ok_reply(), now),
                     },
                     None => Vec::new(),
@@ -493,6 +527,16 @@ fn step(s: &mut Sched, w: &mut World, op: Op, base: Instant) {
                 w.incarnation += u32::from(restart);
                 s.actor_located(actor, located(w.incarnation, 10_000 + w.incarnation, -1))
             }
+            None => Vec::new(),
+        },
+        Op::LoseResult(p) => match pick(&mut w.in_shared_memory, p) {
+            Some(task) => match s.rebuild(&ObjectId::new(task, 1)) {
+                Some((_, actions)) => {
+                    w.finished.remove(&task);
+                    actions
+                }
+                None => Vec::new(),
+            },
             None => Vec::new(),
         },
         Op::Idle => {
@@ -532,9 +576,10 @@ fn drain(s: &mut Sched, w: &mut World, base: Instant) {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-    /// Retries never exceed max_retries, a cancelled task never runs afterwards,
-    /// actor calls keep their order on every connection, every task finishes
-    /// exactly once, and every granted lease is given back exactly once.
+    /// Retries (and rebuilds from lineage) never exceed max_retries, a cancelled
+    /// task never runs afterwards, actor calls keep their order on every
+    /// connection, every task (or rebuild) finishes exactly once, and every
+    /// granted lease is given back exactly once.
     #[test]
     fn scheduling_invariants_hold_for_any_sequence_of_events(ops in prop::collection::vec(op(), 1..120)) {
         let base = Instant::now();
