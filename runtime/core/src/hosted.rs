@@ -192,3 +192,51 @@ impl HostedActor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actor() -> HostedActor {
+        HostedActor {
+            id: ActorId::default(),
+            instance: 0,
+            artifact: String::new(),
+            is_async: false,
+            ordered: true,
+            gates: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    #[test]
+    fn each_callers_calls_take_their_turn_in_order() {
+        let a = actor();
+        assert!(a.turn_has_come("x", 0) && !a.turn_has_come("x", 1), "a new caller starts at 0");
+        a.advance("x", 0);
+        assert!(a.turn_has_come("x", 1) && !a.turn_has_come("x", 2));
+        assert!(a.turn_has_come("y", 0) && !a.turn_has_come("y", 1), "callers do not share numbers");
+        a.advance("x", 1);
+        a.advance("x", 0);
+        assert!(a.turn_has_come("x", 2), "a late advance never moves the gate back");
+    }
+
+    #[test]
+    fn a_waiting_call_runs_once_the_call_before_it_is_queued() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        let a = Arc::new(actor());
+        rt.block_on(async {
+            let waiting = tokio::spawn({
+                let a = a.clone();
+                async move { a.wait_turn("x", 1).await }
+            });
+            tokio::task::yield_now().await;
+            assert!(!waiting.is_finished(), "call 1 waits for call 0");
+            a.advance("x", 0);
+            tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+                .await
+                .expect("call 1 goes once call 0 is queued")
+                .expect("no panic");
+        });
+    }
+}

@@ -820,4 +820,25 @@ mod tests {
         assert_eq!((merged[0].attempt, merged[0].state(), merged[0].worker_pid), (0, TaskState::Failed, 7));
         assert_eq!((merged[1].attempt, merged[1].state(), merged[1].worker_pid), (1, TaskState::Running, 9));
     }
+
+    #[test]
+    fn a_reply_keeps_well_formed_refs_and_drops_malformed_ones() {
+        let good = ObjectId::new(TaskId([7; 16]), 1);
+        let info =
+            |id: &[u8], owner: &str| ObjectRefInfo { object_id: id.to_vec().into(), owner_address: owner.into() };
+        let reply = PushTaskReply {
+            result: Some(ReturnObject {
+                contained: vec![info(&good.0, "owner-a"), info(&[1, 2, 3], "owner-b")],
+                ..ReturnObject::default()
+            }),
+            borrowed: vec![info(&[9; 5], "owner-c"), info(&good.0, "owner-d")],
+            worker_pid: 42,
+            ..PushTaskReply::default()
+        };
+        let reply = reply_of(reply, "worker".into());
+        assert_eq!(reply.refs.contained, vec![(good, "owner-a".to_string())]);
+        assert_eq!(reply.refs.borrowed, vec![(good, "owner-d".to_string())]);
+        assert_eq!((reply.pid, reply.refs.worker_address.as_str()), (42, "worker"));
+        assert!(matches!(reply.result, State::Failed(RayError::Internal(_))), "no location is an error");
+    }
 }
