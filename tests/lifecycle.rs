@@ -65,6 +65,19 @@ fn drivers_attach_to_a_started_cluster_and_need_its_token() {
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     assert!(text.contains("Active:") && text.contains("(127.0.0.1) head") && text.contains("/2.0 CPU"), "{text}");
 
+    // A reader that goes away (`rayrepl status | head`) ends the command quietly:
+    // by SIGPIPE's default action, never a panic.
+    for args in [&["status"][..], &["list", "tasks", "--format", "json"]] {
+        let mut cmd = Command::new(rayrepl_bin());
+        cmd.args(args).env("RAYREPL_TEMP_DIR", root.path()).env_remove("RAYREPL_TOKEN").env_remove("RAYREPL_ADDRESS");
+        let (status, stderr) = with_stdout_closed(cmd);
+        assert!(
+            status.success() || std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGPIPE),
+            "rayrepl {args:?} with its stdout closed: {status:?}\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
     // The state API sees what the attached driver did, as `ray list tasks` would.
     let out = rayrepl(root.path(), &["list", "tasks", "--filter", "name=add", "--format", "json"]);
     let json = String::from_utf8_lossy(&out.stdout);

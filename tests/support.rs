@@ -219,3 +219,13 @@ pub fn rayrepl(root: &Path, args: &[&str]) -> Output {
     cmd.args(args).env("RAYREPL_TEMP_DIR", root).env_remove("RAYREPL_TOKEN").env_remove("RAYREPL_ADDRESS");
     run_bounded(cmd, Duration::from_secs(60))
 }
+
+/// Runs `cmd` with a stdout whose reader has already gone, as `cmd | head -0`
+/// leaves it; returns how it ended and what it wrote to stderr.
+pub fn with_stdout_closed(mut cmd: Command) -> (std::process::ExitStatus, String) {
+    use std::process::Stdio;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the command");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for the command");
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}

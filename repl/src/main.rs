@@ -160,12 +160,33 @@ fn run_microbenchmark(args: MicrobenchmarkArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Commands that print a report end quietly when their reader goes away
+/// (`rayrepl status | head -3`), as Unix tools do: SIGPIPE's default action ends
+/// the process with status 141, where Rust's default (ignoring it) would make
+/// the next `println!` panic. Only these commands do this: the REPL and the
+/// daemons keep SIGPIPE ignored. Their gRPC writes are the one other way to meet
+/// a closed pipe, and a head that hangs up mid-request then ends the command the
+/// same way.
+fn end_quietly_when_stdout_closes() {
+    // SAFETY: this runs on the main thread before the command starts any other
+    // thread, and SIG_DFL is a valid disposition for SIGPIPE; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     // Cluster daemons and workers are this binary in another role.
     ray_runtime::roles::run_requested_role();
     // So is the REPL's evaluation process (and evcxr's rustc wrapper).
     ray_session::hook();
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Some(Command::Status(_) | Command::List(_) | Command::Summary(_) | Command::Timeline(_) | Command::Logs(_))
+    ) {
+        end_quietly_when_stdout_closes();
+    }
     match cli.command {
         Some(Command::Start(args)) => cluster_cli::start(args),
         Some(Command::Stop(args)) => cluster_cli::stop(args),
