@@ -163,8 +163,11 @@ impl CoreWorker {
         let ordered_call = actor.as_ref().filter(|a| a.ordered).and(spec.actor_task.as_ref()).map(|c| c.seq);
         let caller = spec.owner_address.clone();
         sender.send(Job { spec, reply: tx }).map_err(|_| RayError::Internal("executor stopped".into()))?;
-        if let Some(waker) = waker {
-            let _ = waker.wake();
+        if let Some(waker) = waker
+            && let Err(e) = waker.wake()
+        {
+            // The job then waits until the executor's next poll.
+            tracing::warn!("could not wake the executor for a new job: {e}");
         }
         // One executor thread takes jobs in order, so the next call may queue now.
         if let (Some(actor), Some(seq)) = (&actor, ordered_call) {

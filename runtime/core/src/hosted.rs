@@ -72,8 +72,11 @@ pub unsafe fn complete(ctx: *mut c_void, result: TaskResult) {
         // A direct call polls the state instead of waiting here.
         let _ = tx.send(());
     }
-    if let Some(waker) = lock(&state.waker).as_ref() {
-        let _ = waker.wake();
+    if let Some(waker) = lock(&state.waker).as_ref()
+        && let Err(e) = waker.wake()
+    {
+        // The executor then sees the completion only at its next poll.
+        tracing::warn!("could not wake the executor for a completed call: {e}");
     }
 }
 
