@@ -164,9 +164,9 @@ fn run_microbenchmark(args: MicrobenchmarkArgs) -> anyhow::Result<()> {
 /// (`rayrepl status | head -3`), as Unix tools do: SIGPIPE's default action ends
 /// the process with status 141, where Rust's default (ignoring it) would make
 /// the next `println!` panic. Only these commands do this: the REPL and the
-/// daemons keep SIGPIPE ignored. Their gRPC writes are the one other way to meet
-/// a closed pipe, and a head that hangs up mid-request then ends the command the
-/// same way.
+/// daemons keep SIGPIPE ignored. Sockets are written with `MSG_NOSIGNAL` where
+/// the standard library can, so a head that hangs up is an error as before; a
+/// vectored write to one that hangs up mid-request may end the command this way.
 fn end_quietly_when_stdout_closes() {
     // SAFETY: this runs on the main thread before the command starts any other
     // thread, and SIG_DFL is a valid disposition for SIGPIPE; no handler runs.

@@ -126,11 +126,18 @@ impl CoreWorker {
                 Action::KillWorker { node_address, pid } => {
                     let node = self.node_at(&node_address);
                     self.0.rt.spawn(async move {
-                        let mut node = node?;
-                        if let Err(s) = node.kill_worker(KillWorkerRequest { pid }).await {
-                            tracing::warn!("could not kill worker {pid} of a force-cancelled task: {}", s.message());
+                        let killed = match node {
+                            Ok(mut node) => node
+                                .kill_worker(KillWorkerRequest { pid })
+                                .await
+                                .map(drop)
+                                .map_err(|s| from_status(&s, "the node daemon")),
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = killed {
+                            // The task is cancelled either way; its worker runs on.
+                            tracing::warn!("could not kill worker {pid} of a force-cancelled task: {e}");
                         }
-                        Ok::<_, RayError>(())
                     });
                 }
                 Action::LocateActor { actor, min_incarnation } => {

@@ -130,6 +130,17 @@ struct Task {
 }
 
 impl Task {
+    /// Ends this attempt as failed with `error` and queues the next one: the
+    /// spec is kept, with its attempt number raised.
+    fn retry(&mut self, events: &mut Events, error: &RayError, pid: u32) {
+        events.failure(self, error, pid);
+        self.attempt += 1;
+        self.phase = Phase::Queued;
+        if let Some(spec) = self.spec.as_mut() {
+            spec.attempt = self.attempt;
+        }
+    }
+
     fn top_level_args(&self) -> Vec<ObjectId> {
         let mut ids: Vec<ObjectId> = self
             .args
@@ -735,7 +746,7 @@ impl<C: Clone> Scheduler<C> {
             let s = queue.slots.remove(pos);
             actions.push(Action::ReturnLease { lease: s.lease, conn: Some(s.conn), worker_failed: true });
         }
-        if let Some(mut task) = self.tasks.remove(&id) {
+        if let Some(task) = self.tasks.get_mut(&id) {
             let pid = match task.phase {
                 Phase::Running { pid, .. } => pid,
                 _ => 0,
@@ -746,17 +757,10 @@ impl<C: Clone> Scheduler<C> {
                 detail: format!("worker pid {pid} exited or was killed: {detail}"),
             };
             if task.attempt < task.max_retries {
-                self.events.failure(&task, &crashed, pid);
-                task.attempt += 1;
-                task.phase = Phase::Queued;
-                if let Some(spec) = task.spec.as_mut() {
-                    spec.attempt = task.attempt;
-                }
-                self.events.record(&task, TaskState::PendingNodeAssignment);
+                task.retry(&mut self.events, &crashed, pid);
+                self.events.record(task, TaskState::PendingNodeAssignment);
                 self.keys.entry(key.to_string()).or_default().ready.push_front(id);
-                self.tasks.insert(id, task);
             } else {
-                self.tasks.insert(id, task);
                 actions.extend(self.finish(id, State::Failed(crashed), None));
             }
         }
@@ -773,17 +777,9 @@ impl<C: Clone> Scheduler<C> {
             && task.retry_exceptions
             && task.attempt < task.max_retries
         {
-            let mut task = self.tasks.remove(&id).expect("found above");
-            self.events.failure(&task, error, reply.pid);
-            task.attempt += 1;
-            task.phase = Phase::Queued;
-            if let Some(spec) = task.spec.as_mut() {
-                spec.attempt = task.attempt;
-            }
-            self.events.record(&task, TaskState::PendingNodeAssignment);
-            let key = task.key.clone();
-            self.tasks.insert(id, task);
-            self.keys.entry(key).or_default().ready.push_back(id);
+            task.retry(&mut self.events, error, reply.pid);
+            self.events.record(task, TaskState::PendingNodeAssignment);
+            self.keys.entry(task.key.clone()).or_default().ready.push_back(id);
             return Vec::new();
         }
         let pid = reply.pid;
@@ -798,7 +794,7 @@ impl<C: Clone> Scheduler<C> {
     /// Ends a task: records its final state, keeps it as lineage if its result
     /// can be rebuilt, and tells the driver to settle the result.
     fn finish(&mut self, id: TaskId, result: State, reply: Option<(u32, ReplyRefs)>) -> Vec<Action<C>> {
-        let Some(task) = self.tasks.remove(&id) else { return Vec::new() };
+        let Some(mut task) = self.tasks.remove(&id) else { return Vec::new() };
         self.finished_names.remember(id, &task.name);
         let pid = reply.as_ref().map_or(0, |(pid, _)| *pid);
         match &result {
@@ -814,7 +810,7 @@ impl<C: Clone> Scheduler<C> {
             task: id,
             return_id: task.return_id,
             result,
-            release: if keep_lineage { Vec::new() } else { task.deps.clone() },
+            release: if keep_lineage { Vec::new() } else { std::mem::take(&mut task.deps) },
             reply: reply.map(|(_, refs)| refs),
         };
         if keep_lineage {
@@ -990,12 +986,7 @@ impl<C: Clone> Scheduler<C> {
                     actor_id: actor.to_string(),
                     cause: format!("the connection to it broke while it ran this call ({detail}); resending it"),
                 };
-                self.events.failure(task, &lost, 0);
-                task.attempt += 1;
-                task.phase = Phase::Queued;
-                if let Some(spec) = task.spec.as_mut() {
-                    spec.attempt = task.attempt;
-                }
+                task.retry(&mut self.events, &lost, 0);
                 let queue = &mut self.actors.entry(actor).or_default().queue;
                 let pos = queue.iter().position(|q| *q > id).unwrap_or(queue.len());
                 queue.insert(pos, id);
