@@ -4,6 +4,8 @@
 //! cluster (or attaches, with `RAYREPL_ADDRESS`), runs, and prints what the test
 //! checks. The binary is also its own worker executable, like any Ray program.
 
+mod placement_groups;
+
 use ray::prelude::*;
 use ray::{Config, RayError};
 use serde::{Deserialize, Serialize};
@@ -1143,6 +1145,10 @@ const SCENARIOS: &[(&str, fn() -> Result<(), RayError>)] = &[
     ("owned_actor", owned_actor),
     ("owned_actor_gone", owned_actor_gone),
     ("not_initialized", not_initialized),
+    ("pg_basics", placement_groups::pg_basics),
+    ("pg_bad_input", placement_groups::pg_bad_input),
+    ("pg_strategies", placement_groups::pg_strategies),
+    ("pg_pending_then_node", placement_groups::pg_pending_then_node),
 ];
 
 fn run(name: &str) -> Result<(), RayError> {

@@ -139,6 +139,23 @@ pub enum RayError {
         namespace: String,
     },
 
+    /// The placement group was removed: it can no longer be waited on or scheduled into.
+    #[error("placement group {id} was removed; create a new one with ray::util::placement_group(..)")]
+    PlacementGroupRemoved {
+        /// The group's id, in hex.
+        id: String,
+    },
+
+    /// The task or actor can never be scheduled as asked (Ray's
+    /// `TaskUnschedulableError` and `ActorUnschedulableError`).
+    #[error("`{function}` cannot be scheduled: {reason}")]
+    Unschedulable {
+        /// The task's or actor's name.
+        function: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+
     /// `Queue::get` found no item in time (Python's `queue.Empty`).
     #[error("the queue is empty")]
     QueueEmpty,

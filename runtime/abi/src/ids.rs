@@ -138,6 +138,50 @@ impl fmt::Debug for ActorId {
     }
 }
 
+/// A placement group: 14 bytes unique within the cluster followed by 4 bytes of
+/// the creating job's id, Ray's layout (its hex form is 36 characters, as in
+/// Ray's `CPU_group_<id>` resource names).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[repr(C)]
+pub struct PlacementGroupId(pub [u8; 18]);
+
+impl PlacementGroupId {
+    /// The id of a group `job` creates; `unique` must be random.
+    pub fn new(unique: [u8; 14], job: JobId) -> Self {
+        let mut b = [0u8; 18];
+        b[..14].copy_from_slice(&unique);
+        b[14..].copy_from_slice(&job.0.to_be_bytes());
+        PlacementGroupId(b)
+    }
+
+    /// The job that created the group.
+    pub fn job(&self) -> JobId {
+        JobId(u32::from_be_bytes([self.0[14], self.0[15], self.0[16], self.0[17]]))
+    }
+
+    /// Parses the hex form printed by `Display`.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        parse_hex(s).map(PlacementGroupId)
+    }
+
+    /// The id in `b`, which must be exactly 18 bytes.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, RayError> {
+        id_bytes("placement group", b).map(PlacementGroupId)
+    }
+}
+
+impl fmt::Display for PlacementGroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for PlacementGroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PlacementGroupId({self})")
+    }
+}
+
 /// An object: the id of the task that created it and an index.
 ///
 /// Return values use indexes from 1; objects created by `put` inside a task use
@@ -243,6 +287,16 @@ mod tests {
         assert!(unhex("abc").is_err());
         assert!(unhex("zz").is_err());
         assert!(unhex("é1").is_err());
+    }
+
+    #[test]
+    fn placement_group_ids_carry_their_job_and_print_as_rays_do() {
+        let pg = PlacementGroupId::new([0xab; 14], JobId(5));
+        assert_eq!(pg.job(), JobId(5));
+        assert_eq!(pg.to_string().len(), 36);
+        assert_eq!(PlacementGroupId::from_hex(&pg.to_string()), Some(pg));
+        assert_eq!(PlacementGroupId::from_bytes(&pg.0), Ok(pg));
+        assert!(PlacementGroupId::from_bytes(&pg.0[..16]).is_err());
     }
 
     #[test]

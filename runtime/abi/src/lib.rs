@@ -10,13 +10,18 @@
 
 pub mod error;
 pub mod ids;
+pub mod placement;
 pub mod side_channel;
 pub mod spec;
 pub mod table;
 
 pub use error::{RayError, RayResult, TaskError};
-pub use ids::{ActorId, JobId, ObjectId, TaskId};
+pub use ids::{ActorId, JobId, ObjectId, PlacementGroupId, TaskId};
 pub use linkme;
+pub use placement::{
+    Bundle, GroupState, PlacementGroupCreation, PlacementGroupReply, PlacementGroupRequest, PlacementGroupState,
+    PlacementStrategy, SchedulingStrategy,
+};
 pub use spec::{
     ActorCall, ActorCreation, ActorOptions, ActorRef, ArgSubmission, FunctionDescriptor, InitConfig, RuntimeContext,
     TaskOptions, TaskSubmission,

@@ -2,6 +2,7 @@
 //! runtime. It is serialized with postcard so it crosses the C-ABI as bytes.
 
 use crate::ids::{ActorId, ObjectId};
+use crate::placement::SchedulingStrategy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -53,6 +54,8 @@ pub struct TaskOptions {
     pub max_retries: Option<u32>,
     /// Also retry when the task panics.
     pub retry_exceptions: bool,
+    /// Where it runs (Ray's `scheduling_strategy`).
+    pub scheduling_strategy: SchedulingStrategy,
 }
 
 impl TaskOptions {
@@ -163,6 +166,8 @@ pub struct ActorOptions {
     pub memory: Option<f64>,
     /// Custom resources held.
     pub resources: BTreeMap<String, f64>,
+    /// Where it runs (Ray's `scheduling_strategy`).
+    pub scheduling_strategy: SchedulingStrategy,
 }
 
 impl ActorOptions {

@@ -10,7 +10,7 @@ use crate::ids::{ActorId, ObjectId};
 use std::ffi::c_void;
 
 /// Bumped whenever the table's layout or meaning changes.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The symbol under which a host process exports `&'static HostTable`.
 pub const HOST_TABLE_SYMBOL: &str = "RAYREPL_HOST_TABLE_V1";
@@ -169,6 +169,9 @@ pub struct HostTable {
     pub exit_actor: unsafe extern "C" fn(err: *mut HostBuf) -> i32,
     /// A constructor's trampoline hands over the new instance.
     pub actor_created: unsafe extern "C" fn(ctx: *mut c_void, instance: *mut c_void),
+    /// A placement-group call; `request` is an encoded `PlacementGroupRequest`.
+    /// Lends an encoded `PlacementGroupReply`.
+    pub placement_group: unsafe extern "C" fn(request: Slice, out: *mut HostBuf, err: *mut HostBuf) -> i32,
 }
 
 // SAFETY: the table holds only function pointers and an integer; it is immutable.

@@ -26,6 +26,8 @@ impl CoreWorker {
     /// Creates an actor (Ray's `Actor.remote()`); with `get_if_exists`, may return
     /// the id of an existing actor of the same name.
     pub fn create_actor(&self, creation: ActorCreation) -> Result<ActorId, RayError> {
+        let (resources, steering) =
+            self.steer(&creation.options.scheduling_strategy, creation.options.resource_demand())?;
         // The constructor's ref arguments must exist: wait for them here.
         for a in &creation.args {
             if let ArgSubmission::Ref(id) = a {
@@ -50,7 +52,7 @@ impl CoreWorker {
             class_name: creation.class.clone(),
             constructor: Some(creation.constructor.into()),
             args,
-            resources: resources_from_map(&creation.options.resource_demand()),
+            resources: resources_from_map(&resources),
             max_restarts: creation.options.max_restarts.unwrap_or(0),
             max_task_retries: creation.options.max_task_retries.unwrap_or(0),
             max_concurrency: concurrency.max(1),
@@ -60,6 +62,8 @@ impl CoreWorker {
             detached: creation.options.detached,
             owner_address: self.0.address.clone(),
             get_if_exists: creation.options.get_if_exists,
+            placement_group: steering.group,
+            strategy: steering.lease,
         };
         let mut head = self.0.head.clone();
         let info =

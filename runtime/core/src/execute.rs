@@ -243,8 +243,18 @@ impl CoreWorker {
             Err(e) => return Executed::Done(Box::new(rejected(&spec, e))),
         };
         let function = spec.function.clone().unwrap_or_default();
-        let previous =
-            std::mem::replace(&mut *lock(&self.0.current), crate::CurrentTask { id: task_id, name: spec.name.clone() });
+        let previous = {
+            let mut current = lock(&self.0.current);
+            // An actor's calls run in the group its constructor was placed in.
+            let placement_group = match &spec.actor_task {
+                Some(_) => current.placement_group.clone(),
+                None => spec.placement_group.clone(),
+            };
+            std::mem::replace(
+                &mut *current,
+                crate::CurrentTask { id: task_id, name: spec.name.clone(), placement_group },
+            )
+        };
         self.0.put_counter.store(0, Ordering::Relaxed);
         // The node keeps the last name it saw; a run of the same task needs no marker.
         // An actor's output is labelled with its class, as Ray does: methods of a

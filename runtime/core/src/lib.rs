@@ -21,6 +21,7 @@ mod blocking;
 mod call_stream;
 mod direct;
 pub mod execute;
+mod groups;
 mod hosted;
 mod owner;
 pub mod refs;
@@ -92,13 +93,15 @@ pub struct Connection {
 pub(crate) struct CurrentTask {
     pub(crate) id: TaskId,
     pub(crate) name: String,
+    /// The placement group it runs in (an actor's, for its method calls).
+    pub(crate) placement_group: Option<ray_proto::PlacementGroupRef>,
 }
 
 /// The state of one core worker.
 ///
 /// Lock order: `sched` and `refs` are never held together; take one, carry out
 /// what it decided, then the other. `interrupts`, `withdrawals`, `current`,
-/// `peers`, `nodes` and `arenas` are leaves: nothing else is locked while one is
+/// `peers`, `nodes`, `arenas` and `removed_groups` are leaves: nothing else is locked while one is
 /// held.
 pub(crate) struct Inner {
     pub(crate) rt: tokio::runtime::Handle,
@@ -129,6 +132,9 @@ pub(crate) struct Inner {
     pub(crate) progress_sink: RwLock<Option<ProgressSink>>,
     /// The object arenas of this machine's nodes, each mapped once, by path.
     pub(crate) arenas: Mutex<HashMap<String, Arc<ArenaMap>>>,
+    /// Placement groups this process removed: using one again is an error here,
+    /// before any node is asked.
+    pub(crate) removed_groups: Mutex<std::collections::HashSet<ray_abi::PlacementGroupId>>,
 }
 
 /// This process's core worker. Cheap to clone.
@@ -231,6 +237,7 @@ impl CoreWorker {
             current: Mutex::new(CurrentTask {
                 id: driver_task,
                 name: if opts.is_worker { String::new() } else { "driver".into() },
+                placement_group: None,
             }),
             put_counter: AtomicU32::new(0),
             log_sink: RwLock::new(None),
@@ -242,6 +249,7 @@ impl CoreWorker {
             interrupts: Default::default(),
             progress_sink: RwLock::new(None),
             arenas: Mutex::new(HashMap::new()),
+            removed_groups: Mutex::default(),
         });
         let cw = CoreWorker(inner);
         service::serve(cw.clone(), listener);
@@ -308,7 +316,7 @@ impl CoreWorker {
         ctx
     }
 
-    fn next_put_id(&self) -> ObjectId {
+    pub(crate) fn next_put_id(&self) -> ObjectId {
         let n = self.0.put_counter.fetch_add(1, Ordering::Relaxed) + 1;
         ObjectId::new(lock(&self.0.current).id, PUT_INDEX_FLAG | n)
     }

@@ -15,7 +15,8 @@
 use crate::call_stream::Calls;
 use crate::refs::{Effects, State, Value};
 use crate::scheduler::{
-    Action, ActorLocation, DEFAULT_MAX_RETRIES, Finish, Lease, NewTask, Reply, ReplyRefs, Resources, SentCall,
+    Action, ActorLocation, DEFAULT_MAX_RETRIES, Finish, Lease, NewTask, Reply, ReplyRefs, Resolving, Resources,
+    SentCall, Steering,
 };
 use crate::{CoreWorker, LEASE_IDLE, lock};
 use ray_abi::{ActorCall, ActorId, ArgSubmission, ObjectId, RayError, TaskError, TaskId, TaskOptions, TaskSubmission};
@@ -28,6 +29,15 @@ use std::time::{Duration, Instant};
 /// The scheduler as this process runs it: connections to workers are [`Calls`].
 pub(crate) type Scheduler = crate::scheduler::Scheduler<Calls>;
 
+/// A lease request to make, as the scheduler asked for it.
+struct LeaseAsk {
+    key: String,
+    request: u64,
+    resources: Resources,
+    strategy: Option<LeaseStrategy>,
+    name: String,
+}
+
 /// How often, and how long apart, a lease request sent on to a node that fails
 /// goes back to this process's node: long enough for the head to mark it dead.
 const SPILL_TARGET_RETRIES: u32 = 30;
@@ -39,14 +49,14 @@ const LOCATE_ACTOR_WAIT: Duration = Duration::from_secs(10);
 impl CoreWorker {
     /// Submits a task; returns the id of its return object, owned here.
     pub fn submit(&self, sub: TaskSubmission) -> Result<ObjectId, RayError> {
-        let resources = sub.options.resource_demand();
-        self.submit_task(sub.function, sub.args, &sub.options, resources, None)
+        let (resources, steering) = self.steer(&sub.options.scheduling_strategy, sub.options.resource_demand())?;
+        self.submit_task(sub.function, sub.args, &sub.options, resources, steering, None)
     }
 
     /// Calls an actor method; returns the ref to its result, owned here.
     pub fn call_actor(&self, call: ActorCall) -> Result<ObjectId, RayError> {
         let options = TaskOptions { max_retries: Some(0), ..TaskOptions::default() };
-        self.submit_task(call.method, call.args, &options, Resources::new(), Some(call.actor))
+        self.submit_task(call.method, call.args, &options, Resources::new(), Steering::default(), Some(call.actor))
     }
 
     fn submit_task(
@@ -55,6 +65,7 @@ impl CoreWorker {
         args: Vec<ArgSubmission>,
         options: &TaskOptions,
         resources: Resources,
+        steering: Steering,
         actor: Option<ActorId>,
     ) -> Result<ObjectId, RayError> {
         if self.0.shut_down.load(Ordering::Relaxed) {
@@ -66,6 +77,7 @@ impl CoreWorker {
             function,
             args,
             resources,
+            steering,
             max_retries: options.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
             retry_exceptions: options.retry_exceptions,
             actor,
@@ -95,11 +107,12 @@ impl CoreWorker {
         for action in actions {
             match action {
                 Action::WatchArgs { task, args } => self.watch_args(task, args),
-                Action::RequestLease { key, request, resources, name } => {
+                Action::RequestLease { key, request, resources, strategy, name } => {
                     let (withdraw, withdrawn) = tokio::sync::oneshot::channel();
                     lock(&self.0.withdrawals).insert(request, withdraw);
                     let cw = self.clone();
-                    self.0.rt.spawn(async move { cw.request_lease(key, request, withdrawn, resources, name).await });
+                    let ask = LeaseAsk { key, request, resources, strategy, name };
+                    self.0.rt.spawn(async move { cw.request_lease(ask, withdrawn).await });
                 }
                 Action::WithdrawLease { request } => {
                     // Gone already if its answer came first; then nothing waits.
@@ -196,7 +209,9 @@ impl CoreWorker {
 
     /// All ref arguments exist: build the spec, or fail with the upstream error.
     fn resolve_args(&self, id: TaskId) {
-        let Some((args, name, function, attempt)) = lock(&self.0.sched).to_resolve(&id) else { return };
+        let Some(Resolving { args, name, function, attempt, group }) = lock(&self.0.sched).to_resolve(&id) else {
+            return;
+        };
         let spec = self.build_args(&args).map(|args| TaskSpec {
             task_id: id.0.to_vec().into(),
             job_id: self.0.job.0,
@@ -206,6 +221,7 @@ impl CoreWorker {
             owner_address: self.0.address.clone(),
             attempt,
             parent_task_id: lock(&self.0.current).id.0.to_vec().into(),
+            placement_group: group,
             ..TaskSpec::default()
         });
         let spec = spec.map_err(|cause| {
@@ -266,20 +282,15 @@ impl CoreWorker {
     /// while a node holds it, the node is told to cancel it; the call still ends
     /// with the node's answer, so a lease granted at that moment is given back
     /// rather than lost.
-    async fn request_lease(
-        &self,
-        key: String,
-        request: u64,
-        withdraw: tokio::sync::oneshot::Receiver<()>,
-        resources: Resources,
-        name: String,
-    ) {
+    async fn request_lease(&self, ask: LeaseAsk, withdraw: tokio::sync::oneshot::Receiver<()>) {
+        let LeaseAsk { key, request, resources, strategy, name } = ask;
         let mut req = LeaseRequest {
             job_id: self.0.job.0,
             resources: resources_from_map(&resources),
             function_name: name.clone(),
             owner_address: self.0.address.clone(),
             request_id: request,
+            strategy,
             ..LeaseRequest::default()
         };
         // Ask this process's node; it may send us on to another, once. A node we
@@ -309,7 +320,8 @@ impl CoreWorker {
                     result @ (Some(
                         lease_reply::Result::Lease(_)
                         | lease_reply::Result::Infeasible(_)
-                        | lease_reply::Result::WorkerStartFailed(_),
+                        | lease_reply::Result::WorkerStartFailed(_)
+                        | lease_reply::Result::Unschedulable(_),
                     )
                     | None),
                 ) => {

@@ -21,7 +21,10 @@
 use crate::refs::{State, Value};
 use bytes::Bytes;
 use ray_abi::{ActorId, ArgSubmission, FunctionDescriptor, ObjectId, RayError, TaskId};
-use ray_proto::{ActorTaskSpec, TaskEvent, TaskSpec, TaskState, format_resources, resources_from_map};
+use ray_proto::{
+    ActorTaskSpec, LeaseStrategy, PlacementGroupRef, TaskEvent, TaskSpec, TaskState, format_resources, lease_strategy,
+    resources_from_map,
+};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -42,6 +45,29 @@ pub(crate) const DEFAULT_MAX_RETRIES: u32 = 3;
 pub(crate) type SchedKey = String;
 /// Resources by name.
 pub(crate) type Resources = BTreeMap<String, f64>;
+
+/// How a task's leases are chosen beyond its resources: its scheduling strategy
+/// as a node reads it, and the placement group it runs in (whose resources its
+/// `resources` already name).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Steering {
+    pub(crate) lease: Option<LeaseStrategy>,
+    pub(crate) group: Option<PlacementGroupRef>,
+}
+
+impl Steering {
+    /// Tasks of one scheduling key share leases, so the strategy is part of it.
+    fn key(&self, resources: &Resources) -> SchedKey {
+        let resources = format_resources(resources);
+        match self.lease.as_ref().and_then(|l| l.kind.as_ref()) {
+            None => resources,
+            Some(lease_strategy::Kind::Spread(_)) => format!("{resources} SPREAD"),
+            Some(lease_strategy::Kind::NodeAffinity(a)) => {
+                format!("{resources} node={}{}", ray_abi::ids::hex(&a.node_id), if a.soft { " soft" } else { "" })
+            }
+        }
+    }
+}
 
 /// A lease's place in its key's list of leases.
 pub(crate) type SlotId = u64;
@@ -70,6 +96,7 @@ pub(crate) struct NewTask {
     pub(crate) function: FunctionDescriptor,
     pub(crate) args: Vec<ArgSubmission>,
     pub(crate) resources: Resources,
+    pub(crate) steering: Steering,
     pub(crate) max_retries: u32,
     pub(crate) retry_exceptions: bool,
     /// The actor, for a method call.
@@ -96,6 +123,15 @@ impl NewTask {
     }
 }
 
+/// What building a task's spec needs, once its arguments exist.
+pub(crate) struct Resolving {
+    pub(crate) args: Vec<ArgSubmission>,
+    pub(crate) name: String,
+    pub(crate) function: FunctionDescriptor,
+    pub(crate) attempt: u32,
+    pub(crate) group: Option<PlacementGroupRef>,
+}
+
 /// Where an attempt of a task is.
 #[derive(Debug, Clone, PartialEq)]
 enum Phase {
@@ -118,6 +154,7 @@ struct Task {
     function: FunctionDescriptor,
     args: Vec<ArgSubmission>,
     resources: Resources,
+    steering: Steering,
     key: SchedKey,
     max_retries: u32,
     retry_exceptions: bool,
@@ -168,6 +205,7 @@ struct Slot<C> {
 /// The tasks of one scheduling key and the leases serving them.
 struct KeyQueue<C> {
     resources: Resources,
+    strategy: Option<LeaseStrategy>,
     /// Tasks whose spec is built, in the order they became ready.
     ready: VecDeque<TaskId>,
     slots: Vec<Slot<C>>,
@@ -181,6 +219,7 @@ impl<C> Default for KeyQueue<C> {
     fn default() -> Self {
         KeyQueue {
             resources: Resources::new(),
+            strategy: None,
             ready: VecDeque::new(),
             slots: Vec::new(),
             requests: HashSet::new(),
@@ -295,7 +334,7 @@ pub(crate) enum Action<C> {
     /// Call back once these objects have settled ([`Scheduler::args_resolved`]).
     WatchArgs { task: TaskId, args: Vec<ObjectId> },
     /// Ask a node for a worker for `key`'s tasks.
-    RequestLease { key: SchedKey, request: u64, resources: Resources, name: String },
+    RequestLease { key: SchedKey, request: u64, resources: Resources, strategy: Option<LeaseStrategy>, name: String },
     /// Nothing waits for this request any more: ask the node to cancel it.
     WithdrawLease { request: u64 },
     /// Open a connection to a granted worker ([`Scheduler::lease_connected`]).
@@ -473,9 +512,15 @@ impl<C: Clone> Scheduler<C> {
 
     /// What the driver needs to build a task's spec: its arguments, name,
     /// function and attempt. `None` if it has finished or was cancelled.
-    pub(crate) fn to_resolve(&self, id: &TaskId) -> Option<(Vec<ArgSubmission>, String, FunctionDescriptor, u32)> {
+    pub(crate) fn to_resolve(&self, id: &TaskId) -> Option<Resolving> {
         let t = self.tasks.get(id).filter(|t| t.phase == Phase::WaitingForArgs)?;
-        Some((t.args.clone(), t.name.clone(), t.function.clone(), t.attempt))
+        Some(Resolving {
+            args: t.args.clone(),
+            name: t.name.clone(),
+            function: t.function.clone(),
+            attempt: t.attempt,
+            group: t.steering.group.clone(),
+        })
     }
 
     /// The ref argument of a task that has this id's text, for recovery.
@@ -495,11 +540,12 @@ impl<C: Clone> Scheduler<C> {
             id: new.id,
             return_id: new.return_id(),
             deps: new.dependencies(),
-            key: format_resources(&new.resources),
+            key: new.steering.key(&new.resources),
             name: new.name,
             function: new.function,
             args: new.args,
             resources: new.resources,
+            steering: new.steering,
             max_retries: new.max_retries,
             retry_exceptions: new.retry_exceptions,
             attempt: 0,
@@ -534,8 +580,10 @@ impl<C: Clone> Scheduler<C> {
             None => {
                 self.events.record(task, TaskState::PendingNodeAssignment);
                 let (key, resources) = (task.key.clone(), task.resources.clone());
+                let strategy = task.steering.lease.clone();
                 let queue = self.keys.entry(key.clone()).or_default();
                 queue.resources = resources;
+                queue.strategy = strategy;
                 queue.ready.push_back(id);
                 self.pump(&key)
             }
@@ -580,6 +628,7 @@ impl<C: Clone> Scheduler<C> {
                 key: key.to_string(),
                 request: self.next_lease_request,
                 resources: queue.resources.clone(),
+                strategy: queue.strategy.clone(),
                 name: name.clone(),
             });
         }

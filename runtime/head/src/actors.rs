@@ -9,10 +9,13 @@
 //! later call reports. Callers ask the head where an actor lives and then talk to
 //! its worker directly.
 
-use ray_abi::RayError;
+use crate::placement_groups::PlacementGroups;
 use ray_abi::ids::hex;
+use ray_abi::{PlacementGroupId, RayError};
+use ray_proto::groups;
 use ray_proto::*;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
@@ -99,8 +102,15 @@ struct Tables {
     names: HashMap<(String, String), Vec<u8>>,
 }
 
-/// The cluster's nodes as the head knows them now.
-pub(crate) type NodeSource = Arc<dyn Fn() -> Vec<NodeInfo> + Send + Sync>;
+use crate::placement_groups::NodeSource;
+
+/// What one placement attempt achieved.
+enum Placed {
+    /// The constructor ran (or the actor's fate is settled).
+    Done,
+    /// Its placement group's bundle is not reserved anywhere yet: try again later.
+    NotYet,
+}
 
 /// How often, and how long, an actor's placement is retried when the node chosen
 /// for it stops answering (it is then marked dead within seconds).
@@ -115,6 +125,9 @@ pub(crate) struct Actors {
     token: Arc<str>,
     nodes: Arc<Mutex<HashMap<String, NodeClient>>>,
     cluster: NodeSource,
+    groups: PlacementGroups,
+    /// Spread actors placed so far, for taking turns over nodes.
+    spread_turns: Arc<AtomicUsize>,
 }
 
 fn died(info: &ActorInfo, cause: impl Into<String>) -> RayError {
@@ -122,13 +135,15 @@ fn died(info: &ActorInfo, cause: impl Into<String>) -> RayError {
 }
 
 impl Actors {
-    pub(crate) fn new(token: &str, cluster: NodeSource) -> Self {
+    pub(crate) fn new(token: &str, cluster: NodeSource, groups: PlacementGroups) -> Self {
         Actors {
             tables: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
             token: token.into(),
             nodes: Arc::default(),
             cluster,
+            groups,
+            spread_turns: Arc::default(),
         }
     }
 
@@ -181,6 +196,7 @@ impl Actors {
             resources: spec.resources.clone(),
             is_async: spec.is_async,
             max_concurrency: spec.max_concurrency,
+            placement_group_id: spec.placement_group.as_ref().map(|g| g.placement_group_id.clone()).unwrap_or_default(),
             ..ActorInfo::default()
         };
         {
@@ -207,40 +223,86 @@ impl Actors {
 
     /// Leases a worker for the actor and runs its constructor there.
     async fn schedule(&self, id: Vec<u8>) {
-        for attempt in 1..=PLACEMENT_ATTEMPTS {
+        let mut attempt = 1;
+        loop {
             match self.place(&id).await {
                 Err(RayError::Connection { what, detail }) if attempt < PLACEMENT_ATTEMPTS => {
                     tracing::info!("placing actor {} again: {what}: {detail}", hex(&id));
+                    attempt += 1;
                     tokio::time::sleep(PLACEMENT_RETRY).await;
                 }
                 Err(e) => return self.mark_dead(&id, e),
-                Ok(()) => return,
+                // Waiting for its placement group is not a failure: no limit.
+                Ok(Placed::NotYet) => tokio::time::sleep(PLACEMENT_RETRY / 5).await,
+                Ok(Placed::Done) => return,
             }
         }
     }
 
-    /// One placement attempt: the first alive node with the actor's resources
-    /// free, else the first whose totals hold them (the lease queues there).
-    async fn place(&self, id: &[u8]) -> Result<(), RayError> {
-        let Some((spec, info)) = self.lock().actors.get(id).map(|e| (e.spec.clone(), e.info.clone())) else {
-            return Ok(());
-        };
+    /// The node an actor that asks for `demand` goes to, by its strategy: the
+    /// first alive node with it free, else the first whose totals hold it (the
+    /// lease queues there). `None` while its placement group is not reserved.
+    fn choose_node(&self, spec: &ActorSpec, demand: &BTreeMap<String, f64>) -> Result<Option<NodeInfo>, RayError> {
         let nodes = (self.cluster)();
-        let demand = resources_to_map(&spec.resources);
-        let holds = |r: &[Resource]| fits(&resources_to_map(r), &demand);
+        let holds = |r: &[Resource]| fits(&resources_to_map(r), demand);
         let alive = || nodes.iter().filter(|n| n.is_alive());
-        let Some(node) = alive().find(|n| holds(&n.available)).or_else(|| alive().find(|n| holds(&n.total))) else {
-            let mut totals = std::collections::BTreeMap::new();
-            for n in alive() {
-                for (k, v) in resources_to_map(&n.total) {
-                    *totals.entry(k).or_insert(0.0) += v;
+        let unschedulable = |reason: String| RayError::Unschedulable { function: spec.class_name.clone(), reason };
+        match spec.strategy.as_ref().and_then(|s| s.kind.as_ref()) {
+            Some(lease_strategy::Kind::NodeAffinity(a)) => match alive().find(|n| n.node_id == a.node_id) {
+                Some(n) if holds(&n.total) => return Ok(Some(n.clone())),
+                _ if a.soft => {}
+                Some(_) => {
+                    return Err(unschedulable(format!(
+                        "node {} named by its NodeAffinitySchedulingStrategy can never hold {}, and soft is false",
+                        hex(&a.node_id),
+                        format_resources(demand)
+                    )));
+                }
+                None => {
+                    return Err(unschedulable(format!(
+                        "node {} named by its NodeAffinitySchedulingStrategy is dead or unknown, and soft is false",
+                        hex(&a.node_id)
+                    )));
+                }
+            },
+            Some(lease_strategy::Kind::Spread(_)) => {
+                let mut room: Vec<&NodeInfo> = alive().filter(|n| holds(&n.available)).collect();
+                room.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+                if !room.is_empty() {
+                    let turn = self.spread_turns.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(room[turn % room.len()].clone()));
                 }
             }
-            return Err(RayError::Infeasible {
-                function: info.class_name.clone(),
-                requested: format_resources(&demand),
-                available: format_resources(&totals),
-            });
+            None => {}
+        }
+        if let Some(node) = alive().find(|n| holds(&n.available)).or_else(|| alive().find(|n| holds(&n.total))) {
+            return Ok(Some(node.clone()));
+        }
+        if let Some(group) = groups::group_in(demand) {
+            return match self.groups.get(&group).map(|g| g.state()) {
+                Some(placement_group_info::State::Removed) | None => {
+                    Err(unschedulable(format!("its placement group {group} was removed")))
+                }
+                // Not reserved yet, or being reserved again after a node died.
+                Some(_) => Ok(None),
+            };
+        }
+        let totals = groups::sum(alive().map(|n| n.total.as_slice()));
+        Err(RayError::Infeasible {
+            function: spec.class_name.clone(),
+            requested: format_resources(demand),
+            available: format_resources(&groups::plain(&totals)),
+        })
+    }
+
+    /// One placement attempt.
+    async fn place(&self, id: &[u8]) -> Result<Placed, RayError> {
+        let Some(spec) = self.lock().actors.get(id).map(|e| e.spec.clone()) else {
+            return Ok(Placed::Done);
+        };
+        let demand = resources_to_map(&spec.resources);
+        let Some(node) = self.choose_node(&spec, &demand)? else {
+            return Ok(Placed::NotYet);
         };
         let id = id.to_vec();
         let result = async {
@@ -320,7 +382,7 @@ impl Actors {
                             node.address
                         );
                     }
-                    return Ok(());
+                    return Ok(Placed::Done);
                 }
                 let started = self
                     .lock()
@@ -332,7 +394,26 @@ impl Actors {
                 }
             }
         }
-        Ok(())
+        Ok(Placed::Done)
+    }
+
+    /// A placement group was removed: its actors die with it, for good.
+    pub(crate) async fn placement_group_removed(&self, group: &PlacementGroupId) {
+        let ids: Vec<Vec<u8>> = self
+            .lock()
+            .actors
+            .iter()
+            .filter(|(_, e)| e.info.placement_group_id.as_ref() == group.0 && is_live(e.info.state()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            if let Some(e) = self.lock().actors.get_mut(&id) {
+                e.final_cause = Some(died(&e.info, format!("its placement group {group} was removed")));
+            }
+            if let Err(e) = self.kill(&id, true).await {
+                tracing::warn!("actor {} of removed placement group {group} was not killed: {e}", hex(&id));
+            }
+        }
     }
 
     /// A worker process ended: restart or bury the actor it hosted.
@@ -383,14 +464,20 @@ impl Actors {
                 .actors
                 .get_mut(id)
                 .ok_or_else(|| RayError::ActorNotFound { name: hex(id), namespace: String::new() })?;
-            if no_restart {
+            if no_restart && e.final_cause.is_none() {
                 e.final_cause = Some(died(&e.info, "it was killed by ray::kill"));
             }
             (e.info.pid, e.node_address.clone(), e.worker_id.is_empty())
         };
         if pending {
             if no_restart {
-                let cause = died(&self.lock().actors[id].info, "it was killed by ray::kill before it started");
+                let cause = {
+                    let t = self.lock();
+                    let e = &t.actors[id];
+                    e.final_cause
+                        .clone()
+                        .unwrap_or_else(|| died(&e.info, "it was killed by ray::kill before it started"))
+                };
                 self.mark_dead(id, cause);
             }
             return Ok(());

@@ -5,13 +5,18 @@
 //! task, which `rayrepl list`, `status` and `top` read. The head keeps that state in
 //! memory behind one gRPC service. It also relays worker output: node daemons
 //! publish lines per job and each driver subscribes to its own job's lines, so output
-//! reaches the driver whichever node the worker ran on.
+//! reaches the driver whichever node the worker ran on. Placement groups live
+//! here too ([`placement_groups`]), as in Ray's GCS.
 
 mod actors;
 pub mod artifacts;
+mod bundle_placement;
+mod placement_groups;
 
 use actors::Actors;
 use artifacts::Artifacts;
+use placement_groups::PlacementGroups;
+use ray_abi::PlacementGroupId;
 use ray_abi::ids::hex;
 use ray_proto::head_server::{Head, HeadServer};
 use ray_proto::*;
@@ -129,6 +134,7 @@ pub struct HeadService {
     shutdown: Arc<Notify>,
     actors: Actors,
     artifacts: Artifacts,
+    groups: PlacementGroups,
 }
 
 impl HeadService {
@@ -136,15 +142,26 @@ impl HeadService {
     /// reach node daemons and workers.
     pub fn new(address: String, session_dir: String, token: &str) -> Self {
         let tables = Arc::new(Mutex::new(Tables { next_job: 1, ..Tables::default() }));
-        let cluster = {
+        let cluster: placement_groups::NodeSource = {
             let tables = tables.clone();
             Arc::new(move || {
                 let t = tables.lock().unwrap_or_else(|p| p.into_inner());
                 t.nodes.values().map(|n| n.info.clone()).collect()
             })
         };
+        let record_view: placement_groups::ViewSink = {
+            let tables = tables.clone();
+            Arc::new(move |node_id: &[u8], view: ResourceView| {
+                let mut t = tables.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = t.nodes.get_mut(node_id) {
+                    n.info.update_resources(view.version, view.total, view.available);
+                }
+            })
+        };
+        let groups = PlacementGroups::new(token, cluster.clone(), record_view);
         HeadService {
-            actors: Actors::new(token, cluster),
+            actors: Actors::new(token, cluster, groups.clone()),
+            groups,
             artifacts: Artifacts::new(&session_dir),
             tables,
             address,
@@ -174,6 +191,7 @@ impl HeadService {
         };
         for id in &dead {
             self.actors.node_died(id);
+            self.groups.node_died(id);
         }
         dead
     }
@@ -194,6 +212,8 @@ impl Head for HeadService {
         info.set_state(NodeState::Alive);
         tracing::info!("node {} registered at {}", hex(&info.node_id), info.address);
         self.lock().nodes.insert(info.node_id.to_vec(), NodeEntry { info, last_heartbeat: Instant::now() });
+        // A new node may be what a pending placement group waits for.
+        self.groups.kick();
         Ok(Response::new(RegisterNodeReply {}))
     }
 
@@ -209,7 +229,7 @@ impl Head for HeadService {
             )),
             Some(n) => {
                 n.last_heartbeat = Instant::now();
-                n.info.available = hb.available;
+                n.info.update_resources(hb.resource_version, hb.total, hb.available);
                 n.info.object_store_used = hb.object_store_used;
                 n.info.num_workers = hb.num_workers;
                 n.info.pending = hb.pending;
@@ -252,7 +272,11 @@ impl Head for HeadService {
         t.log_channels.remove(&id);
         drop(t);
         let actors = self.actors.clone();
-        tokio::spawn(async move { actors.job_finished(id).await });
+        let groups = self.groups.clone();
+        tokio::spawn(async move {
+            actors.job_finished(id).await;
+            groups.job_finished(id).await;
+        });
         Ok(Response::new(Empty {}))
     }
 
@@ -351,6 +375,53 @@ impl Head for HeadService {
         Ok(Response::new(Empty {}))
     }
 
+    async fn create_placement_group(
+        &self,
+        req: Request<CreatePlacementGroupRequest>,
+    ) -> Result<Response<PlacementGroupInfo>, Status> {
+        let info = req.into_inner().group.ok_or_else(|| Status::invalid_argument("missing placement group"))?;
+        self.groups.create(info).map(Response::new).map_err(|e| to_status(&e))
+    }
+
+    async fn remove_placement_group(
+        &self,
+        req: Request<RemovePlacementGroupRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let id = PlacementGroupId::from_bytes(&req.into_inner().placement_group_id).map_err(|e| to_status(&e))?;
+        // Its actors go first, so none is restarted into the freed resources.
+        self.actors.placement_group_removed(&id).await;
+        self.groups.remove(&id).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn get_placement_group(
+        &self,
+        req: Request<GetPlacementGroupRequest>,
+    ) -> Result<Response<PlacementGroupInfo>, Status> {
+        let r = req.into_inner();
+        let not_found = |what: String| Status::not_found(format!("no placement group {what}"));
+        let id = if r.placement_group_id.is_empty() {
+            let info = self
+                .groups
+                .named(&r.namespace, &r.name)
+                .ok_or_else(|| not_found(format!("named {:?} in namespace {:?}", r.name, r.namespace)))?;
+            info.id().map_err(|e| to_status(&e))?
+        } else {
+            PlacementGroupId::from_bytes(&r.placement_group_id).map_err(|e| to_status(&e))?
+        };
+        let info = if r.wait {
+            let timeout = u64::try_from(r.timeout_ms).ok().map(Duration::from_millis);
+            self.groups.wait(&id, timeout).await
+        } else {
+            self.groups.get(&id)
+        };
+        info.map(Response::new).ok_or_else(|| not_found(id.to_string()))
+    }
+
+    async fn list_placement_groups(&self, _: Request<Empty>) -> Result<Response<ListPlacementGroupsReply>, Status> {
+        Ok(Response::new(ListPlacementGroupsReply { groups: self.groups.list() }))
+    }
+
     async fn put_artifact(
         &self,
         req: Request<tonic::Streaming<ArtifactChunk>>,
@@ -386,6 +457,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let service = HeadService::new(address, session_dir, token);
+    let reserver = tokio::spawn(service.groups.clone().run());
     let liveness = service.clone();
     let monitor = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -406,6 +478,7 @@ pub async fn serve(
     };
     let result = ray_proto::serve_until(ray_proto::server().add_service(server), listener, stop).await;
     monitor.abort();
+    reserver.abort();
     result
 }
 

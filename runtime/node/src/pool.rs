@@ -2,9 +2,17 @@
 //!
 //! All scheduling decisions happen in [`Pool::dispatch`], under one lock and without
 //! awaiting, so they are easy to reason about and to test.
+//!
+//! Placement-group bundles are reserved here in two phases, as the head asks:
+//! `prepare` sets the bundle's resources aside, `commit` turns them into the
+//! group's own resources (see `ray_proto::groups`), and `return` gives them back.
+//! A group's resources vanish from `total` when its bundles go, so a lease that
+//! still holds some gives back only what still exists.
 
+use ray_abi::PlacementGroupId;
+use ray_proto::groups;
 use ray_proto::{Lease, LeaseReply, fits, lease_reply};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
@@ -21,6 +29,37 @@ fn add(available: &mut Resources, demand: &Resources) {
     for (k, v) in demand {
         *available.entry(k.clone()).or_insert(0.0) += v;
     }
+}
+
+/// CPUs, a group's included: what a worker blocked in `get` lends out.
+fn is_cpu(resource: &str) -> bool {
+    resource == "CPU" || resource.starts_with("CPU_group_")
+}
+
+/// Where a bundle is in its reservation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum BundlePhase {
+    /// Set aside; nobody can use it yet.
+    Prepared,
+    /// The group's resources exist on this node.
+    Committed,
+}
+
+#[derive(Debug)]
+struct HeldBundle {
+    resources: Resources,
+    phase: BundlePhase,
+}
+
+/// This node's resources at one moment; a higher `version` is newer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceSnapshot {
+    /// Orders snapshots: heartbeats and bundle replies may arrive out of order.
+    pub version: u64,
+    /// Everything, group resources included.
+    pub total: Resources,
+    /// What is free.
+    pub available: Resources,
 }
 
 /// Where a worker is in its life.
@@ -103,6 +142,12 @@ pub struct Pool {
     actor_leases: std::collections::HashSet<u64>,
     /// Upper bound on workers per job, so a burst cannot fork-bomb the machine.
     max_workers_per_job: usize,
+    /// Placement-group bundles reserved here.
+    bundles: HashMap<(PlacementGroupId, u32), HeldBundle>,
+    /// Groups the head removed: requests for their resources fail at once.
+    removed_groups: HashSet<PlacementGroupId>,
+    /// Counts snapshots of the resources.
+    snapshots: u64,
 }
 
 impl Pool {
@@ -119,6 +164,121 @@ impl Pool {
             next_lease: 1,
             actor_leases: Default::default(),
             max_workers_per_job: (cpus * 4).max(16),
+            bundles: HashMap::new(),
+            removed_groups: HashSet::new(),
+            snapshots: 0,
+        }
+    }
+
+    /// The resources now, numbered so the newest snapshot can win.
+    pub fn snapshot(&mut self) -> ResourceSnapshot {
+        self.snapshots += 1;
+        ResourceSnapshot { version: self.snapshots, total: self.total.clone(), available: self.available.clone() }
+    }
+
+    /// Puts bundles of `group` aside, all or none: the first phase of reserving them.
+    /// A bundle already held here is not taken twice.
+    pub fn prepare_bundles(&mut self, group: PlacementGroupId, bundles: &[(u32, Resources)]) -> Result<(), String> {
+        if self.removed_groups.contains(&group) {
+            return Err(format!("placement group {group} was removed"));
+        }
+        let new: Vec<&(u32, Resources)> =
+            bundles.iter().filter(|(i, _)| !self.bundles.contains_key(&(group, *i))).collect();
+        let mut wanted = Resources::new();
+        for (_, r) in &new {
+            add(&mut wanted, r);
+        }
+        if !fits(&self.available, &wanted) {
+            return Err(format!(
+                "not enough free here: bundles need {} but {} is free",
+                ray_proto::format_resources(&wanted),
+                ray_proto::format_resources(&groups::plain(&self.available))
+            ));
+        }
+        subtract(&mut self.available, &wanted);
+        for (i, r) in new {
+            self.bundles.insert((group, *i), HeldBundle { resources: r.clone(), phase: BundlePhase::Prepared });
+        }
+        Ok(())
+    }
+
+    /// Turns prepared bundles into the group's own resources: the second phase.
+    pub fn commit_bundles(&mut self, group: PlacementGroupId, indices: &[u32]) -> Result<(), String> {
+        if let Some(i) = indices.iter().find(|i| !self.bundles.contains_key(&(group, **i))) {
+            return Err(format!("bundle {i} of placement group {group} was not prepared on this node"));
+        }
+        for i in indices {
+            let held = self.bundles.get_mut(&(group, *i)).expect("checked above");
+            if held.phase == BundlePhase::Prepared {
+                held.phase = BundlePhase::Committed;
+                let gained = groups::committed(&held.resources, &group, *i);
+                add(&mut self.total, &gained);
+                add(&mut self.available, &gained);
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives bundles of `group` back (all of them when `indices` is `None`); with
+    /// `removed`, the group is gone for good and requests waiting for it fail.
+    /// Returns the pids of workers that hold its resources: they must stop.
+    pub fn return_bundles(&mut self, group: PlacementGroupId, indices: Option<&[u32]>, removed: bool) -> Vec<u32> {
+        let returned: Vec<(PlacementGroupId, u32)> = self
+            .bundles
+            .keys()
+            .filter(|(g, i)| *g == group && indices.is_none_or(|want| want.contains(i)))
+            .copied()
+            .collect();
+        for key in &returned {
+            let held = self.bundles.remove(key).expect("listed above");
+            if held.phase == BundlePhase::Committed {
+                for (name, amount) in groups::committed(&held.resources, &group, key.1) {
+                    for side in [&mut self.total, &mut self.available] {
+                        if let Some(v) = side.get_mut(&name) {
+                            *v -= amount;
+                        }
+                    }
+                    if self.total.get(&name).is_some_and(|v| *v <= 1e-9) {
+                        self.total.remove(&name);
+                        self.available.remove(&name);
+                    }
+                }
+            }
+            add(&mut self.available, &held.resources);
+        }
+        let in_group = |r: &Resources| groups::group_in(r) == Some(group);
+        let mut doomed: Vec<u32> = self
+            .leases
+            .values()
+            .filter(|l| in_group(&l.resources))
+            .filter_map(|l| self.workers.get(&l.worker_id).map(|w| w.pid))
+            .collect();
+        doomed.sort_unstable();
+        if removed {
+            self.removed_groups.insert(group);
+            let (failed, kept): (VecDeque<_>, VecDeque<_>) =
+                self.pending.drain(..).partition(|p| in_group(&p.resources));
+            self.pending = kept;
+            for p in failed {
+                let why = format!("its placement group {group} was removed");
+                // Its handler is gone if the owner hung up: then nobody waits.
+                let _ = p.reply.send(LeaseReply { result: Some(lease_reply::Result::Unschedulable(why)) });
+            }
+        }
+        doomed
+    }
+
+    /// Whether the head removed `group`.
+    pub fn group_removed(&self, group: &PlacementGroupId) -> bool {
+        self.removed_groups.contains(group)
+    }
+
+    /// Adds back what a lease held, except group resources that no longer exist.
+    fn give_back(&mut self, held: &Resources) {
+        for (k, v) in held {
+            if self.total.contains_key(k) {
+                *self.available.entry(k.clone()).or_insert(0.0) += v;
+            }
         }
     }
 
@@ -128,6 +288,7 @@ impl Pool {
     }
 
     /// What is free now.
+    #[cfg(test)]
     pub fn available(&self) -> &Resources {
         &self.available
     }
@@ -261,9 +422,9 @@ impl Pool {
             Some(released) => {
                 let mut rest = entry.resources.clone();
                 subtract(&mut rest, released);
-                add(&mut self.available, &rest);
+                self.give_back(&rest);
             }
-            None => add(&mut self.available, &entry.resources),
+            None => self.give_back(&entry.resources),
         }
         Some(entry.worker_id)
     }
@@ -291,16 +452,23 @@ impl Pool {
         let Some(entry) = self.leases.get_mut(&lease_id) else {
             return;
         };
-        let cpu: Resources =
-            entry.resources.iter().filter(|(k, _)| *k == "CPU").map(|(k, v)| (k.clone(), *v)).collect();
+        let cpu: Resources = entry.resources.iter().filter(|(k, _)| is_cpu(k)).map(|(k, v)| (k.clone(), *v)).collect();
         match (blocked, entry.released_while_blocked.is_some()) {
             (true, false) => {
-                add(&mut self.available, &cpu);
+                for (k, v) in &cpu {
+                    if self.total.contains_key(k) {
+                        *self.available.entry(k.clone()).or_insert(0.0) += v;
+                    }
+                }
                 entry.released_while_blocked = Some(cpu);
             }
             (false, true) => {
                 // Taking the CPU back may oversubscribe briefly; Ray does the same.
-                subtract(&mut self.available, &cpu);
+                for (k, v) in &cpu {
+                    if self.total.contains_key(k) {
+                        *self.available.entry(k.clone()).or_insert(0.0) -= v;
+                    }
+                }
                 entry.released_while_blocked = None;
             }
             _ => {}
@@ -585,6 +753,97 @@ mod tests {
         assert_eq!(pool.available()["CPU"], 1.0);
         assert_eq!(pool.return_lease(la.lease_id), None, "a late return is harmless");
         assert_eq!(pool.available()["CPU"], 1.0);
+    }
+
+    fn group(n: u8) -> PlacementGroupId {
+        PlacementGroupId::new([n; 14], ray_abi::JobId(1))
+    }
+
+    fn request_res(pool: &mut Pool, resources: Resources) -> oneshot::Receiver<LeaseReply> {
+        let (tx, rx) = oneshot::channel();
+        pool.enqueue(PendingLease {
+            job: 1,
+            resources,
+            reply: tx,
+            for_actor: false,
+            detached: false,
+            may_spill: false,
+            owner: "owner".into(),
+            request_id: 0,
+        });
+        rx
+    }
+
+    #[test]
+    fn a_bundle_is_set_aside_then_usable_only_through_its_group() {
+        let mut pool = Pool::new(vec![1], res(4.0));
+        pool.worker_spawned(vec![10], 100, 1);
+        pool.worker_registered(&[10], "w10".into(), String::new());
+        let g = group(1);
+        pool.prepare_bundles(g, &[(0, res(1.0)), (1, res(2.0))]).unwrap();
+        assert_eq!(pool.available()["CPU"], 1.0, "prepared bundles are set aside");
+        assert!(pool.prepare_bundles(group(2), &[(0, res(2.0))]).is_err(), "all or nothing");
+        assert_eq!(pool.available()["CPU"], 1.0);
+        pool.commit_bundles(g, &[0, 1]).unwrap();
+        assert_eq!(pool.available()[&format!("CPU_group_1_{g}")], 2.0);
+        assert_eq!(pool.available()[&format!("CPU_group_{g}")], 3.0);
+        let mut plain = request(&mut pool, 1, 2.0);
+        let mut inside = request_res(&mut pool, groups::in_group(&res(2.0), &g, Some(1)));
+        pool.dispatch();
+        assert!(granted(&mut plain).is_none(), "the group's CPUs are not for others");
+        let lease = granted(&mut inside).expect("a task in the bundle runs");
+        assert_eq!(pool.return_bundles(g, None, true), vec![100], "its worker must stop");
+        assert_eq!(pool.available()["CPU"], 4.0);
+        assert!(pool.total().keys().all(|k| groups::is_plain(k)), "{:?}", pool.total());
+        pool.return_lease(lease.lease_id);
+        assert!(pool.available().keys().all(|k| groups::is_plain(k)), "nothing of the group comes back");
+        assert!(pool.prepare_bundles(g, &[(0, res(1.0))]).is_err(), "a removed group stays removed");
+        let mut late = request_res(&mut pool, groups::in_group(&res(1.0), &g, None));
+        pool.return_bundles(g, None, true);
+        assert!(matches!(late.try_recv().map(|r| r.result), Ok(Some(lease_reply::Result::Unschedulable(_)))));
+    }
+
+    proptest! {
+        /// Bundles prepared, committed, used by leases and returned in any order
+        /// never create or lose a CPU, and leave no group resource behind.
+        #[test]
+        fn bundles_conserve_resources(ops in proptest::collection::vec((0u8..5, 0u8..3, 1u8..4), 1..60)) {
+            let total = 4.0;
+            let mut pool = Pool::new(vec![1], res(total));
+            let mut leases: Vec<Lease> = Vec::new();
+            let mut receivers = Vec::new();
+            for w in 0..4u8 {
+                pool.worker_spawned(vec![w], u32::from(w), 1);
+                pool.worker_registered(&[w], format!("w{w}"), String::new());
+            }
+            for (op, g, cpu) in ops {
+                let g = group(g);
+                let cpus = f64::from(cpu) / 2.0;
+                match op {
+                    0 => { let _ = pool.prepare_bundles(g, &[(0, res(cpus))]); }
+                    1 => { let _ = pool.commit_bundles(g, &[0]); }
+                    2 => receivers.push(request_res(&mut pool, groups::in_group(&res(cpus), &g, Some(0)))),
+                    3 => { pool.return_bundles(g, None, false); }
+                    _ => if let Some(l) = leases.pop() { pool.return_lease(l.lease_id); },
+                }
+                pool.dispatch();
+                for rx in receivers.iter_mut() {
+                    if let Some(l) = granted(rx) {
+                        leases.push(l);
+                    }
+                }
+                let free = pool.available().get("CPU").copied().unwrap_or(0.0);
+                prop_assert!(free >= -1e-9 && free <= total + 1e-9);
+            }
+            for l in leases {
+                pool.return_lease(l.lease_id);
+            }
+            for g in 0..3 {
+                pool.return_bundles(group(g), None, false);
+            }
+            prop_assert!((pool.available()["CPU"] - total).abs() < 1e-9);
+            prop_assert!(pool.available().keys().chain(pool.total().keys()).all(|k| groups::is_plain(k)));
+        }
     }
 
     proptest! {

@@ -6,10 +6,12 @@ mod executables;
 mod logs;
 mod transfer;
 
-use crate::placement::{Placement, place};
-use crate::pool::{PendingLease, Pool, Resources, WorkerState};
+use crate::placement::{Placement, Steer, place};
+use crate::pool::{PendingLease, Pool, ResourceSnapshot, Resources, WorkerState};
+use ray_abi::PlacementGroupId;
 use ray_abi::ids::hex;
 use ray_object_store::StoreIndex;
+use ray_proto::groups;
 use ray_proto::node_server::{Node, NodeServer};
 use ray_proto::*;
 use std::collections::HashMap;
@@ -89,6 +91,8 @@ struct Shared {
     host_id: String,
     /// Programs fetched from drivers on other machines, by job.
     executables: executables::Executables,
+    /// Spread requests this node has placed, for taking turns.
+    spread_turns: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -112,8 +116,14 @@ impl Shared {
     /// The cluster's nodes, asked of the head at most every [`CLUSTER_VIEW_TTL`]:
     /// a busy node consults it for every lease it cannot grant at once.
     async fn cluster_view(&self) -> Result<Vec<NodeInfo>, Status> {
+        self.cluster_view_within(CLUSTER_VIEW_TTL).await
+    }
+
+    /// The cluster's nodes, asked of the head unless the last answer is younger
+    /// than `ttl`.
+    async fn cluster_view_within(&self, ttl: Duration) -> Result<Vec<NodeInfo>, Status> {
         if let Some((at, nodes)) = &*self.cluster.lock().unwrap_or_else(|p| p.into_inner())
-            && at.elapsed() < CLUSTER_VIEW_TTL
+            && at.elapsed() < ttl
         {
             return Ok(nodes.clone());
         }
@@ -181,6 +191,31 @@ impl Shared {
                 self.pool().worker_exited(&worker_id);
                 self.fail_job_leases(job, format!("cannot start worker `{}`: {e}", executable.display()));
             }
+        }
+    }
+
+    /// Where a request for a placement group's resources goes when the cluster
+    /// view shows no node holding them: the view may predate the group's commit,
+    /// the group may be waiting for room, or it may be gone.
+    async fn place_in_group(&self, group: PlacementGroupId, demand: &Resources) -> Result<Placement, Status> {
+        let fresh = self.cluster_view_within(Duration::ZERO).await?;
+        let local_total = self.pool().total().clone();
+        let unclaimed = self.pool().unclaimed();
+        match place(&self.node_id, &local_total, &unclaimed, demand, &fresh, true, &Steer::Default) {
+            Placement::Infeasible(_) => {}
+            decided => return Ok(decided),
+        }
+        let request = GetPlacementGroupRequest { placement_group_id: group.0.to_vec().into(), ..Default::default() };
+        match self.head.clone().get_placement_group(request).await {
+            Ok(info) if info.get_ref().state() == placement_group_info::State::Removed => {
+                Ok(Placement::Unschedulable(format!("its placement group {group} was removed")))
+            }
+            // Not reserved yet, or being reserved again: wait here until a node has it.
+            Ok(_) => Ok(Placement::Local),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                Ok(Placement::Unschedulable(format!("placement group {group} does not exist")))
+            }
+            Err(s) => Err(s),
         }
     }
 
@@ -263,6 +298,22 @@ impl Shared {
             kill(pid);
         }
     }
+}
+
+fn resource_view(s: ResourceSnapshot) -> ResourceView {
+    ResourceView {
+        version: s.version,
+        total: resources_from_map(&s.total),
+        available: resources_from_map(&s.available),
+    }
+}
+
+fn bundles_reply(result: Result<(), String>, snapshot: ResourceSnapshot) -> BundlesReply {
+    let (ok, why) = match result {
+        Ok(()) => (true, String::new()),
+        Err(why) => (false, why),
+    };
+    BundlesReply { ok, why, view: Some(resource_view(snapshot)) }
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {
@@ -449,23 +500,45 @@ impl Node for NodeService {
     async fn request_lease(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseReply>, Status> {
         let r = req.into_inner();
         let demand = resources_to_map(&r.resources);
+        let group = groups::group_in(&demand);
+        let answer = |result| Ok(Response::new(LeaseReply { result: Some(result) }));
+        if let Some(g) = group.filter(|g| self.0.pool().group_removed(g)) {
+            return answer(lease_reply::Result::Unschedulable(format!("its placement group {g} was removed")));
+        }
         let (local_total, local_available) = {
             let pool = self.0.pool();
             (pool.total().clone(), pool.unclaimed())
         };
+        let may_spill = !r.grant_or_reject;
+        let steer = match r.strategy.and_then(|s| s.kind) {
+            None => Steer::Default,
+            Some(lease_strategy::Kind::Spread(_)) => Steer::Spread {
+                turn: if may_spill {
+                    self.0.spread_turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                } else {
+                    0
+                },
+            },
+            Some(lease_strategy::Kind::NodeAffinity(a)) => {
+                Steer::Affinity { node_id: a.node_id.to_vec(), soft: a.soft }
+            }
+        };
         // Free here is the common case and needs no look at the cluster.
-        if !fits(&local_available, &demand) {
+        if !(steer == Steer::Default && fits(&local_available, &demand)) {
             let nodes = self.0.cluster_view().await?;
-            let may_spill = !r.grant_or_reject;
-            match place(&self.0.node_id, &local_total, &local_available, &demand, &nodes, may_spill) {
+            let mut placement =
+                place(&self.0.node_id, &local_total, &local_available, &demand, &nodes, may_spill, &steer);
+            if let (Placement::Infeasible(_), Some(g)) = (&placement, group) {
+                placement = self.0.place_in_group(g, &demand).await?;
+            }
+            match placement {
                 Placement::Local => {}
                 Placement::Spill { node_id, address } => {
                     let spill = Spillback { node_id: node_id.into(), node_address: address };
-                    return Ok(Response::new(LeaseReply { result: Some(lease_reply::Result::Spillback(spill)) }));
+                    return answer(lease_reply::Result::Spillback(spill));
                 }
-                Placement::Infeasible(totals) => {
-                    return Ok(Response::new(LeaseReply { result: Some(lease_reply::Result::Infeasible(totals)) }));
-                }
+                Placement::Infeasible(totals) => return answer(lease_reply::Result::Infeasible(totals)),
+                Placement::Unschedulable(why) => return answer(lease_reply::Result::Unschedulable(why)),
             }
         }
         // Make sure we know how to start this job's workers before queueing.
@@ -608,6 +681,48 @@ impl Node for NodeService {
         Ok(Response::new(Empty {}))
     }
 
+    async fn prepare_bundles(&self, req: Request<BundlesRequest>) -> Result<Response<BundlesReply>, Status> {
+        let r = req.into_inner();
+        let group = PlacementGroupId::from_bytes(&r.placement_group_id).map_err(|e| to_status(&e))?;
+        let bundles: Vec<(u32, Resources)> =
+            r.bundles.iter().map(|b| (b.index, resources_to_map(&b.resources))).collect();
+        let mut pool = self.0.pool();
+        let prepared = pool.prepare_bundles(group, &bundles);
+        Ok(Response::new(bundles_reply(prepared, pool.snapshot())))
+    }
+
+    async fn commit_bundles(&self, req: Request<BundlesRequest>) -> Result<Response<BundlesReply>, Status> {
+        let r = req.into_inner();
+        let group = PlacementGroupId::from_bytes(&r.placement_group_id).map_err(|e| to_status(&e))?;
+        let indices: Vec<u32> = r.bundles.iter().map(|b| b.index).collect();
+        let reply = {
+            let mut pool = self.0.pool();
+            let committed = pool.commit_bundles(group, &indices);
+            bundles_reply(committed, pool.snapshot())
+        };
+        // Requests waiting for the group's resources may run now.
+        self.0.dispatch();
+        Ok(Response::new(reply))
+    }
+
+    async fn return_bundles(&self, req: Request<BundlesRequest>) -> Result<Response<BundlesReply>, Status> {
+        let r = req.into_inner();
+        let group = PlacementGroupId::from_bytes(&r.placement_group_id).map_err(|e| to_status(&e))?;
+        let indices: Vec<u32> = r.bundles.iter().map(|b| b.index).collect();
+        let (doomed, snapshot) = {
+            let mut pool = self.0.pool();
+            let doomed = pool.return_bundles(group, (!r.group_removed).then_some(indices.as_slice()), r.group_removed);
+            (doomed, pool.snapshot())
+        };
+        // Ray stops the group's tasks and actors with it; their owners see the
+        // workers die and fail or retry them as a lost worker.
+        for pid in doomed {
+            kill(pid);
+        }
+        self.0.dispatch();
+        Ok(Response::new(bundles_reply(Ok(()), snapshot)))
+    }
+
     async fn list_logs(&self, _: Request<Empty>) -> Result<Response<ListLogsReply>, Status> {
         self.0.list_logs().await.map(Response::new)
     }
@@ -622,19 +737,21 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
-        let (available, workers, pending) = {
-            let pool = shared.pool();
+        let (view, workers, pending) = {
+            let mut pool = shared.pool();
             let pending = pool
                 .pending_demands()
                 .into_iter()
                 .map(|(shape, count)| ResourceDemand { shape: resources_from_map(&shape), count })
                 .collect();
-            (resources_from_map(pool.available()), pool.workers().count() as u32, pending)
+            (resource_view(pool.snapshot()), pool.workers().count() as u32, pending)
         };
         let used = shared.store().used();
         let hb = HeartbeatRequest {
             node_id: shared.node_id.clone().into(),
-            available,
+            available: view.available,
+            total: view.total,
+            resource_version: view.version,
             object_store_used: used,
             num_workers: workers,
             pending,
@@ -792,6 +909,7 @@ pub async fn run(
         channels: Mutex::new(HashMap::new()),
         host_id: host_id(),
         executables: Default::default(),
+        spread_turns: Default::default(),
         node_id: node_id.to_vec(),
         address: address.clone(),
         config: config.clone(),
@@ -816,6 +934,7 @@ pub async fn run(
                 is_head: config.is_head,
                 pending: Vec::new(),
                 host_id: shared.host_id.clone(),
+                resource_version: 0,
             }),
         })
         .await

@@ -16,6 +16,8 @@ mod generated {
 }
 pub use generated::*;
 
+pub mod groups;
+
 // States are enums on the wire, each nested in the message that carries it (as
 // Ray nests its actor and node states), so value names like ALIVE can repeat.
 // Their proto names are Ray's spellings: `as_str_name()` is what users see.
@@ -25,6 +27,17 @@ pub use node_info::NodeState;
 pub use task_event::TaskState;
 
 impl NodeInfo {
+    /// Takes a snapshot of the node's resources unless the one held is newer:
+    /// heartbeats and bundle replies race.
+    pub fn update_resources(&mut self, version: u64, total: Vec<Resource>, available: Vec<Resource>) {
+        if version < self.resource_version {
+            return;
+        }
+        self.resource_version = version;
+        self.total = total;
+        self.available = available;
+    }
+
     /// Whether the head counts the node as alive; an unset state does not count.
     pub fn is_alive(&self) -> bool {
         match self.state() {
@@ -268,6 +281,7 @@ pub fn to_status(e: &RayError) -> Status {
         | RayError::FunctionUnavailable { .. }
         | RayError::ActorNotFound { .. } => Code::NotFound,
         RayError::ActorDied { .. } => Code::Aborted,
+        RayError::PlacementGroupRemoved { .. } | RayError::Unschedulable { .. } => Code::FailedPrecondition,
         RayError::Connection { .. } | RayError::Startup(_) => Code::Unavailable,
         RayError::Unauthenticated { .. } => Code::Unauthenticated,
         RayError::Task(_) | RayError::WorkerCrashed { .. } => Code::Aborted,
@@ -343,6 +357,9 @@ pub fn granted_lease(
         }),
         Some(lease_reply::Result::WorkerStartFailed(why)) => {
             Err(RayError::FunctionUnavailable { function: function.to_string(), detail: why })
+        }
+        Some(lease_reply::Result::Unschedulable(reason)) => {
+            Err(RayError::Unschedulable { function: function.to_string(), reason })
         }
         Some(lease_reply::Result::Spillback(_) | lease_reply::Result::Cancelled(_)) | None => {
             Err(RayError::Internal("empty lease reply".into()))

@@ -105,6 +105,13 @@ macro_rules! __actor_option_setters {
             self.0.0.resources.insert(name.to_string(), amount);
             self
         }
+        /// Where the actor runs: `"DEFAULT"`, `"SPREAD"`, a
+        /// `PlacementGroupSchedulingStrategy` or a `NodeAffinitySchedulingStrategy`
+        /// (Ray's `scheduling_strategy`).
+        pub fn scheduling_strategy(mut self, strategy: impl Into<$crate::util::Steer>) -> Self {
+            self.0.0.scheduling_strategy = strategy.into().into_strategy();
+            self
+        }
     };
 }
 

@@ -128,6 +128,13 @@ macro_rules! __option_setters {
             self.0.0.name = Some(name.to_string());
             self
         }
+        /// Where the call runs: `"DEFAULT"`, `"SPREAD"`, a
+        /// `PlacementGroupSchedulingStrategy` or a `NodeAffinitySchedulingStrategy`
+        /// (Ray's `scheduling_strategy`).
+        pub fn scheduling_strategy(mut self, strategy: impl Into<$crate::util::Steer>) -> Self {
+            self.0.0.scheduling_strategy = strategy.into().into_strategy();
+            self
+        }
     };
 }
 

@@ -1,5 +1,15 @@
-//! Utilities Ray users reach for, built on actors: `ray.util.queue.Queue` and
-//! `ray.util.ActorPool`.
+//! Utilities Ray users reach for: `ray.util.queue.Queue` and `ray.util.ActorPool`,
+//! built on actors, and placement groups with the scheduling strategies
+//! ([`placement_group`]).
+
+mod placement_group;
+
+pub use placement_group::{
+    GroupState, NodeAffinitySchedulingStrategy, PlacementGroup, PlacementGroupOptions,
+    PlacementGroupSchedulingStrategy, PlacementGroupState, SchedulingStrategy, Steer, Strategy,
+    get_current_placement_group, get_placement_group, get_placement_group_in, placement_group, placement_group_table,
+    placement_group_with, remove_placement_group,
+};
 
 use crate::actor::Handle;
 use crate::{ObjectRef, RayError};

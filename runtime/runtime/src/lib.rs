@@ -495,6 +495,16 @@ unsafe extern "C" fn t_exit_actor(err: *mut HostBuf) -> i32 {
     unsafe { answer(core().and_then(|c| c.exit_actor()), std::ptr::null_mut(), err) }
 }
 
+unsafe extern "C" fn t_placement_group(request: Slice, out: *mut HostBuf, err: *mut HostBuf) -> i32 {
+    let reply = decode(request, "placement-group request").and_then(|r| core()?.placement_group(r)).and_then(
+        |reply: ray_abi::PlacementGroupReply| {
+            postcard::to_stdvec(&reply).map_err(|e| RayError::Internal(format!("cannot encode a placement group: {e}")))
+        },
+    );
+    // SAFETY: `out` and `err` are valid for a write.
+    unsafe { answer(reply.map(|bytes| lend(Loan::Bytes(bytes))), out, err) }
+}
+
 unsafe extern "C" fn t_actor_created(ctx: *mut c_void, instance: *mut c_void) {
     // SAFETY: `ctx` is the executor's context of the constructor call in progress.
     unsafe { ray_core::execute::actor_created(ctx, instance) };
@@ -529,6 +539,7 @@ pub static RAYREPL_HOST_TABLE_V1: HostTable = HostTable {
     get_actor: t_get_actor,
     exit_actor: t_exit_actor,
     actor_created: t_actor_created,
+    placement_group: t_placement_group,
 };
 
 pub(crate) use RAYREPL_HOST_TABLE_V1 as TABLE;

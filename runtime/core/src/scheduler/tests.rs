@@ -29,6 +29,7 @@ fn new_task(n: u64, max_retries: u32, actor: Option<ActorId>) -> NewTask {
         function: FunctionDescriptor { name: format!("f{n}"), ..FunctionDescriptor::default() },
         args: Vec::new(),
         resources: if actor.is_some() { Resources::new() } else { [("CPU".to_string(), 1.0)].into() },
+        steering: Steering::default(),
         max_retries,
         retry_exceptions: false,
         actor,

@@ -1,0 +1,651 @@
+//! The placement-group manager: Ray's GCS placement-group manager and scheduler.
+//!
+//! A placement group reserves bundles of resources on several nodes at once, all
+//! or nothing. The head owns every group's record; it decides where bundles go
+//! ([`crate::bundle_placement`]) and reserves them with two phases, so no node
+//! keeps a bundle of a group that was not created:
+//!
+//! 1. prepare: every chosen node sets its bundles aside, or refuses;
+//! 2. commit: once all prepared, every node turns them into the group's own
+//!    resources (`CPU_group_<i>_<id>`); if any prepare or commit fails, every
+//!    node involved gives its bundles back and the group waits again.
+//!
+//! Groups are reserved one at a time, in the order they were created, from the
+//! freshest view of each node: every bundle reply carries the node's resources,
+//! so the next group sees what the last one took without waiting for a heartbeat.
+//! A group that does not fit now stays PENDING and says what it waits for; one
+//! that could never fit is flagged infeasible, as Ray's autoscaler reports it,
+//! and is still created if a node that can hold it joins. When a node dies, its
+//! bundles are placed again (RESCHEDULING) next to the group's surviving ones.
+//!
+//! [`Groups`] makes every decision without I/O; [`PlacementGroups`] carries the
+//! decisions out over gRPC.
+
+use crate::bundle_placement::{Candidate, Decision, Strategy, decide};
+use ray_abi::ids::hex;
+use ray_abi::{PlacementGroupId, RayError};
+use ray_proto::groups::Resources;
+use ray_proto::placement_group_info::{State, Strategy as WireStrategy};
+use ray_proto::*;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// How often groups that wait are tried again without news (a node joining or
+/// freeing resources wakes the scheduler sooner).
+const RETRY_EVERY: Duration = Duration::from_millis(200);
+
+/// One node's part of a reservation: where to send it and which bundles.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NodePart {
+    pub(crate) node_id: Vec<u8>,
+    pub(crate) address: String,
+    pub(crate) bundles: Vec<Bundle>,
+}
+
+/// A reservation to carry out: prepare every part, then commit every part.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Reservation {
+    pub(crate) group: PlacementGroupId,
+    pub(crate) attempt: u64,
+    pub(crate) parts: Vec<NodePart>,
+}
+
+/// Bundles a node must give back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Release {
+    pub(crate) address: String,
+    pub(crate) group: PlacementGroupId,
+    /// Which bundles; every bundle of the group when the group is removed.
+    pub(crate) bundles: Vec<u32>,
+    pub(crate) removed: bool,
+}
+
+struct Group {
+    info: PlacementGroupInfo,
+    /// Creation order: older groups are reserved first.
+    seq: u64,
+    /// The reservation in flight, if any.
+    attempt: Option<Reservation>,
+}
+
+impl Group {
+    fn id(&self) -> PlacementGroupId {
+        self.info.id().unwrap_or_default()
+    }
+
+    fn waits(&self) -> bool {
+        matches!(self.info.state(), State::Pending | State::Rescheduling) && self.attempt.is_none()
+    }
+}
+
+/// Every placement group, and the decisions about them.
+#[derive(Default)]
+pub(crate) struct Groups {
+    groups: HashMap<PlacementGroupId, Group>,
+    names: HashMap<(String, String), PlacementGroupId>,
+    next_seq: u64,
+    next_attempt: u64,
+}
+
+fn strategy(info: &PlacementGroupInfo) -> Strategy {
+    match info.strategy() {
+        WireStrategy::Pack => Strategy::Pack,
+        WireStrategy::Spread => Strategy::Spread,
+        WireStrategy::StrictPack => Strategy::StrictPack,
+        WireStrategy::StrictSpread => Strategy::StrictSpread,
+    }
+}
+
+impl Groups {
+    /// Registers a group; it is PENDING until [`Groups::next_reservation`] places it.
+    pub(crate) fn create(&mut self, mut info: PlacementGroupInfo, now_ms: u64) -> Result<PlacementGroupInfo, RayError> {
+        let id = info.id()?;
+        if info.bundles.is_empty() {
+            return Err(RayError::InvalidArgument("a placement group needs at least one bundle".into()));
+        }
+        let key = (info.namespace.clone(), info.name.clone());
+        if !info.name.is_empty() && self.names.contains_key(&key) {
+            return Err(RayError::InvalidArgument(format!(
+                "a placement group named {:?} already exists in namespace {:?}; remove it or pick another name",
+                info.name, info.namespace
+            )));
+        }
+        if self.groups.contains_key(&id) {
+            return Err(RayError::InvalidArgument(format!("placement group {id} already exists")));
+        }
+        for (i, b) in info.bundles.iter_mut().enumerate() {
+            b.index = i as u32;
+            b.node_id = Default::default();
+        }
+        info.set_state(State::Pending);
+        info.create_time_ms = now_ms;
+        if !info.name.is_empty() {
+            self.names.insert(key, id);
+        }
+        self.next_seq += 1;
+        self.groups.insert(id, Group { info: info.clone(), seq: self.next_seq, attempt: None });
+        Ok(info)
+    }
+
+    /// A group's record.
+    pub(crate) fn get(&self, id: &PlacementGroupId) -> Option<&PlacementGroupInfo> {
+        self.groups.get(id).map(|g| &g.info)
+    }
+
+    /// A live group by name.
+    pub(crate) fn named(&self, namespace: &str, name: &str) -> Option<&PlacementGroupInfo> {
+        let id = self.names.get(&(namespace.to_string(), name.to_string()))?;
+        self.get(id)
+    }
+
+    /// Every group, oldest first.
+    pub(crate) fn list(&self) -> Vec<PlacementGroupInfo> {
+        let mut all: Vec<&Group> = self.groups.values().collect();
+        all.sort_by_key(|g| g.seq);
+        all.into_iter().map(|g| g.info.clone()).collect()
+    }
+
+    /// Whether any group waits for room.
+    pub(crate) fn any_waiting(&self) -> bool {
+        self.groups.values().any(Group::waits)
+    }
+
+    /// The oldest waiting group that fits the cluster now, as a reservation to
+    /// carry out; groups that do not fit say what they wait for.
+    pub(crate) fn next_reservation(&mut self, nodes: &[NodeInfo]) -> Option<Reservation> {
+        let alive: Vec<&NodeInfo> = nodes.iter().filter(|n| n.is_alive()).collect();
+        let mut waiting: Vec<&mut Group> = self.groups.values_mut().filter(|g| g.waits()).collect();
+        waiting.sort_by_key(|g| g.seq);
+        for group in waiting {
+            let unplaced: Vec<&Bundle> = group.info.bundles.iter().filter(|b| b.node_id.is_empty()).collect();
+            let hosting = |n: &NodeInfo| group.info.bundles.iter().filter(|b| b.node_id == n.node_id).count();
+            let view = |side: fn(&NodeInfo) -> &[Resource]| -> Vec<Candidate> {
+                alive.iter().map(|n| Candidate { free: resources_to_map(side(n)), hosting: hosting(n) }).collect()
+            };
+            let free = view(|n| &n.available);
+            let total = view(|n| &n.total);
+            let demands: Vec<Resources> = unplaced.iter().map(|b| resources_to_map(&b.resources)).collect();
+            match decide(&demands, strategy(&group.info), &free, &total) {
+                Decision::Place(on) => {
+                    let mut parts: BTreeMap<usize, Vec<Bundle>> = BTreeMap::new();
+                    for (bundle, node) in unplaced.iter().zip(on) {
+                        parts.entry(node).or_default().push((*bundle).clone());
+                    }
+                    self.next_attempt += 1;
+                    let reservation = Reservation {
+                        group: group.id(),
+                        attempt: self.next_attempt,
+                        parts: parts
+                            .into_iter()
+                            .map(|(node, bundles)| NodePart {
+                                node_id: alive[node].node_id.to_vec(),
+                                address: alive[node].address.clone(),
+                                bundles,
+                            })
+                            .collect(),
+                    };
+                    group.attempt = Some(reservation.clone());
+                    return Some(reservation);
+                }
+                Decision::Wait => {
+                    group.info.infeasible = false;
+                    group.info.waiting_for = format!("resources: {} must be free at once", shape(&demands));
+                }
+                Decision::Infeasible => {
+                    group.info.infeasible = true;
+                    group.info.waiting_for = format!(
+                        "No available node types can fulfill resource request {} ({}). Add suitable nodes to \
+                         this cluster to resolve this issue.",
+                        shape(&demands),
+                        group.info.strategy().as_str_name()
+                    );
+                }
+            }
+        }
+        None
+    }
+
+    /// Every node prepared its part (`all_ok`), or one did not: commit the
+    /// reservation, or give back what was prepared.
+    pub(crate) fn prepared(&mut self, r: &Reservation, all_ok: bool) -> Result<(), Vec<Release>> {
+        match self.groups.get(&r.group) {
+            Some(g) if all_ok && g.info.state() != State::Removed && g.attempt.as_ref() == Some(r) => Ok(()),
+            _ => Err(self.abandon(r)),
+        }
+    }
+
+    /// Every node committed its part (`all_ok`), or one did not. Returns whether
+    /// the group is now CREATED; else what to give back.
+    pub(crate) fn committed(&mut self, r: &Reservation, all_ok: bool, now_ms: u64) -> Result<(), Vec<Release>> {
+        let Some(g) = self.groups.get_mut(&r.group).filter(|g| g.attempt.as_ref() == Some(r)) else {
+            return Err(releases(r));
+        };
+        if !all_ok || g.info.state() == State::Removed {
+            return Err(self.abandon(r));
+        }
+        g.attempt = None;
+        for part in &r.parts {
+            for b in &part.bundles {
+                if let Some(mine) = g.info.bundles.get_mut(b.index as usize) {
+                    mine.node_id = part.node_id.clone().into();
+                }
+            }
+        }
+        g.info.set_state(State::Created);
+        g.info.waiting_for.clear();
+        g.info.infeasible = false;
+        g.info.created_time_ms = now_ms;
+        Ok(())
+    }
+
+    /// Gives up a reservation: the group waits again (unless removed), and every
+    /// node of the reservation gives its part back.
+    fn abandon(&mut self, r: &Reservation) -> Vec<Release> {
+        if let Some(g) = self.groups.get_mut(&r.group).filter(|g| g.attempt.as_ref() == Some(r)) {
+            g.attempt = None;
+        }
+        releases(r)
+    }
+
+    /// Removes a group: its name is free again, and every alive node gives back
+    /// its bundles and fails requests for its resources.
+    pub(crate) fn remove(&mut self, id: &PlacementGroupId, alive_nodes: &[NodeInfo]) -> Result<Vec<Release>, RayError> {
+        let g = self.groups.get_mut(id).ok_or_else(|| RayError::PlacementGroupRemoved { id: id.to_string() })?;
+        if g.info.state() == State::Removed {
+            return Ok(Vec::new());
+        }
+        g.info.set_state(State::Removed);
+        g.info.waiting_for.clear();
+        for b in &mut g.info.bundles {
+            b.node_id = Default::default();
+        }
+        let key = (g.info.namespace.clone(), g.info.name.clone());
+        if self.names.get(&key) == Some(id) {
+            self.names.remove(&key);
+        }
+        let all: Vec<u32> = g.info.bundles.iter().map(|b| b.index).collect();
+        Ok(alive_nodes
+            .iter()
+            .filter(|n| n.is_alive())
+            .map(|n| Release { address: n.address.clone(), group: *id, bundles: all.clone(), removed: true })
+            .collect())
+    }
+
+    /// The groups a finished job created that do not outlive it.
+    pub(crate) fn of_finished_job(&self, job: u32) -> Vec<PlacementGroupId> {
+        self.groups
+            .values()
+            .filter(|g| g.info.creator_job_id == job && !g.info.detached && g.info.state() != State::Removed)
+            .map(Group::id)
+            .collect()
+    }
+
+    /// A node died: its bundles are placed again.
+    pub(crate) fn node_died(&mut self, node_id: &[u8]) {
+        for g in self.groups.values_mut() {
+            let mut lost = false;
+            for b in g.info.bundles.iter_mut().filter(|b| b.node_id.as_ref() == node_id) {
+                b.node_id = Default::default();
+                lost = true;
+            }
+            if lost && g.info.state() == State::Created {
+                g.info.set_state(State::Rescheduling);
+            }
+        }
+    }
+}
+
+fn releases(r: &Reservation) -> Vec<Release> {
+    r.parts
+        .iter()
+        .map(|p| Release {
+            address: p.address.clone(),
+            group: r.group,
+            bundles: p.bundles.iter().map(|b| b.index).collect(),
+            removed: false,
+        })
+        .collect()
+}
+
+/// Bundles as Ray's autoscaler prints a request: `[{CPU: 1}, {CPU: 1, GPU: 1}]`.
+fn shape(bundles: &[Resources]) -> String {
+    let parts: Vec<String> = bundles.iter().map(format_resources).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// The cluster's nodes as the head knows them, and a way to record a node's
+/// fresher resources.
+pub(crate) type NodeSource = Arc<dyn Fn() -> Vec<NodeInfo> + Send + Sync>;
+pub(crate) type ViewSink = Arc<dyn Fn(&[u8], ResourceView) + Send + Sync>;
+
+/// The manager: [`Groups`] behind a lock, and the reservations it decides on.
+#[derive(Clone)]
+pub(crate) struct PlacementGroups {
+    groups: Arc<Mutex<Groups>>,
+    changed: Arc<watch::Sender<u64>>,
+    kick: Arc<Notify>,
+    token: Arc<str>,
+    nodes: NodeSource,
+    record_view: ViewSink,
+    clients: Arc<Mutex<HashMap<String, NodeClient>>>,
+}
+
+impl PlacementGroups {
+    pub(crate) fn new(token: &str, nodes: NodeSource, record_view: ViewSink) -> Self {
+        PlacementGroups {
+            groups: Arc::default(),
+            changed: Arc::new(watch::channel(0).0),
+            kick: Arc::new(Notify::new()),
+            token: token.into(),
+            nodes,
+            record_view,
+            clients: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Groups> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Something changed that may let a waiting group fit: try again now.
+    pub(crate) fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    pub(crate) fn create(&self, info: PlacementGroupInfo) -> Result<PlacementGroupInfo, RayError> {
+        let info = self.lock().create(info, crate::now_ms())?;
+        self.notify();
+        self.kick();
+        Ok(info)
+    }
+
+    pub(crate) fn get(&self, id: &PlacementGroupId) -> Option<PlacementGroupInfo> {
+        self.lock().get(id).cloned()
+    }
+
+    pub(crate) fn named(&self, namespace: &str, name: &str) -> Option<PlacementGroupInfo> {
+        self.lock().named(namespace, name).cloned()
+    }
+
+    pub(crate) fn list(&self) -> Vec<PlacementGroupInfo> {
+        self.lock().list()
+    }
+
+    /// The group once it is CREATED or REMOVED, or as it is after `timeout`.
+    pub(crate) async fn wait(&self, id: &PlacementGroupId, timeout: Option<Duration>) -> Option<PlacementGroupInfo> {
+        let mut rx = self.changed.subscribe();
+        let settled = async {
+            loop {
+                let info = self.get(id)?;
+                if matches!(info.state(), State::Created | State::Removed) {
+                    return Some(info);
+                }
+                if rx.changed().await.is_err() {
+                    return Some(info);
+                }
+            }
+        };
+        match timeout {
+            None => settled.await,
+            Some(t) => match tokio::time::timeout(t, settled).await {
+                Ok(info) => info,
+                Err(_) => self.get(id),
+            },
+        }
+    }
+
+    /// Removes a group and frees its bundles on every node.
+    pub(crate) async fn remove(&self, id: &PlacementGroupId) -> Result<(), RayError> {
+        let releases = self.lock().remove(id, &(self.nodes)())?;
+        self.notify();
+        self.release(releases).await;
+        self.kick();
+        Ok(())
+    }
+
+    /// Removes the groups of a finished job that do not outlive it.
+    pub(crate) async fn job_finished(&self, job: u32) {
+        let ids = self.lock().of_finished_job(job);
+        for id in ids {
+            if let Err(e) = self.remove(&id).await {
+                tracing::warn!("placement group {id} of finished job {job} was not removed: {e}");
+            }
+        }
+    }
+
+    /// A node died: place its bundles again.
+    pub(crate) fn node_died(&self, node_id: &[u8]) {
+        self.lock().node_died(node_id);
+        self.notify();
+        self.kick();
+    }
+
+    fn client(&self, address: &str) -> Result<NodeClient, RayError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(address) {
+            return Ok(c.clone());
+        }
+        let c = node_client(lazy_channel(address, &self.token)?);
+        clients.insert(address.to_string(), c.clone());
+        Ok(c)
+    }
+
+    async fn release(&self, releases: Vec<Release>) {
+        let calls = releases.into_iter().map(|r| async move {
+            let request = BundlesRequest {
+                placement_group_id: r.group.0.to_vec().into(),
+                bundles: r.bundles.iter().map(|i| Bundle { index: *i, ..Bundle::default() }).collect(),
+                group_removed: r.removed,
+            };
+            let returned = match self.client(&r.address) {
+                Ok(mut node) => node.return_bundles(request).await.map_err(|s| from_status(&s, "a node daemon")),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = returned {
+                // A node that cannot be reached is dying; its bundles die with it.
+                tracing::debug!("node {} did not give back bundles of group {}: {e}", r.address, r.group);
+            }
+        });
+        futures_util::future::join_all(calls).await;
+    }
+
+    /// One phase of a reservation on every node of it; whether all agreed.
+    async fn phase(&self, r: &Reservation, commit: bool) -> bool {
+        let calls = r.parts.iter().map(|part| async move {
+            let request = BundlesRequest {
+                placement_group_id: r.group.0.to_vec().into(),
+                bundles: part.bundles.clone(),
+                group_removed: false,
+            };
+            let mut node = self.client(&part.address).ok()?;
+            let reply = if commit { node.commit_bundles(request).await } else { node.prepare_bundles(request).await };
+            let reply = reply.ok()?.into_inner();
+            if let Some(view) = reply.view {
+                (self.record_view)(&part.node_id, view);
+            }
+            if !reply.ok {
+                tracing::debug!("node {} refused bundles of group {}: {}", hex(&part.node_id), r.group, reply.why);
+            }
+            reply.ok.then_some(())
+        });
+        futures_util::future::join_all(calls).await.iter().all(Option::is_some)
+    }
+
+    /// Reserves waiting groups, one at a time, for as long as the head runs.
+    pub(crate) async fn run(self) {
+        loop {
+            let waiting = self.lock().any_waiting();
+            if waiting {
+                let _ = tokio::time::timeout(RETRY_EVERY, self.kick.notified()).await;
+            } else {
+                self.kick.notified().await;
+            }
+            while self.reserve_next().await {}
+            // Pending groups learn what they wait for.
+            self.notify();
+        }
+    }
+
+    /// Reserves the next group that fits; false if none does.
+    async fn reserve_next(&self) -> bool {
+        let Some(r) = self.lock().next_reservation(&(self.nodes)()) else { return false };
+        let prepared = self.phase(&r, false).await;
+        let decided = self.lock().prepared(&r, prepared);
+        if let Err(releases) = decided {
+            self.release(releases).await;
+            // A refusal means the view was stale: wait for news before trying again.
+            return prepared;
+        }
+        let committed = self.phase(&r, true).await;
+        let outcome = self.lock().committed(&r, committed, crate::now_ms());
+        match outcome {
+            Ok(()) => {
+                tracing::info!("placement group {} created", r.group);
+                self.notify();
+            }
+            Err(releases) => self.release(releases).await,
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ray_abi::JobId;
+
+    fn res(cpu: f64) -> Vec<Resource> {
+        vec![Resource { name: "CPU".into(), amount: cpu }]
+    }
+
+    fn node(id: u8, total: f64, free: f64) -> NodeInfo {
+        NodeInfo {
+            node_id: vec![id].into(),
+            address: format!("n{id}"),
+            total: res(total),
+            available: res(free),
+            state: NodeState::Alive.into(),
+            ..NodeInfo::default()
+        }
+    }
+
+    fn group(n: u8, cpus: &[f64], strategy: WireStrategy) -> PlacementGroupInfo {
+        let mut info = PlacementGroupInfo {
+            placement_group_id: PlacementGroupId::new([n; 14], JobId(1)).0.to_vec().into(),
+            bundles: cpus.iter().map(|c| Bundle { resources: res(*c), ..Bundle::default() }).collect(),
+            creator_job_id: 1,
+            ..PlacementGroupInfo::default()
+        };
+        info.set_strategy(strategy);
+        info
+    }
+
+    fn id(n: u8) -> PlacementGroupId {
+        PlacementGroupId::new([n; 14], JobId(1))
+    }
+
+    #[test]
+    fn a_group_is_created_only_when_every_node_agrees() {
+        let mut groups = Groups::default();
+        groups.create(group(1, &[1.0, 1.0], WireStrategy::StrictSpread), 0).unwrap();
+        let nodes = [node(1, 2.0, 2.0), node(2, 2.0, 2.0)];
+        let r = groups.next_reservation(&nodes).expect("fits");
+        assert_eq!(r.parts.len(), 2, "one bundle per node");
+        assert!(groups.next_reservation(&nodes).is_none(), "one reservation in flight per group");
+        let back = groups.prepared(&r, false).unwrap_err();
+        assert_eq!(back.len(), 2, "a refused prepare gives back every part");
+        assert!(back.iter().all(|b| !b.removed));
+        assert_eq!(groups.get(&id(1)).unwrap().state(), State::Pending);
+        let r = groups.next_reservation(&nodes).expect("tried again");
+        groups.prepared(&r, true).unwrap();
+        groups.committed(&r, true, 5).unwrap();
+        let info = groups.get(&id(1)).unwrap();
+        assert_eq!(info.state(), State::Created);
+        let mut on: Vec<Vec<u8>> = info.bundles.iter().map(|b| b.node_id.to_vec()).collect();
+        on.sort();
+        assert_eq!(on, vec![vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn a_failed_commit_leaves_nothing_reserved() {
+        let mut groups = Groups::default();
+        groups.create(group(1, &[1.0], WireStrategy::Pack), 0).unwrap();
+        let r = groups.next_reservation(&[node(1, 2.0, 2.0)]).unwrap();
+        groups.prepared(&r, true).unwrap();
+        let back = groups.committed(&r, false, 0).unwrap_err();
+        assert_eq!(back, releases(&r));
+        let info = groups.get(&id(1)).unwrap();
+        assert_eq!(info.state(), State::Pending);
+        assert!(info.bundles.iter().all(|b| b.node_id.is_empty()));
+    }
+
+    #[test]
+    fn a_group_that_cannot_fit_waits_and_says_why() {
+        let mut groups = Groups::default();
+        groups.create(group(1, &[4.0], WireStrategy::Pack), 0).unwrap();
+        groups.create(group(2, &[1.0, 1.0], WireStrategy::StrictSpread), 0).unwrap();
+        assert!(groups.next_reservation(&[node(1, 2.0, 2.0)]).is_none());
+        let big = groups.get(&id(1)).unwrap();
+        assert!(big.infeasible && big.waiting_for.contains("No available node types"), "{}", big.waiting_for);
+        let spread = groups.get(&id(2)).unwrap();
+        assert!(spread.infeasible, "STRICT_SPREAD over one node can never be met");
+        // A node joins that can hold the big one.
+        let r = groups.next_reservation(&[node(1, 2.0, 2.0), node(2, 8.0, 8.0)]).unwrap();
+        assert_eq!(r.group, id(1), "older groups go first");
+        // Busy, not too small: it waits without being infeasible.
+        let mut groups = Groups::default();
+        groups.create(group(3, &[2.0], WireStrategy::Pack), 0).unwrap();
+        assert!(groups.next_reservation(&[node(1, 2.0, 1.0)]).is_none());
+        let busy = groups.get(&id(3)).unwrap();
+        assert!(!busy.infeasible && busy.waiting_for.contains("must be free"), "{}", busy.waiting_for);
+    }
+
+    #[test]
+    fn a_dead_nodes_bundles_are_placed_again_beside_the_others() {
+        let mut groups = Groups::default();
+        groups.create(group(1, &[1.0, 1.0], WireStrategy::StrictSpread), 0).unwrap();
+        let nodes = [node(1, 2.0, 2.0), node(2, 2.0, 2.0), node(3, 2.0, 2.0)];
+        let r = groups.next_reservation(&nodes[..2]).unwrap();
+        groups.prepared(&r, true).unwrap();
+        groups.committed(&r, true, 0).unwrap();
+        groups.node_died(&[2]);
+        assert_eq!(groups.get(&id(1)).unwrap().state(), State::Rescheduling);
+        let mut after = nodes.clone();
+        after[1].set_state(NodeState::Dead);
+        let r = groups.next_reservation(&after).expect("node 3 is free");
+        assert_eq!(r.parts.len(), 1);
+        assert_eq!(r.parts[0].node_id, vec![3], "not beside its STRICT_SPREAD sibling on node 1");
+        assert_eq!(r.parts[0].bundles.len(), 1, "only the lost bundle");
+        groups.prepared(&r, true).unwrap();
+        groups.committed(&r, true, 0).unwrap();
+        assert_eq!(groups.get(&id(1)).unwrap().state(), State::Created);
+    }
+
+    #[test]
+    fn removal_frees_the_name_and_tells_every_node() {
+        let mut groups = Groups::default();
+        let mut named = group(1, &[1.0], WireStrategy::Pack);
+        named.name = "pg".into();
+        groups.create(named.clone(), 0).unwrap();
+        let mut again = group(2, &[1.0], WireStrategy::Pack);
+        again.name = "pg".into();
+        assert!(groups.create(again.clone(), 0).is_err(), "names are unique while the group lives");
+        let r = groups.next_reservation(&[node(1, 2.0, 2.0)]).unwrap();
+        groups.prepared(&r, true).unwrap();
+        let nodes = [node(1, 2.0, 2.0), node(2, 2.0, 2.0)];
+        let releases = groups.remove(&id(1), &nodes).unwrap();
+        assert_eq!(releases.len(), 2, "every alive node hears of it");
+        assert!(releases.iter().all(|r| r.removed));
+        assert!(groups.committed(&r, true, 0).is_err(), "a removed group is never created");
+        assert_eq!(groups.get(&id(1)).unwrap().state(), State::Removed);
+        assert!(groups.named("", "pg").is_none());
+        groups.create(again, 0).unwrap();
+        assert!(groups.remove(&id(9), &nodes).is_err());
+    }
+}
