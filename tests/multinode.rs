@@ -397,3 +397,78 @@ fn a_driver_attaches_to_a_node_on_its_own_machine() {
     assert!(!run.status.success());
     assert!(stderr.contains("no node of the cluster") && stderr.contains("rayrepl start --address"), "{stderr}");
 }
+
+#[test]
+fn placement_group_strategies_place_bundles_and_their_tasks_across_nodes() {
+    let cluster = ThreeNodes::start();
+    let env = cluster.driver_env();
+    let bin = rayrepl_bin().display().to_string();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("RAYREPL_BIN", &bin));
+    let run = scenario_with("pg_strategies", &env);
+    // Three one-CPU nodes: bundles land by strategy, and a task in bundle i runs
+    // on bundle i's node.
+    assert_eq!(run.line("strict_spread_nodes"), "3 task_nodes=3", "{}", run.stdout);
+    assert_eq!(run.line("spread_nodes"), "2 task_nodes=2");
+    assert_eq!(run.line("strict_pack_nodes"), "1 task_nodes=1");
+    assert_eq!(run.line("pack_nodes"), "2 task_nodes=2", "two one-CPU bundles overflow one node");
+    assert_eq!(run.value("outside_ran_while_reserved"), "false", "a task outside the group took its CPUs");
+    assert_eq!(run.value("outside_ran_after_removal"), "true");
+    assert_eq!(run.value("spread_tasks_nodes"), "3", "{}", run.stdout);
+    assert_eq!(run.value("affinity"), "127.0.0.3,127.0.0.3,127.0.0.3");
+}
+
+/// Joins one more node with `resources` at `ip`; it is stopped when dropped.
+struct ExtraNode(SessionRoot);
+
+impl ExtraNode {
+    fn join(cluster: &ThreeNodes, ip: &str, resources: &str) -> Self {
+        let root = session_root();
+        let token = cluster.root(0).join("session_latest/token");
+        let mut cmd = Command::new(rayrepl_bin());
+        cmd.args(["start", "--address", &cluster.address, "--num-cpus", "1", "--node-ip-address", ip])
+            .args(["--resources", resources])
+            .env("RAYREPL_TEMP_DIR", root.path())
+            .env("RAYREPL_TOKEN_FILE", token)
+            .env_remove("RAYREPL_TOKEN")
+            .env_remove("RAYREPL_ADDRESS");
+        let joined = run_bounded(cmd, Duration::from_secs(60));
+        assert!(joined.status.success(), "{}", String::from_utf8_lossy(&joined.stderr));
+        ExtraNode(root)
+    }
+}
+
+impl Drop for ExtraNode {
+    fn drop(&mut self) {
+        let _ = rayrepl(self.0.path(), &["stop"]);
+    }
+}
+
+#[test]
+fn a_pending_placement_group_is_created_when_a_node_joins_and_its_bundles_move_when_a_node_dies() {
+    let cluster = ThreeNodes::start();
+    let mut driver = LiveDriver::start(&cluster, "pg_pending_then_node");
+    assert_eq!(driver.value("pending_ready").as_deref(), Some("false"), "no node has `d` yet");
+    assert_eq!(driver.value("pending_state").as_deref(), Some("PENDING"));
+    let status = rayrepl(&cluster.root(0), &["status", "--address", &cluster.address]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("{d: 1}"), "status shows the group's demand: {status}");
+    driver.next("the cue to add a node", |l| (l == "add_node").then(String::new));
+    let _extra = ExtraNode::join(&cluster, "127.0.0.4", "{\"d\": 1}");
+    let created = driver.value("created_after_join").expect("the group was created");
+    assert_eq!(created, "true on=127.0.0.4");
+    let spread = driver.value("spread_on").expect("a STRICT_SPREAD group was created");
+    let ips: Vec<&str> = spread.split(',').collect();
+    assert_eq!(ips.len(), 2);
+    assert_ne!(ips[0], ips[1]);
+    // Kill a node that holds a bundle (not the head's, which the driver uses).
+    let victim = ips.iter().find(|ip| **ip != "127.0.0.1").expect("a bundle off the head's node").to_string();
+    kill_node_and_wait_dead(&cluster, &victim);
+    driver.say("killed");
+    let after = driver.value("rescheduled_state").expect("the group after the death");
+    let (state, on) = after.split_once(" on=").expect("state and nodes");
+    assert_eq!(state, "CREATED", "{after}");
+    let on: Vec<&str> = on.split(',').collect();
+    assert!(!on.contains(&victim.as_str()), "a bundle stayed on the dead node: {after}");
+    assert_ne!(on[0], on[1], "STRICT_SPREAD relaxed after the death: {after}");
+}

@@ -187,7 +187,10 @@ impl NetnsCluster {
     /// A scenario run as a driver in the head's namespace.
     fn scenario(&self, name: &str) -> Run {
         let mut cmd = in_ns(&self.nodes[0], scenarios_bin(), &[name]);
-        cmd.env("RAYREPL_ADDRESS", &self.address).env("RAYREPL_TEMP_DIR", self.roots[0].path());
+        cmd.env("RAYREPL_ADDRESS", &self.address)
+            .env("RAYREPL_TEMP_DIR", self.roots[0].path())
+            .env("RAYREPL_BIN", rayrepl_bin())
+            .env("THIRD_NODE_IP", self.ip(2));
         let out = run_bounded(cmd, Duration::from_secs(60));
         let run = Run {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -230,7 +233,7 @@ impl Drop for NetnsCluster {
 }
 
 #[test]
-fn nodes_in_separate_network_namespaces_place_tasks_and_notice_a_death() {
+fn nodes_in_separate_network_namespaces_place_tasks_and_groups_and_notice_a_death() {
     let Some(cluster) = NetnsCluster::start() else { return };
     let (ip2, ip3) = (cluster.ip(1), cluster.ip(2));
 
@@ -246,6 +249,16 @@ fn nodes_in_separate_network_namespaces_place_tasks_and_notice_a_death() {
     assert!(exe.starts_with(&cluster.root(2).display().to_string()) && exe.contains("/executables/"), "{exe}");
     // Output from other nodes reaches the driver and names them.
     assert!(run.stdout.contains(&format!("ip={ip2}) running on {ip2}")), "{}", run.stdout);
+
+    // Placement groups reserve across the namespaces with two phases, and
+    // their tasks reach the bundles' nodes over the bridge.
+    let run = cluster.scenario("pg_strategies");
+    assert_eq!(run.line("strict_spread_nodes"), "3 task_nodes=3", "{}", run.stdout);
+    assert_eq!(run.line("spread_nodes"), "2 task_nodes=2");
+    assert_eq!(run.line("strict_pack_nodes"), "1 task_nodes=1");
+    assert_eq!(run.line("pack_nodes"), "2 task_nodes=2");
+    assert_eq!(run.value("outside_ran_while_reserved"), "false");
+    assert_eq!(run.value("affinity"), [ip3.as_str(); 3].join(","));
 
     let (pid, _) = cluster.node(&ip3);
     assert!(pid > 0, "no pid for node {ip3}");

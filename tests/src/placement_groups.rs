@@ -160,7 +160,9 @@ pub(crate) fn pg_strategies() -> Result<(), RayError> {
     let spread: Vec<String> =
         ray::get(&(0..6).map(|_| where_am_i.options().scheduling_strategy("SPREAD").remote(300)).collect::<Vec<_>>())?;
     println!("spread_tasks_nodes={}", distinct(&spread));
-    let node = node_id_of("127.0.0.3")?;
+    // The third node's IP differs where nodes have their own network namespaces.
+    let third = std::env::var("THIRD_NODE_IP").unwrap_or_else(|_| "127.0.0.3".into());
+    let node = node_id_of(&third)?;
     let pinned: Vec<String> = ray::get(
         &(0..3)
             .map(|_| {
