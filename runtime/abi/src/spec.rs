@@ -134,6 +134,8 @@ pub struct RuntimeContext {
     pub pid: u32,
     /// The name of the running task, in a worker.
     pub task_name: Option<String>,
+    /// The node this process runs on, in hex (Ray's `get_node_id()`).
+    pub node_id: String,
     /// The rayrepl version.
     pub version: String,
     /// The Rust toolchain the runtime was built with (cells must match it).

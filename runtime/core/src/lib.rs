@@ -299,6 +299,7 @@ impl CoreWorker {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             toolchain: ABI_KEY.to_string(),
+            node_id: ray_abi::ids::hex(&self.0.conn.node_id),
             ..RuntimeContext::default()
         };
         if self.0.is_worker {
