@@ -6,9 +6,10 @@
 //! there. `status` asks the head, like `ray status`.
 
 use anyhow::{Context, bail};
-use ray_proto::{Empty, NodeInfo, format_bytes, format_resources, resources_to_map};
+use ray_proto::{Empty, NodeInfo, PlacementGroupInfo, format_bytes, format_resources, resources_to_map};
 use ray_runtime::cluster::{DaemonSpec, NodeResources, head_env, node_env, spawn_daemon};
 use ray_runtime::session;
+use ray_state::PlacementGroupStatus;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -264,33 +265,75 @@ pub fn connect_head(
 }
 
 /// Resource usage summed over `nodes`, one ` used/total name` line each, as
-/// `ray status` prints it.
+/// `ray status` prints it. Only plain resources are listed: what placement
+/// groups reserve counts as used only as far as their tasks use it, and the
+/// reservation follows in parentheses, as Ray shows it.
 fn usage(nodes: &[&NodeInfo]) -> String {
     let mut total: BTreeMap<String, f64> = BTreeMap::new();
     let mut available: BTreeMap<String, f64> = BTreeMap::new();
+    let mut reserved: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let (mut store_cap, mut store_used) = (0u64, 0u64);
     for n in nodes {
-        for (k, v) in resources_to_map(&n.total) {
+        for (k, v) in ray_state::plain(&n.total) {
             *total.entry(k).or_default() += v;
         }
-        for (k, v) in resources_to_map(&n.available) {
+        for (k, v) in ray_state::plain(&n.available) {
             *available.entry(k).or_default() += v;
+        }
+        for (k, (used, held)) in ray_state::reserved(&n.total, &n.available) {
+            let entry = reserved.entry(k).or_default();
+            entry.0 += used;
+            entry.1 += held;
         }
         store_cap += n.object_store_capacity;
         store_used += n.object_store_used;
     }
     let mut out = String::new();
     for (k, t) in &total {
-        let used = t - available.get(k).copied().unwrap_or(0.0);
-        out.push_str(&format!(" {:.1}/{:.1} {k}\n", used.max(0.0), t));
+        // A reservation takes its resources off the node's plain ones; only the
+        // part the group's tasks hold is in use.
+        let taken = t - available.get(k).copied().unwrap_or(0.0);
+        match reserved.get(k) {
+            Some((pg_used, pg_total)) => {
+                let used = (taken - pg_total + pg_used).max(0.0);
+                out.push_str(&format!(
+                    " {used:.1}/{t:.1} {k} ({pg_used:.1} used of {pg_total:.1} reserved in placement groups)\n"
+                ));
+            }
+            None => out.push_str(&format!(" {:.1}/{:.1} {k}\n", taken.max(0.0), t)),
+        }
     }
     out.push_str(&format!(" {}/{} object_store_memory\n", format_bytes(store_used), format_bytes(store_cap)));
     out
 }
 
-/// Requests waiting for resources, by shape, summed over `nodes`. Owners ask for
-/// at most one worker per queued task, so counts are lower bounds, as in Ray.
-fn demands(nodes: &[&NodeInfo]) -> String {
+/// Whether a group still waits for (some of) its bundles.
+fn waiting(g: &PlacementGroupInfo) -> bool {
+    matches!(g.state(), PlacementGroupStatus::Pending | PlacementGroupStatus::Rescheduling)
+}
+
+/// A waiting group as Ray's `status` shows it: `{CPU: 1} * 2 (STRICT_SPREAD)`,
+/// its bundles that still need a node, alike ones counted together.
+fn group_shape(g: &PlacementGroupInfo) -> String {
+    let unplaced: Vec<_> = g.bundles.iter().filter(|b| b.node_id.is_empty()).collect();
+    let bundles = if unplaced.is_empty() { g.bundles.iter().collect() } else { unplaced };
+    let mut shapes: Vec<(BTreeMap<String, f64>, u32)> = Vec::new();
+    for b in bundles {
+        let shape = resources_to_map(&b.resources);
+        match shapes.iter_mut().find(|(s, _)| *s == shape) {
+            Some((_, n)) => *n += 1,
+            None => shapes.push((shape, 1)),
+        }
+    }
+    let parts: Vec<String> = shapes.iter().map(|(s, n)| format!("{} * {n}", format_resources(s))).collect();
+    format!("{} ({})", parts.join(", "), g.strategy().as_str_name())
+}
+
+/// Requests waiting for resources, by shape, summed over `nodes`, then the
+/// placement groups waiting for theirs. Owners ask for at most one worker per
+/// queued task, so counts are lower bounds, as in Ray. A group no node could
+/// ever hold says so.
+fn demands(nodes: &[&NodeInfo], groups: &[PlacementGroupInfo]) -> String {
     let mut by_shape: Vec<(BTreeMap<String, f64>, u32)> = Vec::new();
     for d in nodes.iter().flat_map(|n| &n.pending) {
         let shape = resources_to_map(&d.shape);
@@ -299,10 +342,40 @@ fn demands(nodes: &[&NodeInfo]) -> String {
             None => by_shape.push((shape, d.count)),
         }
     }
-    if by_shape.is_empty() {
+    let mut by_group: Vec<(String, bool, u32)> = Vec::new();
+    for g in groups.iter().filter(|g| waiting(g)) {
+        let shape = group_shape(g);
+        match by_group.iter_mut().find(|(s, infeasible, _)| *s == shape && *infeasible == g.infeasible) {
+            Some((_, _, n)) => *n += 1,
+            None => by_group.push((shape, g.infeasible, 1)),
+        }
+    }
+    if by_shape.is_empty() && by_group.is_empty() {
         return " (no resource demands)\n".to_string();
     }
-    by_shape.iter().map(|(shape, n)| format!(" {}: {n}+ pending tasks/actors\n", format_resources(shape))).collect()
+    let mut out: String = by_shape
+        .iter()
+        .map(|(shape, n)| format!(" {}: {n}+ pending tasks/actors\n", format_resources(shape)))
+        .collect();
+    for (shape, infeasible, n) in by_group {
+        let mark = if infeasible { " (infeasible)" } else { "" };
+        out.push_str(&format!(" {shape}: {n}+ pending placement groups{mark}\n"));
+    }
+    out
+}
+
+/// The waiting groups no node could ever hold, each with the head's reason; empty
+/// when there are none.
+fn infeasible(groups: &[PlacementGroupInfo]) -> String {
+    groups
+        .iter()
+        .filter(|g| waiting(g) && g.infeasible)
+        .map(|g| {
+            let id = ray_abi::ids::hex(&g.placement_group_id);
+            let name = if g.name.is_empty() { String::new() } else { format!(" ({})", g.name) };
+            format!(" placement group {id}{name}: {}\n", g.waiting_for)
+        })
+        .collect()
 }
 
 fn node_name(n: &NodeInfo) -> String {
@@ -312,10 +385,12 @@ fn node_name(n: &NodeInfo) -> String {
 
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let (rt, mut head, _) = connect_head(args.address)?;
-    let info = rt.block_on(async {
-        head.get_cluster_info(Empty {}).await.map_err(|s| ray_proto::from_status(&s, "the head"))
+    let (info, groups) = rt.block_on(async {
+        let status = |s: tonic::Status| ray_proto::from_status(&s, "the head");
+        let info = head.get_cluster_info(Empty {}).await.map_err(status)?.into_inner();
+        let groups = head.list_placement_groups(Empty {}).await.map_err(status)?.into_inner().groups;
+        Ok::<_, ray_abi::RayError>((info, groups))
     })?;
-    let info = info.into_inner();
     let now = ray_state::now_utc();
     println!("======== Cluster status: {now} ========");
     println!("Node status");
@@ -342,7 +417,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     print!("{}", usage(&alive));
     println!();
     println!("Demands:");
-    print!("{}", demands(&alive));
+    print!("{}", demands(&alive, &groups));
+    let infeasible = infeasible(&groups);
+    if !infeasible.is_empty() {
+        println!();
+        println!("Infeasible placement groups (no node could ever hold them):");
+        print!("{infeasible}");
+    }
     if args.verbose {
         for n in &alive {
             println!();
@@ -354,4 +435,98 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ray_proto::placement_group_info::Strategy;
+    use ray_proto::{Bundle, Resource, ResourceDemand};
+
+    fn amounts(pairs: &[(&str, f64)]) -> Vec<Resource> {
+        pairs.iter().map(|(name, amount)| Resource { name: name.to_string(), amount: *amount }).collect()
+    }
+
+    fn group(state: PlacementGroupStatus, strategy: Strategy, bundles: &[&[(&str, f64)]]) -> PlacementGroupInfo {
+        PlacementGroupInfo {
+            placement_group_id: vec![0xcd; 18].into(),
+            state: state.into(),
+            strategy: strategy.into(),
+            bundles: bundles
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Bundle { index: i as u32, resources: amounts(r), node_id: Default::default() })
+                .collect(),
+            ..PlacementGroupInfo::default()
+        }
+    }
+
+    #[test]
+    fn usage_counts_plain_resources_and_shows_what_groups_reserve() {
+        let g = "ab".repeat(18);
+        // 3 CPUs; a group holds 2 of them and its tasks use both; nothing else runs.
+        let node = NodeInfo {
+            total: amounts(&[
+                ("CPU", 3.0),
+                (&format!("CPU_group_0_{g}"), 1.0),
+                (&format!("CPU_group_1_{g}"), 1.0),
+                (&format!("CPU_group_{g}"), 2.0),
+                (&format!("bundle_group_{g}"), 2000.0),
+            ]),
+            available: amounts(&[
+                ("CPU", 1.0),
+                (&format!("CPU_group_0_{g}"), 0.0),
+                (&format!("CPU_group_1_{g}"), 0.0),
+                (&format!("CPU_group_{g}"), 0.0),
+                (&format!("bundle_group_{g}"), 1999.998),
+            ]),
+            object_store_capacity: 1024,
+            ..NodeInfo::default()
+        };
+        let text = usage(&[&node]);
+        assert_eq!(
+            text, " 2.0/3.0 CPU (2.0 used of 2.0 reserved in placement groups)\n 0 B/1.00 KiB object_store_memory\n",
+            "no *_group_* lines"
+        );
+        // Reserved but idle: not in use.
+        let idle = NodeInfo { available: amounts(&[("CPU", 1.0), (&format!("CPU_group_{g}"), 2.0)]), ..node.clone() };
+        assert!(usage(&[&idle]).starts_with(" 0.0/3.0 CPU (0.0 used of 2.0 reserved in placement groups)\n"));
+        let plain = NodeInfo { total: amounts(&[("CPU", 2.0)]), available: amounts(&[("CPU", 1.5)]), ..node };
+        assert!(usage(&[&plain]).starts_with(" 0.5/2.0 CPU\n"), "{}", usage(&[&plain]));
+    }
+
+    #[test]
+    fn demands_list_waiting_groups_as_ray_does_and_flag_infeasible_ones() {
+        let node = NodeInfo {
+            pending: vec![ResourceDemand { shape: amounts(&[("CPU", 1.0)]), count: 2 }],
+            ..NodeInfo::default()
+        };
+        let cpu: &[(&str, f64)] = &[("CPU", 1.0)];
+        let spread = group(PlacementGroupStatus::Pending, Strategy::StrictSpread, &[cpu, cpu]);
+        let mut big = group(PlacementGroupStatus::Pending, Strategy::Pack, &[cpu, &[("GPU", 2.0)]]);
+        big.infeasible = true;
+        big.name = "big".to_string();
+        big.waiting_for = "No available node types can fulfill resource request".to_string();
+        let done = group(PlacementGroupStatus::Created, Strategy::Pack, &[cpu]);
+        let groups = [spread.clone(), spread, big, done];
+        assert_eq!(
+            demands(&[&node], &groups),
+            " {CPU: 1}: 2+ pending tasks/actors\n\
+             \u{20}{CPU: 1} * 2 (STRICT_SPREAD): 2+ pending placement groups\n\
+             \u{20}{CPU: 1} * 1, {GPU: 2} * 1 (PACK): 1+ pending placement groups (infeasible)\n"
+        );
+        assert_eq!(
+            infeasible(&groups),
+            format!(
+                " placement group {} (big): No available node types can fulfill resource request\n",
+                "cd".repeat(18)
+            )
+        );
+        // A group that lost a node waits only for the bundles it lost.
+        let mut lost = group(PlacementGroupStatus::Rescheduling, Strategy::Spread, &[cpu, cpu]);
+        lost.bundles[0].node_id = vec![1, 2, 3, 4].into();
+        assert_eq!(demands(&[], &[lost]), " {CPU: 1} * 1 (SPREAD): 1+ pending placement groups\n");
+        assert_eq!(demands(&[], &groups[3..]), " (no resource demands)\n");
+        assert_eq!(infeasible(&groups[..1]), "");
+    }
 }

@@ -39,7 +39,7 @@ enum Command {
     Stop(cluster_cli::StopArgs),
     /// Show the cluster's nodes and resource usage, like `ray status`.
     Status(cluster_cli::StatusArgs),
-    /// List nodes, tasks, actors, objects or jobs, like `ray list`.
+    /// List nodes, tasks, actors, placement groups, objects or jobs, like `ray list`.
     List(state_cli::ListArgs),
     /// Count tasks, actors or objects by kind and state, like `ray summary`.
     Summary(state_cli::SummaryArgs),
@@ -47,7 +47,7 @@ enum Command {
     Timeline(state_cli::TimelineArgs),
     /// List the nodes' log files, or print those matching a pattern, like `ray logs`.
     Logs(state_cli::LogsArgs),
-    /// A live full-screen dashboard of nodes, tasks, actors, objects and jobs.
+    /// A live full-screen dashboard of nodes, tasks, actors, placement groups, objects and jobs.
     Top(top::TopArgs),
     /// Ray's microbenchmark suite on a local cluster, with Ray's metric names.
     Microbenchmark(MicrobenchmarkArgs),

@@ -1,8 +1,8 @@
 //! `rayrepl top` and the REPL's `:top`: a live, full-screen view of the cluster.
 //!
 //! `rayrepl list` answers once and exits, so watching a program run means re-running it.
-//! This dashboard keeps the same rows on screen (nodes, tasks, actors, objects and jobs,
-//! read by [`ray_state::fetch`]), refreshed every
+//! This dashboard keeps the same rows on screen (nodes, tasks, actors, placement groups,
+//! objects and jobs, read by [`ray_state::fetch`]), refreshed every
 //! second, with k9s and htop keys to switch tabs, filter, sort and page through them.
 //!
 //! A background thread polls the head and sends snapshots over a channel, so a slow or
@@ -21,7 +21,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row as TableRow, Table, TableState, Tabs, Wrap};
 use ratatui::{DefaultTerminal, Frame, Terminal};
 use ray_state::now_utc;
-use ray_state::{ActorState, JobStatus, NodeState, TaskState};
+use ray_state::{ActorState, JobStatus, NodeState, PlacementGroupStatus, TaskState};
 use ray_state::{Resource, Row, Rows, State, fetch, text};
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -271,12 +271,13 @@ pub(crate) enum Tab {
     Nodes,
     Tasks,
     Actors,
+    PlacementGroups,
     Objects,
     Jobs,
 }
 
 impl Tab {
-    const ALL: [Tab; 5] = [Tab::Nodes, Tab::Tasks, Tab::Actors, Tab::Objects, Tab::Jobs];
+    const ALL: [Tab; 6] = [Tab::Nodes, Tab::Tasks, Tab::Actors, Tab::PlacementGroups, Tab::Objects, Tab::Jobs];
 
     fn index(self) -> usize {
         self as usize
@@ -287,6 +288,7 @@ impl Tab {
             Tab::Nodes => "Nodes",
             Tab::Tasks => "Tasks",
             Tab::Actors => "Actors",
+            Tab::PlacementGroups => "Placement groups",
             Tab::Objects => "Objects",
             Tab::Jobs => "Jobs",
         }
@@ -303,6 +305,7 @@ impl Tab {
             Tab::Nodes => Resource::Nodes,
             Tab::Tasks => Resource::Tasks,
             Tab::Actors => Resource::Actors,
+            Tab::PlacementGroups => Resource::PlacementGroups,
             Tab::Objects => Resource::Objects,
             Tab::Jobs => Resource::Jobs,
         }
@@ -343,7 +346,7 @@ struct View {
 /// The dashboard's state: everything drawn comes from here.
 pub(crate) struct App {
     tab: Tab,
-    views: [View; 5],
+    views: [View; Tab::ALL.len()],
     address: String,
     /// When the last good snapshot arrived.
     refreshed: Option<String>,
@@ -511,7 +514,7 @@ impl App {
             KeyCode::Char('/') => self.editing = Some(self.view().filter.clone()),
             KeyCode::Tab | KeyCode::Right | KeyCode::Char('l') => return self.switch(self.tab.step(1)),
             KeyCode::BackTab | KeyCode::Left | KeyCode::Char('h') => return self.switch(self.tab.step(-1)),
-            KeyCode::Char(c @ '1'..='5') => return self.switch(Tab::ALL[c as usize - '1' as usize]),
+            KeyCode::Char(c @ '1'..='6') => return self.switch(Tab::ALL[c as usize - '1' as usize]),
             KeyCode::Up | KeyCode::Char('k') => self.move_by(-1),
             KeyCode::Down | KeyCode::Char('j') => self.move_by(1),
             KeyCode::PageUp => self.move_by(-page),
@@ -671,7 +674,7 @@ impl App {
                     ("/", "filter"),
                     ("s <>", "sort"),
                     ("r", "reverse"),
-                    ("Tab 1-5", "view"),
+                    ("Tab 1-6", "view"),
                     ("q", "quit"),
                 ];
                 // As many hints as fit beside the count, most useful first.
@@ -697,7 +700,7 @@ impl App {
 const HELP: &[(&str, &str)] = &[
     ("Tab → l", "next view"),
     ("Shift-Tab ← h", "previous view"),
-    ("1 … 5", "Nodes, Tasks, Actors, Objects, Jobs"),
+    ("1 … 6", "Nodes, Tasks, Actors, Placement groups, Objects, Jobs"),
     ("↑ k  ↓ j", "move the selection"),
     ("PgUp PgDn", "a page up or down"),
     ("Home g  End G", "first or last row"),
@@ -739,8 +742,8 @@ fn cell_text(row: &Row, col: &str) -> String {
     row.get(col).map(text).unwrap_or_default()
 }
 
-/// Colours a task's, actor's, node's or job's state: green done or up, yellow busy,
-/// red failed or gone, dim waiting.
+/// Colours a task's, actor's, node's, placement group's or job's state: green done or
+/// up, yellow busy, red failed or gone, dim waiting.
 fn state_style(state: State) -> Style {
     let waiting = Style::new().add_modifier(Modifier::DIM);
     let busy = Style::new().fg(Color::Yellow);
@@ -751,6 +754,10 @@ fn state_style(state: State) -> Style {
         State::Node(NodeState::Nil) | State::Job(JobStatus::Nil) => Style::new(),
         State::Task(TaskState::PendingArgsAvail | TaskState::PendingNodeAssignment) => waiting,
         State::Actor(ActorState::PendingCreation) => waiting,
+        State::PlacementGroup(PlacementGroupStatus::Nil | PlacementGroupStatus::Pending) => waiting,
+        State::PlacementGroup(PlacementGroupStatus::Rescheduling) => busy,
+        State::PlacementGroup(PlacementGroupStatus::Created) => good,
+        State::PlacementGroup(PlacementGroupStatus::Removed) => bad,
         State::Task(TaskState::Running) | State::Actor(ActorState::Restarting) | State::Job(JobStatus::Running) => busy,
         State::Task(TaskState::Finished) | State::Actor(ActorState::Alive) | State::Node(NodeState::Alive) => good,
         State::Job(JobStatus::Succeeded) => good,
@@ -952,7 +959,7 @@ mod tests {
         let app = tasks_app();
         let lines = screen(&app);
         let all = lines.join("\n");
-        for title in ["1 Nodes", "2 Tasks", "3 Actors", "4 Objects", "5 Jobs"] {
+        for title in ["1 Nodes", "2 Tasks", "3 Actors", "4 Placement groups", "5 Objects", "6 Jobs"] {
             assert!(lines[1].contains(title), "tab {title} missing from {:?}", lines[1]);
         }
         assert!(lines[0].contains("127.0.0.1:6379") && lines[0].contains("refreshed 2025-01-01 12:00:00 UTC"));
@@ -971,10 +978,58 @@ mod tests {
         assert_eq!(press(&mut app, KeyCode::BackTab), Action::Show(Tab::Tasks));
         assert_eq!(press(&mut app, KeyCode::Left), Action::Show(Tab::Nodes));
         assert_eq!(press(&mut app, KeyCode::Left), Action::Show(Tab::Jobs), "wraps around");
-        assert_eq!(press(&mut app, KeyCode::Char('5')), Action::Stay, "already there");
+        assert_eq!(press(&mut app, KeyCode::Char('6')), Action::Stay, "already there");
         assert_eq!(press(&mut app, KeyCode::Right), Action::Show(Tab::Nodes));
         app.apply(snapshot(Tab::Nodes, vec![]));
         assert!(contains(&app, "no nodes") && contains(&app, "0 nodes"));
+    }
+
+    #[test]
+    fn placement_groups_have_a_tab_with_their_bundles() {
+        const PG_COLS: &[&str] = &["PLACEMENT_GROUP_ID", "NAME", "CREATOR_JOB_ID", "STATE", "STRATEGY", "BUNDLES"];
+        let group = |id: &str, name: &str, state: &str, strategy: &str, bundles: &str| -> Row {
+            [
+                ("PLACEMENT_GROUP_ID", json!(id)),
+                ("NAME", json!(name)),
+                ("CREATOR_JOB_ID", json!("00000001")),
+                ("STATE", json!(state)),
+                ("STRATEGY", json!(strategy)),
+                ("BUNDLES", json!(bundles)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+        };
+        let mut app = tasks_app();
+        assert_eq!(press(&mut app, KeyCode::Char('4')), Action::Show(Tab::PlacementGroups));
+        assert_eq!(Tab::PlacementGroups.resource(), Resource::PlacementGroups);
+        app.apply(Snapshot {
+            tab: Tab::PlacementGroups,
+            address: "127.0.0.1:6379".to_string(),
+            at: "2025-01-01 12:00:00 UTC".to_string(),
+            result: Ok((
+                vec![
+                    group("aa01", "trainers", "CREATED", "PACK", "{CPU: 1}@3f2a1b9c, {CPU: 1}@3f2a1b9c"),
+                    group("aa02", "spread", "PENDING", "STRICT_SPREAD", "{CPU: 1}@-, {CPU: 1}@-"),
+                ],
+                PG_COLS,
+            )),
+        });
+        let lines = screen(&app);
+        let all = lines.join("\n");
+        assert!(lines.iter().any(|l| l.contains("STRATEGY") && l.contains("BUNDLES")), "{all}");
+        assert!(all.contains("{CPU: 1}@3f2a1b9c") && all.contains("STRICT_SPREAD"), "{all}");
+        assert!(lines.last().is_some_and(|l| l.contains("2 placement groups")), "{all}");
+        assert_eq!(state_style(State::PlacementGroup(PlacementGroupStatus::Created)).fg, Some(Color::Green));
+        assert_eq!(
+            state_style(State::PlacementGroup(PlacementGroupStatus::Pending)),
+            Style::new().add_modifier(Modifier::DIM)
+        );
+        press(&mut app, KeyCode::Char('/'));
+        typed(&mut app, "strict");
+        press(&mut app, KeyCode::Enter);
+        assert!(contains(&app, "1 of 2 placement groups") && !contains(&app, "trainers"), "{:#?}", screen(&app));
+        assert_eq!(press(&mut app, KeyCode::Right), Action::Show(Tab::Objects));
     }
 
     #[test]

@@ -1,21 +1,28 @@
 //! Ray's state API: what the cluster is running, as rows.
 //!
 //! `rayrepl list`, `rayrepl summary`, the `rayrepl top` dashboard and the Jupyter
-//! kernel's `:top` all show the same nodes, tasks, actors, objects and jobs. They
-//! get them here, from the head (nodes, jobs, actors, the task event stream) and,
-//! for objects, from each node's store, built once as rows of named columns in
-//! Ray's column names, with the columns Ray shows by default.
+//! kernel's `:top` all show the same nodes, tasks, actors, placement groups,
+//! objects and jobs. They get them here, from the head (nodes, jobs, actors,
+//! placement groups, the task event stream) and, for objects, from each node's
+//! store, built once as rows of named columns in Ray's column names, with the
+//! columns Ray shows by default.
+//!
+//! Nodes carry their placement groups' bundles as resources of their own
+//! (`CPU_group_0_<id>`, ...); rows show plain resources and, apart, what the
+//! groups reserve, so a node with many bundles stays readable.
 
 use ray_abi::RayError;
 use ray_abi::ids::hex;
 use ray_proto::{
-    ActorInfo, Empty, HeadClient, JobInfo, ListTasksRequest, NodeInfo, TaskEvent, format_bytes, format_resources,
-    resources_to_map,
+    ActorInfo, Empty, HeadClient, JobInfo, ListTasksRequest, NodeInfo, PlacementGroupInfo, Resource as Amount,
+    TaskEvent, format_bytes, format_resources, resources_to_map,
 };
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
 pub mod timeline;
 
+pub use ray_proto::placement_group_info::State as PlacementGroupStatus;
 pub use ray_proto::{ActorState, JobStatus, NodeState, TaskState};
 
 /// What `list` can show.
@@ -28,6 +35,8 @@ pub enum Resource {
     Tasks,
     /// Actors.
     Actors,
+    /// Placement groups.
+    PlacementGroups,
     /// Objects in the nodes' shared-memory stores.
     Objects,
     /// Jobs (drivers).
@@ -47,13 +56,15 @@ pub enum State {
     Node(NodeState),
     /// A (driver) job's status.
     Job(JobStatus),
+    /// A placement group's state.
+    PlacementGroup(PlacementGroupStatus),
 }
 
 impl State {
     /// The column holding the state of `resource`'s rows, if they have one.
     pub fn column(resource: Resource) -> Option<&'static str> {
         match resource {
-            Resource::Tasks | Resource::Actors | Resource::Nodes => Some("STATE"),
+            Resource::Tasks | Resource::Actors | Resource::Nodes | Resource::PlacementGroups => Some("STATE"),
             Resource::Jobs => Some("STATUS"),
             Resource::Objects => None,
         }
@@ -66,6 +77,7 @@ impl State {
             Resource::Actors => ActorState::from_str_name(name).map(State::Actor),
             Resource::Nodes => NodeState::from_str_name(name).map(State::Node),
             Resource::Jobs => JobStatus::from_str_name(name).map(State::Job),
+            Resource::PlacementGroups => PlacementGroupStatus::from_str_name(name).map(State::PlacementGroup),
             Resource::Objects => None,
         }
     }
@@ -83,6 +95,7 @@ impl State {
             State::Actor(s) => s.as_str_name(),
             State::Node(s) => s.as_str_name(),
             State::Job(s) => s.as_str_name(),
+            State::PlacementGroup(s) => s.as_str_name(),
         }
     }
 }
@@ -131,6 +144,13 @@ pub async fn fetch(head: &mut HeadClient, token: &str, resource: Resource) -> Re
             let cols = &["ACTOR_ID", "CLASS_NAME", "STATE", "JOB_ID", "NAME", "NODE_ID", "PID", "RAY_NAMESPACE"][..];
             (actors.iter().map(actor_row).collect(), cols)
         }
+        Resource::PlacementGroups => {
+            let groups = head.list_placement_groups(Empty {}).await.map_err(status)?.into_inner().groups;
+            // Ray shows the first four; the strategy and where the bundles sit are
+            // what one looks at a group for.
+            let cols = &["PLACEMENT_GROUP_ID", "NAME", "CREATOR_JOB_ID", "STATE", "STRATEGY", "BUNDLES"][..];
+            (groups.iter().map(placement_group_row).collect(), cols)
+        }
         Resource::Jobs => {
             let jobs = head.list_jobs(Empty {}).await.map_err(status)?.into_inner().jobs;
             (
@@ -165,14 +185,69 @@ pub async fn fetch(head: &mut HeadClient, token: &str, resource: Resource) -> Re
     })
 }
 
+/// What placement groups reserve on a node, by plain resource name: `(used,
+/// reserved)`. Read from the per-group names (`CPU_group_<id>`), which sum the
+/// group's bundles on the node; the per-bundle names and the bundle markers
+/// would count them again.
+pub fn reserved(total: &[Amount], available: &[Amount]) -> BTreeMap<String, (f64, f64)> {
+    let free = resources_to_map(available);
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for r in total {
+        let Some(base) = group_wide(&r.name) else { continue };
+        let entry = out.entry(base.to_string()).or_default();
+        entry.0 += r.amount - free.get(&r.name).copied().unwrap_or(0.0);
+        entry.1 += r.amount;
+    }
+    out
+}
+
+/// The plain name under a group-wide resource (`CPU` for `CPU_group_<id>`); none for
+/// plain resources, a bundle's own (`CPU_group_0_<id>`) and the bundle markers.
+fn group_wide(name: &str) -> Option<&str> {
+    ray_proto::groups::group_of(name)?;
+    let (base, rest) = name.rsplit_once("_group_")?;
+    (!rest.contains('_') && base != "bundle").then_some(base)
+}
+
+/// The plain resources of a list (no placement-group names), as a map.
+pub fn plain(resources: &[Amount]) -> BTreeMap<String, f64> {
+    ray_proto::groups::plain(&resources_to_map(resources))
+}
+
+/// What a task asked for, under plain names: inside a group it asks for
+/// `CPU_group_0_<id>` and a bundle marker, which say the same as `CPU` and the group.
+fn demand(required: &[Amount]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for r in required {
+        let base = match ray_proto::groups::group_of(&r.name) {
+            None => r.name.as_str(),
+            Some(_) => match r.name.rsplit_once("_group_") {
+                Some(("bundle", _)) | None => continue,
+                Some((base, _)) => base,
+            },
+        };
+        *out.entry(base.to_string()).or_insert(0.0) += r.amount;
+    }
+    out
+}
+
+/// The first eight hex digits of a node ID: enough to tell a cluster's nodes apart.
+fn short_node_id(node_id: &[u8]) -> String {
+    hex(&node_id[..node_id.len().min(4)])
+}
+
 fn node_row(n: &NodeInfo) -> Row {
+    let reserved: BTreeMap<String, f64> =
+        reserved(&n.total, &n.available).into_iter().map(|(k, (_, total))| (k, total)).collect();
     row(vec![
         ("NODE_ID", json!(hex(&n.node_id))),
         ("NODE_IP", json!(n.ip)),
         ("IS_HEAD_NODE", json!(n.is_head)),
         ("STATE", json!(n.state().as_str_name())),
-        ("RESOURCES_TOTAL", json!(format_resources(&resources_to_map(&n.total)))),
-        ("RESOURCES_AVAILABLE", json!(format_resources(&resources_to_map(&n.available)))),
+        ("RESOURCES_TOTAL", json!(format_resources(&plain(&n.total)))),
+        // Free for any task: what placement groups reserve is not.
+        ("RESOURCES_AVAILABLE", json!(format_resources(&plain(&n.available)))),
+        ("RESOURCES_RESERVED", json!(format_resources(&reserved))),
         ("OBJECT_STORE_USED", json!(format_bytes(n.object_store_used))),
         ("OBJECT_STORE_CAPACITY", json!(format_bytes(n.object_store_capacity))),
         ("NUM_WORKERS", json!(n.num_workers)),
@@ -197,7 +272,8 @@ fn task_row(t: &TaskEvent) -> Row {
         ("WORKER_PID", json!(t.worker_pid)),
         ("ERROR_TYPE", json!(t.error_type)),
         ("ERROR_MESSAGE", json!(t.error_message)),
-        ("REQUIRED_RESOURCES", json!(format_resources(&resources_to_map(&t.required)))),
+        ("REQUIRED_RESOURCES", json!(format_resources(&demand(&t.required)))),
+        ("PLACEMENT_GROUP_ID", json!(group_in(&t.required))),
         ("CREATION_TIME_MS", millis(t.creation_time_ms)),
         ("START_TIME_MS", millis(t.start_time_ms)),
         ("END_TIME_MS", millis(t.end_time_ms)),
@@ -224,6 +300,54 @@ fn actor_row(a: &ActorInfo) -> Row {
         ("ADDRESS", json!(a.address)),
         ("DIRECT_ADDRESS", json!(a.direct_address)),
         ("DEATH_CAUSE", json!(cause)),
+    ])
+}
+
+/// The group a task's resources belong to, as hex; empty outside groups.
+fn group_in(required: &[Amount]) -> String {
+    required.iter().find_map(|r| ray_proto::groups::group_of(&r.name)).map(|g| g.to_string()).unwrap_or_default()
+}
+
+/// A group's bundles as `{CPU: 1}@3f2a1b9c`, one per bundle in order, with the
+/// node each is reserved on (`@-` while unplaced).
+fn bundles(g: &PlacementGroupInfo) -> String {
+    let parts: Vec<String> = g
+        .bundles
+        .iter()
+        .map(|b| {
+            let node = if b.node_id.is_empty() { "-".to_string() } else { short_node_id(&b.node_id) };
+            format!("{}@{node}", format_resources(&resources_to_map(&b.resources)))
+        })
+        .collect();
+    parts.join(", ")
+}
+
+/// Ray's `stats.scheduling_state` for a group, from what the head knows.
+fn scheduling_state(g: &PlacementGroupInfo) -> &'static str {
+    match g.state() {
+        PlacementGroupStatus::Created => "FINISHED",
+        PlacementGroupStatus::Removed => "REMOVED",
+        _ if g.infeasible => "INFEASIBLE",
+        _ if !g.waiting_for.is_empty() => "NO_RESOURCES",
+        _ => "QUEUED",
+    }
+}
+
+fn placement_group_row(g: &PlacementGroupInfo) -> Row {
+    let waiting = matches!(g.state(), PlacementGroupStatus::Pending | PlacementGroupStatus::Rescheduling);
+    row(vec![
+        ("PLACEMENT_GROUP_ID", json!(hex(&g.placement_group_id))),
+        ("NAME", json!(g.name)),
+        ("CREATOR_JOB_ID", json!(format!("{:08x}", g.creator_job_id))),
+        ("STATE", json!(g.state().as_str_name())),
+        ("STRATEGY", json!(g.strategy().as_str_name())),
+        ("BUNDLES", json!(bundles(g))),
+        ("IS_DETACHED", json!(g.detached)),
+        ("SCHEDULING_STATE", json!(scheduling_state(g))),
+        ("WAITING_FOR", json!(if waiting { g.waiting_for.as_str() } else { "" })),
+        ("RAY_NAMESPACE", json!(g.namespace)),
+        ("CREATION_TIME_MS", millis(g.create_time_ms)),
+        ("CREATED_TIME_MS", millis(g.created_time_ms)),
     ])
 }
 
@@ -280,6 +404,7 @@ pub fn now_utc() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ray_proto::placement_group_info::Strategy;
 
     #[test]
     fn tables_align_columns_and_number_rows() {
@@ -325,6 +450,107 @@ mod tests {
         assert_eq!(State::parse(Resource::Nodes, "RUNNING"), None);
         assert_eq!(State::parse(Resource::Objects, "RUNNING"), None);
         assert_eq!(State::column(Resource::Jobs), Some("STATUS"));
+        assert_eq!(
+            State::parse(Resource::PlacementGroups, "RESCHEDULING"),
+            Some(State::PlacementGroup(PlacementGroupStatus::Rescheduling))
+        );
+    }
+
+    fn amounts(pairs: &[(&str, f64)]) -> Vec<Amount> {
+        pairs.iter().map(|(name, amount)| Amount { name: name.to_string(), amount: *amount }).collect()
+    }
+
+    fn group(state: PlacementGroupStatus, strategy: Strategy, nodes: &[&[u8]]) -> PlacementGroupInfo {
+        let bundles = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| ray_proto::Bundle {
+                index: i as u32,
+                resources: amounts(&[("CPU", 1.0)]),
+                node_id: node.to_vec().into(),
+            })
+            .collect();
+        PlacementGroupInfo {
+            placement_group_id: vec![0xab; 18].into(),
+            name: "workers".to_string(),
+            creator_job_id: 2,
+            state: state.into(),
+            strategy: strategy.into(),
+            bundles,
+            ..PlacementGroupInfo::default()
+        }
+    }
+
+    #[test]
+    fn placement_groups_show_their_bundles_and_what_they_wait_for() {
+        let node = [0x3f, 0x2a, 0x1b, 0x9c, 0x55, 0x66];
+        let created = placement_group_row(&group(PlacementGroupStatus::Created, Strategy::Pack, &[&node, &node]));
+        assert_eq!(created["PLACEMENT_GROUP_ID"], json!("ab".repeat(18)));
+        assert_eq!(created["CREATOR_JOB_ID"], json!("00000002"));
+        assert_eq!(created["STATE"], json!("CREATED"));
+        assert_eq!(created["STRATEGY"], json!("PACK"));
+        assert_eq!(created["BUNDLES"], json!("{CPU: 1}@3f2a1b9c, {CPU: 1}@3f2a1b9c"));
+        assert_eq!(created["SCHEDULING_STATE"], json!("FINISHED"));
+        assert_eq!(created["WAITING_FOR"], json!(""));
+        assert_eq!(created["IS_DETACHED"], json!(false));
+        assert_eq!(
+            State::of(Resource::PlacementGroups, &created),
+            Some(State::PlacementGroup(PlacementGroupStatus::Created))
+        );
+
+        let mut pending = group(PlacementGroupStatus::Pending, Strategy::StrictSpread, &[&[], &[]]);
+        pending.infeasible = true;
+        pending.waiting_for = "No available node types can fulfill resource request".to_string();
+        let pending = placement_group_row(&pending);
+        assert_eq!(pending["STATE"], json!("PENDING"));
+        assert_eq!(pending["STRATEGY"], json!("STRICT_SPREAD"), "Ray's spelling");
+        assert_eq!(pending["BUNDLES"], json!("{CPU: 1}@-, {CPU: 1}@-"));
+        assert_eq!(pending["SCHEDULING_STATE"], json!("INFEASIBLE"));
+        assert!(text(&pending["WAITING_FOR"]).starts_with("No available node types"));
+        let mut busy = group(PlacementGroupStatus::Pending, Strategy::Pack, &[&[]]);
+        busy.waiting_for = "resources: {CPU: 1} must be free at once".to_string();
+        assert_eq!(placement_group_row(&busy)["SCHEDULING_STATE"], json!("NO_RESOURCES"));
+    }
+
+    #[test]
+    fn nodes_show_plain_resources_and_what_groups_reserve_apart() {
+        let g = "ab".repeat(18);
+        let total = amounts(&[
+            ("CPU", 4.0),
+            (&format!("CPU_group_0_{g}"), 1.0),
+            (&format!("CPU_group_1_{g}"), 1.0),
+            (&format!("CPU_group_{g}"), 2.0),
+            (&format!("bundle_group_0_{g}"), 1000.0),
+            (&format!("bundle_group_{g}"), 2000.0),
+        ]);
+        // Two CPUs went to the group; a task inside it holds one of them.
+        let available = amounts(&[
+            ("CPU", 2.0),
+            (&format!("CPU_group_0_{g}"), 0.0),
+            (&format!("CPU_group_1_{g}"), 1.0),
+            (&format!("CPU_group_{g}"), 1.0),
+            (&format!("bundle_group_0_{g}"), 999.0),
+            (&format!("bundle_group_{g}"), 1999.0),
+        ]);
+        assert_eq!(reserved(&total, &available), [("CPU".to_string(), (1.0, 2.0))].into_iter().collect());
+        let node = node_row(&NodeInfo { total, available, ..NodeInfo::default() });
+        assert_eq!(node["RESOURCES_TOTAL"], json!("{CPU: 4}"));
+        assert_eq!(node["RESOURCES_AVAILABLE"], json!("{CPU: 2}"));
+        assert_eq!(node["RESOURCES_RESERVED"], json!("{CPU: 2}"));
+        let empty = node_row(&NodeInfo { total: amounts(&[("CPU", 2.0)]), ..NodeInfo::default() });
+        assert_eq!(empty["RESOURCES_RESERVED"], json!("{}"));
+    }
+
+    #[test]
+    fn tasks_in_a_group_show_what_they_asked_for_and_the_group() {
+        let g = "ab".repeat(18);
+        let required = amounts(&[(&format!("CPU_group_1_{g}"), 1.0), (&format!("bundle_group_1_{g}"), 0.001)]);
+        let task = task_row(&TaskEvent { required, ..TaskEvent::default() });
+        assert_eq!(task["REQUIRED_RESOURCES"], json!("{CPU: 1}"));
+        assert_eq!(task["PLACEMENT_GROUP_ID"], json!(g));
+        let plain = task_row(&TaskEvent { required: amounts(&[("CPU", 1.0)]), ..TaskEvent::default() });
+        assert_eq!(plain["REQUIRED_RESOURCES"], json!("{CPU: 1}"));
+        assert_eq!(plain["PLACEMENT_GROUP_ID"], json!(""));
     }
 
     #[test]
