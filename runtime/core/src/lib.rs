@@ -261,6 +261,11 @@ impl CoreWorker {
         Ok(cw)
     }
 
+    /// The address of the head of the cluster this process belongs to.
+    pub fn head_address(&self) -> &str {
+        &self.0.conn.head_address
+    }
+
     /// This process's CoreWorker address (the owner address of its objects).
     pub fn address(&self) -> &str {
         &self.0.address

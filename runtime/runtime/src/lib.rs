@@ -274,14 +274,28 @@ unsafe extern "C" fn t_init(config: Slice, err: *mut HostBuf) -> i32 {
     let bytes = unsafe { config.as_bytes() };
     let result = postcard::from_bytes::<InitConfig>(bytes)
         .map_err(|e| RayError::InvalidArgument(format!("bad init config: {e}")))
-        .and_then(|config| match init_driver(config) {
-            // A REPL or notebook session is already a driver; `ray::init()` in a
-            // cell then just confirms it, as Ray's `ignore_reinit_error=True` does.
-            Err(RayError::AlreadyInitialized) if HOSTED_SESSION.load(Ordering::SeqCst) => Ok(()),
-            other => other.map(|_| ()),
+        .and_then(|config| {
+            let elsewhere = asks_for_another_cluster(&config);
+            match init_driver(config) {
+                // A REPL or notebook session is already a driver; `ray::init()` in a
+                // cell then just confirms it, as Ray's `ignore_reinit_error=True`
+                // does. Asking for another cluster is not confirmed: it would
+                // silently run everything on the wrong one.
+                Err(RayError::AlreadyInitialized) if HOSTED_SESSION.load(Ordering::SeqCst) && !elsewhere => Ok(()),
+                other => other.map(|_| ()),
+            }
         });
     // SAFETY: `err` comes from the API crate and is valid for a write.
     unsafe { answer(result, std::ptr::null_mut(), err) }
+}
+
+/// Whether `config` names a cluster other than the one this process drives.
+fn asks_for_another_cluster(config: &InitConfig) -> bool {
+    let norm = |s: &str| s.replace("localhost", "127.0.0.1");
+    match (&config.address, current()) {
+        (Some(wanted), Some(host)) => norm(wanted) != norm(host.core.head_address()),
+        _ => false,
+    }
 }
 
 unsafe extern "C" fn t_shutdown() {
