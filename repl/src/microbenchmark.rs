@@ -363,6 +363,7 @@ pub fn run(timing: Timing, filter: Option<String>, quiet: bool) -> anyhow::Resul
         })?;
     }
     ray::shutdown();
+    run_placement_groups(&mut r)?;
     run_two_nodes(&mut r)?;
     // Not Ray's: what `single client put gigabytes` is measured against. Each round
     // copies into a fresh allocation, as a put into new shared memory must.
@@ -375,6 +376,28 @@ pub fn run(timing: Timing, filter: Option<String>, quiet: bool) -> anyhow::Resul
         })?;
     }
     Ok(r.results)
+}
+
+/// Ray's `placement group create/removal`: on a fresh cluster with 100 units of a
+/// custom resource, 100 groups of one small bundle are created, waited for and
+/// removed per round.
+fn run_placement_groups(r: &mut Runner) -> anyhow::Result<()> {
+    const NUM_PGS: usize = 100;
+    if !r.wanted("placement group create/removal") {
+        return Ok(());
+    }
+    ray::init_with(ray::Config::new().resource("custom", 100.0))?;
+    let result = r.timeit("placement group create/removal", NUM_PGS as f64, || {
+        let pgs = (0..NUM_PGS)
+            .map(|_| ray::util::placement_group([[("custom", 0.001)]], ray::util::Strategy::Pack))
+            .collect::<Result<Vec<_>, _>>()?;
+        for pg in &pgs {
+            pg.wait(Duration::from_secs(30))?;
+        }
+        pgs.iter().try_for_each(ray::util::remove_placement_group)
+    });
+    ray::shutdown();
+    result
 }
 
 /// The two-node metrics (not Ray's): a cluster of two loopback nodes, each with

@@ -90,6 +90,29 @@ EXPECTED = {
         "inspected",
         re.compile(r"example_function\s+FINISHED: 4"),
     ],
+    "06-placement-groups.ipynb": [
+        # Where the bundles landed, by strategy, on three one-CPU nodes.
+        re.compile(r'STRICT_PACK\s+bundles on \["(127\.0\.0\.\d)", "\1"\]$', re.M),
+        re.compile(r'(?<!STRICT_)PACK\s+bundles on \["(127\.0\.0\.\d)", "(?!\1)127\.0\.0\.\d"\]$', re.M),
+        re.compile(
+            r'STRICT_SPREAD bundles on \["(127\.0\.0\.\d)", "(?!\1)(127\.0\.0\.\d)", "(?!\1|\2)127\.0\.0\.\d"\]$',
+            re.M,
+        ),
+        re.compile(r'(?<!STRICT_)SPREAD\s+bundles on \["(127\.0\.0\.\d)", "(?!\1)127\.0\.0\.\d"\]$', re.M),
+        "the counter in bundle 0 says 1",
+        "a task in the group sees its group: true",
+        "a task outside the group ran: false",
+        re.compile(r"CREATED\s+STRICT_SPREAD\s+\{CPU: 1\}@[0-9a-f]{8}, \{CPU: 1\}@[0-9a-f]{8}, \{CPU: 1\}@[0-9a-f]{8}"),
+        "reserved in placement groups",
+        "the task outside ran on 127.0.0.",
+        re.compile(r"the counter: actor Counter \([0-9a-f]+\) is dead: its placement group [0-9a-f]{36} was removed"),
+        re.compile(r"waiting on it again: placement group [0-9a-f]{36} was removed"),
+        "created within a second: false",
+        "PENDING: No available node types can fulfill resource request [{CPU: 0.5}, {CPU: 0.5}, {CPU: 0.5}, {CPU: 0.5}]",
+        '4 bundles on ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]',
+        "pinned to node 127.0.0.3's id, ran on 127.0.0.3",
+        "stopped",
+    ],
 }
 
 # HTML the notebook must render: Ray's cluster card and :top's tables.
@@ -97,6 +120,7 @@ EXPECTED_HTML = {
     "01-ray-core-walkthrough.ipynb": ['class="rayrepl-context"'],
     "04-objects.ipynb": ['class="rayrepl-top"'],
     "05-cluster-inspection.ipynb": ['class="rayrepl-context"', 'class="rayrepl-top"'],
+    "06-placement-groups.ipynb": ['class="rayrepl-context"'],
 }
 
 # Calls that block on objects and so may show a progress display.
@@ -153,7 +177,7 @@ def text_of(output: dict) -> str:
 
 def test_there_are_notebooks() -> None:
     # A glob that finds nothing would otherwise pass by running no case at all.
-    assert len(NOTEBOOKS) >= 5, NOTEBOOKS
+    assert len(NOTEBOOKS) >= 6, NOTEBOOKS
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

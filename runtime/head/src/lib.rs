@@ -275,7 +275,7 @@ impl Head for HeadService {
         let groups = self.groups.clone();
         tokio::spawn(async move {
             actors.job_finished(id).await;
-            groups.job_finished(id).await;
+            groups.job_finished(id);
         });
         Ok(Response::new(Empty {}))
     }
@@ -390,7 +390,7 @@ impl Head for HeadService {
         let id = PlacementGroupId::from_bytes(&req.into_inner().placement_group_id).map_err(|e| to_status(&e))?;
         // Its actors go first, so none is restarted into the freed resources.
         self.actors.placement_group_removed(&id).await;
-        self.groups.remove(&id).await.map_err(|e| to_status(&e))?;
+        self.groups.remove(&id).map_err(|e| to_status(&e))?;
         Ok(Response::new(Empty {}))
     }
 

@@ -30,7 +30,7 @@ use ray_proto::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 /// How often groups that wait are tried again without news (a node joining or
 /// freeing resources wakes the scheduler sooner).
@@ -152,25 +152,30 @@ impl Groups {
         self.groups.values().any(Group::waits)
     }
 
-    /// The oldest waiting group that fits the cluster now, as a reservation to
-    /// carry out; groups that do not fit say what they wait for.
-    pub(crate) fn next_reservation(&mut self, nodes: &[NodeInfo]) -> Option<Reservation> {
+    /// The waiting groups that fit the cluster now, oldest first, each as a
+    /// reservation to carry out; what one takes is not offered to the next.
+    /// Groups that do not fit say what they wait for.
+    pub(crate) fn next_reservations(&mut self, nodes: &[NodeInfo]) -> Vec<Reservation> {
         let alive: Vec<&NodeInfo> = nodes.iter().filter(|n| n.is_alive()).collect();
+        let mut free: Vec<Resources> = alive.iter().map(|n| resources_to_map(&n.available)).collect();
         let mut waiting: Vec<&mut Group> = self.groups.values_mut().filter(|g| g.waits()).collect();
         waiting.sort_by_key(|g| g.seq);
+        let mut reservations = Vec::new();
         for group in waiting {
             let unplaced: Vec<&Bundle> = group.info.bundles.iter().filter(|b| b.node_id.is_empty()).collect();
             let hosting = |n: &NodeInfo| group.info.bundles.iter().filter(|b| b.node_id == n.node_id).count();
-            let view = |side: fn(&NodeInfo) -> &[Resource]| -> Vec<Candidate> {
-                alive.iter().map(|n| Candidate { free: resources_to_map(side(n)), hosting: hosting(n) }).collect()
+            let candidates = |sides: &[Resources]| -> Vec<Candidate> {
+                alive.iter().zip(sides).map(|(n, side)| Candidate { free: side.clone(), hosting: hosting(n) }).collect()
             };
-            let free = view(|n| &n.available);
-            let total = view(|n| &n.total);
+            let totals: Vec<Resources> = alive.iter().map(|n| resources_to_map(&n.total)).collect();
             let demands: Vec<Resources> = unplaced.iter().map(|b| resources_to_map(&b.resources)).collect();
-            match decide(&demands, strategy(&group.info), &free, &total) {
+            match decide(&demands, strategy(&group.info), &candidates(&free), &candidates(&totals)) {
                 Decision::Place(on) => {
                     let mut parts: BTreeMap<usize, Vec<Bundle>> = BTreeMap::new();
-                    for (bundle, node) in unplaced.iter().zip(on) {
+                    for ((bundle, demand), node) in unplaced.iter().zip(&demands).zip(on) {
+                        for (k, v) in demand {
+                            *free[node].entry(k.clone()).or_insert(0.0) -= v;
+                        }
                         parts.entry(node).or_default().push((*bundle).clone());
                     }
                     self.next_attempt += 1;
@@ -187,7 +192,7 @@ impl Groups {
                             .collect(),
                     };
                     group.attempt = Some(reservation.clone());
-                    return Some(reservation);
+                    reservations.push(reservation);
                 }
                 Decision::Wait => {
                     group.info.infeasible = false;
@@ -204,7 +209,7 @@ impl Groups {
                 }
             }
         }
-        None
+        reservations
     }
 
     /// Every node prepared its part (`all_ok`), or one did not: commit the
@@ -320,6 +325,14 @@ fn shape(bundles: &[Resources]) -> String {
 pub(crate) type NodeSource = Arc<dyn Fn() -> Vec<NodeInfo> + Send + Sync>;
 pub(crate) type ViewSink = Arc<dyn Fn(&[u8], ResourceView) + Send + Sync>;
 
+/// What the manager asks of one node, in order: its calls go one at a time, so
+/// bundles given back are free again before the next reservation there.
+enum NodeCall {
+    Prepare(Vec<GroupBundles>, oneshot::Sender<Option<BundlesReply>>),
+    Commit(Vec<GroupBundles>, oneshot::Sender<Option<BundlesReply>>),
+    Return(BundlesRequest),
+}
+
 /// The manager: [`Groups`] behind a lock, and the reservations it decides on.
 #[derive(Clone)]
 pub(crate) struct PlacementGroups {
@@ -329,7 +342,8 @@ pub(crate) struct PlacementGroups {
     token: Arc<str>,
     nodes: NodeSource,
     record_view: ViewSink,
-    clients: Arc<Mutex<HashMap<String, NodeClient>>>,
+    /// Each node's queue of calls, by address.
+    queues: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<NodeCall>>>>,
 }
 
 impl PlacementGroups {
@@ -341,7 +355,7 @@ impl PlacementGroups {
             token: token.into(),
             nodes,
             record_view,
-            clients: Arc::default(),
+            queues: Arc::default(),
         }
     }
 
@@ -400,20 +414,21 @@ impl PlacementGroups {
         }
     }
 
-    /// Removes a group and frees its bundles on every node.
-    pub(crate) async fn remove(&self, id: &PlacementGroupId) -> Result<(), RayError> {
+    /// Removes a group. Its nodes give its bundles back in the background, before
+    /// any later reservation on them.
+    pub(crate) fn remove(&self, id: &PlacementGroupId) -> Result<(), RayError> {
         let releases = self.lock().remove(id, &(self.nodes)())?;
         self.notify();
-        self.release(releases).await;
+        self.release(releases);
         self.kick();
         Ok(())
     }
 
     /// Removes the groups of a finished job that do not outlive it.
-    pub(crate) async fn job_finished(&self, job: u32) {
+    pub(crate) fn job_finished(&self, job: u32) {
         let ids = self.lock().of_finished_job(job);
         for id in ids {
-            if let Err(e) = self.remove(&id).await {
+            if let Err(e) = self.remove(&id) {
                 tracing::warn!("placement group {id} of finished job {job} was not removed: {e}");
             }
         }
@@ -426,58 +441,85 @@ impl PlacementGroups {
         self.kick();
     }
 
-    fn client(&self, address: &str) -> Result<NodeClient, RayError> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(address) {
-            return Ok(c.clone());
+    /// Queues a call to the node at `address`; false if it cannot be reached.
+    fn call(&self, address: &str, call: NodeCall) -> bool {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(queue) = queues.get(address).filter(|q| !q.is_closed()) {
+            return queue.send(call).is_ok();
         }
-        let c = node_client(lazy_channel(address, &self.token)?);
-        clients.insert(address.to_string(), c.clone());
-        Ok(c)
+        let node = match lazy_channel(address, &self.token) {
+            Ok(channel) => node_client(channel),
+            Err(e) => {
+                tracing::debug!("cannot reach node {address} for placement groups: {e}");
+                return false;
+            }
+        };
+        let (queue, calls) = mpsc::unbounded_channel();
+        tokio::spawn(serve_node(node, calls, address.to_string()));
+        let sent = queue.send(call).is_ok();
+        queues.insert(address.to_string(), queue);
+        sent
     }
 
-    async fn release(&self, releases: Vec<Release>) {
-        let calls = releases.into_iter().map(|r| async move {
+    fn release(&self, releases: Vec<Release>) {
+        for r in releases {
             let request = BundlesRequest {
-                placement_group_id: r.group.0.to_vec().into(),
-                bundles: r.bundles.iter().map(|i| Bundle { index: *i, ..Bundle::default() }).collect(),
-                group_removed: r.removed,
+                groups: vec![GroupBundles {
+                    placement_group_id: r.group.0.to_vec().into(),
+                    bundles: r.bundles.iter().map(|i| Bundle { index: *i, ..Bundle::default() }).collect(),
+                }],
+                groups_removed: r.removed,
             };
-            let returned = match self.client(&r.address) {
-                Ok(mut node) => node.return_bundles(request).await.map_err(|s| from_status(&s, "a node daemon")),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = returned {
-                // A node that cannot be reached is dying; its bundles die with it.
-                tracing::debug!("node {} did not give back bundles of group {}: {e}", r.address, r.group);
-            }
-        });
-        futures_util::future::join_all(calls).await;
+            self.call(&r.address, NodeCall::Return(request));
+        }
     }
 
-    /// One phase of a reservation on every node of it; whether all agreed.
-    async fn phase(&self, r: &Reservation, commit: bool) -> bool {
-        let calls = r.parts.iter().map(|part| async move {
-            let request = BundlesRequest {
-                placement_group_id: r.group.0.to_vec().into(),
-                bundles: part.bundles.clone(),
-                group_removed: false,
-            };
-            let mut node = self.client(&part.address).ok()?;
-            let reply = if commit { node.commit_bundles(request).await } else { node.prepare_bundles(request).await };
-            let reply = reply.ok()?.into_inner();
-            if let Some(view) = reply.view {
-                (self.record_view)(&part.node_id, view);
+    /// One phase of `reservations` on their nodes, one call per node; which
+    /// reservations every node agreed to.
+    async fn phase(&self, reservations: &[Reservation], commit: bool) -> Vec<bool> {
+        let mut by_node: BTreeMap<(String, Vec<u8>), Vec<(usize, GroupBundles)>> = BTreeMap::new();
+        for (i, r) in reservations.iter().enumerate() {
+            for part in &r.parts {
+                let bundles = GroupBundles { placement_group_id: r.group.0.to_vec().into(), bundles: part.bundles.clone() };
+                by_node.entry((part.address.clone(), part.node_id.clone())).or_default().push((i, bundles));
             }
-            if !reply.ok {
-                tracing::debug!("node {} refused bundles of group {}: {}", hex(&part.node_id), r.group, reply.why);
+        }
+        let mut agreed = vec![true; reservations.len()];
+        let mut replies = Vec::new();
+        for ((address, node_id), parts) in by_node {
+            let (tx, rx) = oneshot::channel();
+            let (which, groups): (Vec<usize>, Vec<GroupBundles>) = parts.into_iter().unzip();
+            let call = if commit { NodeCall::Commit(groups, tx) } else { NodeCall::Prepare(groups, tx) };
+            if self.call(&address, call) {
+                replies.push((node_id, which, rx));
+            } else {
+                which.iter().for_each(|i| agreed[*i] = false);
             }
-            reply.ok.then_some(())
-        });
-        futures_util::future::join_all(calls).await.iter().all(Option::is_some)
+        }
+        for (node_id, which, rx) in replies {
+            match rx.await.ok().flatten() {
+                Some(reply) => {
+                    if let Some(view) = reply.view {
+                        (self.record_view)(&node_id, view);
+                    }
+                    for (i, refused) in which.iter().zip(reply.refused.iter().map(Some).chain(std::iter::repeat(None))) {
+                        match refused {
+                            Some(why) if why.is_empty() => {}
+                            Some(why) => {
+                                tracing::debug!("node {} refused bundles: {why}", hex(&node_id));
+                                agreed[*i] = false;
+                            }
+                            None => agreed[*i] = false,
+                        }
+                    }
+                }
+                None => which.iter().for_each(|i| agreed[*i] = false),
+            }
+        }
+        agreed
     }
 
-    /// Reserves waiting groups, one at a time, for as long as the head runs.
+    /// Reserves waiting groups, in rounds, for as long as the head runs.
     pub(crate) async fn run(self) {
         loop {
             let waiting = self.lock().any_waiting();
@@ -486,32 +528,65 @@ impl PlacementGroups {
             } else {
                 self.kick.notified().await;
             }
-            while self.reserve_next().await {}
+            while self.reserve_round().await {}
             // Pending groups learn what they wait for.
             self.notify();
         }
     }
 
-    /// Reserves the next group that fits; false if none does.
-    async fn reserve_next(&self) -> bool {
-        let Some(r) = self.lock().next_reservation(&(self.nodes)()) else { return false };
-        let prepared = self.phase(&r, false).await;
-        let decided = self.lock().prepared(&r, prepared);
-        if let Err(releases) = decided {
-            self.release(releases).await;
-            // A refusal means the view was stale: wait for news before trying again.
-            return prepared;
+    /// Reserves every waiting group that fits; false if none was created.
+    async fn reserve_round(&self) -> bool {
+        let reservations = self.lock().next_reservations(&(self.nodes)());
+        if reservations.is_empty() {
+            return false;
         }
-        let committed = self.phase(&r, true).await;
-        let outcome = self.lock().committed(&r, committed, crate::now_ms());
-        match outcome {
-            Ok(()) => {
-                tracing::info!("placement group {} created", r.group);
-                self.notify();
+        let prepared = self.phase(&reservations, false).await;
+        let mut to_commit = Vec::new();
+        for (r, ok) in reservations.into_iter().zip(prepared) {
+            let decided = self.lock().prepared(&r, ok);
+            match decided {
+                Ok(()) => to_commit.push(r),
+                Err(releases) => self.release(releases),
             }
-            Err(releases) => self.release(releases).await,
         }
-        true
+        let committed = self.phase(&to_commit, true).await;
+        let mut created = false;
+        for (r, ok) in to_commit.iter().zip(committed) {
+            let outcome = self.lock().committed(r, ok, crate::now_ms());
+            match outcome {
+                Ok(()) => {
+                    tracing::debug!("placement group {} created", r.group);
+                    created = true;
+                }
+                Err(releases) => self.release(releases),
+            }
+        }
+        if created {
+            self.notify();
+        }
+        // A refusal means the view was stale: wait for news before trying again.
+        created
+    }
+}
+
+/// Carries out one node's calls in order.
+async fn serve_node(mut node: NodeClient, mut calls: mpsc::UnboundedReceiver<NodeCall>, address: String) {
+    while let Some(call) = calls.recv().await {
+        let request = |groups| BundlesRequest { groups, groups_removed: false };
+        match call {
+            NodeCall::Prepare(groups, reply) => {
+                let _ = reply.send(node.prepare_bundles(request(groups)).await.ok().map(tonic::Response::into_inner));
+            }
+            NodeCall::Commit(groups, reply) => {
+                let _ = reply.send(node.commit_bundles(request(groups)).await.ok().map(tonic::Response::into_inner));
+            }
+            NodeCall::Return(request) => {
+                if let Err(s) = node.return_bundles(request).await {
+                    // A node that cannot be reached is dying; its bundles die with it.
+                    tracing::debug!("node {address} did not give back bundles: {}", s.message());
+                }
+            }
+        }
     }
 }
 
@@ -550,19 +625,35 @@ mod tests {
         PlacementGroupId::new([n; 14], JobId(1))
     }
 
+    /// The first reservation of a round.
+    fn one(groups: &mut Groups, nodes: &[NodeInfo]) -> Option<Reservation> {
+        groups.next_reservations(nodes).into_iter().next()
+    }
+
+    #[test]
+    fn a_round_reserves_every_group_that_fits_without_counting_a_cpu_twice() {
+        let mut groups = Groups::default();
+        for n in 1..=3 {
+            groups.create(group(n, &[1.0], WireStrategy::Pack), 0).unwrap();
+        }
+        let round = groups.next_reservations(&[node(1, 2.0, 2.0)]);
+        assert_eq!(round.iter().map(|r| r.group).collect::<Vec<_>>(), vec![id(1), id(2)], "two CPUs, two groups");
+        assert!(groups.get(&id(3)).unwrap().waiting_for.contains("must be free"));
+    }
+
     #[test]
     fn a_group_is_created_only_when_every_node_agrees() {
         let mut groups = Groups::default();
         groups.create(group(1, &[1.0, 1.0], WireStrategy::StrictSpread), 0).unwrap();
         let nodes = [node(1, 2.0, 2.0), node(2, 2.0, 2.0)];
-        let r = groups.next_reservation(&nodes).expect("fits");
+        let r = one(&mut groups, &nodes).expect("fits");
         assert_eq!(r.parts.len(), 2, "one bundle per node");
-        assert!(groups.next_reservation(&nodes).is_none(), "one reservation in flight per group");
+        assert!(one(&mut groups, &nodes).is_none(), "one reservation in flight per group");
         let back = groups.prepared(&r, false).unwrap_err();
         assert_eq!(back.len(), 2, "a refused prepare gives back every part");
         assert!(back.iter().all(|b| !b.removed));
         assert_eq!(groups.get(&id(1)).unwrap().state(), State::Pending);
-        let r = groups.next_reservation(&nodes).expect("tried again");
+        let r = one(&mut groups, &nodes).expect("tried again");
         groups.prepared(&r, true).unwrap();
         groups.committed(&r, true, 5).unwrap();
         let info = groups.get(&id(1)).unwrap();
@@ -576,7 +667,7 @@ mod tests {
     fn a_failed_commit_leaves_nothing_reserved() {
         let mut groups = Groups::default();
         groups.create(group(1, &[1.0], WireStrategy::Pack), 0).unwrap();
-        let r = groups.next_reservation(&[node(1, 2.0, 2.0)]).unwrap();
+        let r = one(&mut groups, &[node(1, 2.0, 2.0)]).unwrap();
         groups.prepared(&r, true).unwrap();
         let back = groups.committed(&r, false, 0).unwrap_err();
         assert_eq!(back, releases(&r));
@@ -590,18 +681,18 @@ mod tests {
         let mut groups = Groups::default();
         groups.create(group(1, &[4.0], WireStrategy::Pack), 0).unwrap();
         groups.create(group(2, &[1.0, 1.0], WireStrategy::StrictSpread), 0).unwrap();
-        assert!(groups.next_reservation(&[node(1, 2.0, 2.0)]).is_none());
+        assert!(one(&mut groups, &[node(1, 2.0, 2.0)]).is_none());
         let big = groups.get(&id(1)).unwrap();
         assert!(big.infeasible && big.waiting_for.contains("No available node types"), "{}", big.waiting_for);
         let spread = groups.get(&id(2)).unwrap();
         assert!(spread.infeasible, "STRICT_SPREAD over one node can never be met");
         // A node joins that can hold the big one.
-        let r = groups.next_reservation(&[node(1, 2.0, 2.0), node(2, 8.0, 8.0)]).unwrap();
+        let r = one(&mut groups, &[node(1, 2.0, 2.0), node(2, 8.0, 8.0)]).unwrap();
         assert_eq!(r.group, id(1), "older groups go first");
         // Busy, not too small: it waits without being infeasible.
         let mut groups = Groups::default();
         groups.create(group(3, &[2.0], WireStrategy::Pack), 0).unwrap();
-        assert!(groups.next_reservation(&[node(1, 2.0, 1.0)]).is_none());
+        assert!(one(&mut groups, &[node(1, 2.0, 1.0)]).is_none());
         let busy = groups.get(&id(3)).unwrap();
         assert!(!busy.infeasible && busy.waiting_for.contains("must be free"), "{}", busy.waiting_for);
     }
@@ -611,14 +702,14 @@ mod tests {
         let mut groups = Groups::default();
         groups.create(group(1, &[1.0, 1.0], WireStrategy::StrictSpread), 0).unwrap();
         let nodes = [node(1, 2.0, 2.0), node(2, 2.0, 2.0), node(3, 2.0, 2.0)];
-        let r = groups.next_reservation(&nodes[..2]).unwrap();
+        let r = one(&mut groups, &nodes[..2]).unwrap();
         groups.prepared(&r, true).unwrap();
         groups.committed(&r, true, 0).unwrap();
         groups.node_died(&[2]);
         assert_eq!(groups.get(&id(1)).unwrap().state(), State::Rescheduling);
         let mut after = nodes.clone();
         after[1].set_state(NodeState::Dead);
-        let r = groups.next_reservation(&after).expect("node 3 is free");
+        let r = one(&mut groups, &after).expect("node 3 is free");
         assert_eq!(r.parts.len(), 1);
         assert_eq!(r.parts[0].node_id, vec![3], "not beside its STRICT_SPREAD sibling on node 1");
         assert_eq!(r.parts[0].bundles.len(), 1, "only the lost bundle");
@@ -636,7 +727,7 @@ mod tests {
         let mut again = group(2, &[1.0], WireStrategy::Pack);
         again.name = "pg".into();
         assert!(groups.create(again.clone(), 0).is_err(), "names are unique while the group lives");
-        let r = groups.next_reservation(&[node(1, 2.0, 2.0)]).unwrap();
+        let r = one(&mut groups, &[node(1, 2.0, 2.0)]).unwrap();
         groups.prepared(&r, true).unwrap();
         let nodes = [node(1, 2.0, 2.0), node(2, 2.0, 2.0)];
         let releases = groups.remove(&id(1), &nodes).unwrap();

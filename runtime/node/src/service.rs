@@ -308,12 +308,12 @@ fn resource_view(s: ResourceSnapshot) -> ResourceView {
     }
 }
 
-fn bundles_reply(result: Result<(), String>, snapshot: ResourceSnapshot) -> BundlesReply {
-    let (ok, why) = match result {
-        Ok(()) => (true, String::new()),
-        Err(why) => (false, why),
-    };
-    BundlesReply { ok, why, view: Some(resource_view(snapshot)) }
+/// The groups of a bundles request, with their bundles.
+fn parse_groups(r: BundlesRequest) -> Result<Vec<(PlacementGroupId, Vec<Bundle>)>, Status> {
+    r.groups
+        .into_iter()
+        .map(|g| Ok((PlacementGroupId::from_bytes(&g.placement_group_id).map_err(|e| to_status(&e))?, g.bundles)))
+        .collect()
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {
@@ -682,37 +682,50 @@ impl Node for NodeService {
     }
 
     async fn prepare_bundles(&self, req: Request<BundlesRequest>) -> Result<Response<BundlesReply>, Status> {
-        let r = req.into_inner();
-        let group = PlacementGroupId::from_bytes(&r.placement_group_id).map_err(|e| to_status(&e))?;
-        let bundles: Vec<(u32, Resources)> =
-            r.bundles.iter().map(|b| (b.index, resources_to_map(&b.resources))).collect();
+        let groups = parse_groups(req.into_inner())?;
         let mut pool = self.0.pool();
-        let prepared = pool.prepare_bundles(group, &bundles);
-        Ok(Response::new(bundles_reply(prepared, pool.snapshot())))
+        let refused = groups
+            .iter()
+            .map(|(group, bundles)| {
+                let bundles: Vec<(u32, Resources)> =
+                    bundles.iter().map(|b| (b.index, resources_to_map(&b.resources))).collect();
+                pool.prepare_bundles(*group, &bundles).err().unwrap_or_default()
+            })
+            .collect();
+        Ok(Response::new(BundlesReply { refused, view: Some(resource_view(pool.snapshot())) }))
     }
 
     async fn commit_bundles(&self, req: Request<BundlesRequest>) -> Result<Response<BundlesReply>, Status> {
-        let r = req.into_inner();
-        let group = PlacementGroupId::from_bytes(&r.placement_group_id).map_err(|e| to_status(&e))?;
-        let indices: Vec<u32> = r.bundles.iter().map(|b| b.index).collect();
+        let groups = parse_groups(req.into_inner())?;
         let reply = {
             let mut pool = self.0.pool();
-            let committed = pool.commit_bundles(group, &indices);
-            bundles_reply(committed, pool.snapshot())
+            let refused = groups
+                .iter()
+                .map(|(group, bundles)| {
+                    let indices: Vec<u32> = bundles.iter().map(|b| b.index).collect();
+                    pool.commit_bundles(*group, &indices).err().unwrap_or_default()
+                })
+                .collect();
+            BundlesReply { refused, view: Some(resource_view(pool.snapshot())) }
         };
-        // Requests waiting for the group's resources may run now.
+        // Requests waiting for the groups' resources may run now.
         self.0.dispatch();
         Ok(Response::new(reply))
     }
 
     async fn return_bundles(&self, req: Request<BundlesRequest>) -> Result<Response<BundlesReply>, Status> {
         let r = req.into_inner();
-        let group = PlacementGroupId::from_bytes(&r.placement_group_id).map_err(|e| to_status(&e))?;
-        let indices: Vec<u32> = r.bundles.iter().map(|b| b.index).collect();
-        let (doomed, snapshot) = {
+        let removed = r.groups_removed;
+        let groups = parse_groups(r)?;
+        let (doomed, reply) = {
             let mut pool = self.0.pool();
-            let doomed = pool.return_bundles(group, (!r.group_removed).then_some(indices.as_slice()), r.group_removed);
-            (doomed, pool.snapshot())
+            let mut doomed = Vec::new();
+            for (group, bundles) in &groups {
+                let indices: Vec<u32> = bundles.iter().map(|b| b.index).collect();
+                doomed.extend(pool.return_bundles(*group, (!removed).then_some(indices.as_slice()), removed));
+            }
+            let refused = vec![String::new(); groups.len()];
+            (doomed, BundlesReply { refused, view: Some(resource_view(pool.snapshot())) })
         };
         // Ray stops the group's tasks and actors with it; their owners see the
         // workers die and fail or retry them as a lost worker.
@@ -720,7 +733,7 @@ impl Node for NodeService {
             kill(pid);
         }
         self.0.dispatch();
-        Ok(Response::new(bundles_reply(Ok(()), snapshot)))
+        Ok(Response::new(reply))
     }
 
     async fn list_logs(&self, _: Request<Empty>) -> Result<Response<ListLogsReply>, Status> {
