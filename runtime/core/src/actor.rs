@@ -26,6 +26,7 @@ impl CoreWorker {
     /// Creates an actor (Ray's `Actor.remote()`); with `get_if_exists`, may return
     /// the id of an existing actor of the same name.
     pub fn create_actor(&self, creation: ActorCreation) -> Result<ActorId, RayError> {
+        self.flush_group_calls();
         let (resources, steering) =
             self.steer(&creation.options.scheduling_strategy, creation.options.resource_demand())?;
         // The constructor's ref arguments must exist: wait for them here.

@@ -135,6 +135,8 @@ pub(crate) struct Inner {
     /// Placement groups this process removed: using one again is an error here,
     /// before any node is asked.
     pub(crate) removed_groups: Mutex<std::collections::HashSet<ray_abi::PlacementGroupId>>,
+    /// Placement-group calls queued for the head.
+    pub(crate) group_calls: groups::GroupCalls,
 }
 
 /// This process's core worker. Cheap to clone.
@@ -219,6 +221,7 @@ impl CoreWorker {
         };
         let salt: u32 = rand::random();
         let driver_task = TaskId::generate(job, salt);
+        let group_calls = groups::GroupCalls::start(head.clone());
         let inner = Arc::new(Inner {
             rt: tokio::runtime::Handle::current(),
             is_worker: opts.is_worker,
@@ -250,6 +253,7 @@ impl CoreWorker {
             progress_sink: RwLock::new(None),
             arenas: Mutex::new(HashMap::new()),
             removed_groups: Mutex::default(),
+            group_calls,
         });
         let cw = CoreWorker(inner);
         service::serve(cw.clone(), listener);
@@ -329,6 +333,8 @@ impl CoreWorker {
 
     /// Stores bytes as a new owned object (Ray's `put`).
     pub fn put(&self, parts: &[&[u8]], contained: Vec<ObjectId>) -> Result<ObjectId, RayError> {
+        // A placement group in the value must exist before anyone can read it.
+        self.flush_group_calls();
         let id = self.next_put_id();
         let value = self.store_value(id, parts, &self.0.address)?;
         lock(&self.0.refs).add_owned(id, State::Ready(value), contained);

@@ -71,6 +71,8 @@ impl CoreWorker {
         if self.0.shut_down.load(Ordering::Relaxed) {
             return Err(RayError::NotInitialized);
         }
+        // A placement group passed to the task must exist before the task runs.
+        self.flush_group_calls();
         let task = NewTask {
             id: TaskId::generate(self.0.job, self.0.salt),
             name: options.name.clone().unwrap_or_else(|| function.name.clone()),

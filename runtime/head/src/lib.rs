@@ -375,23 +375,32 @@ impl Head for HeadService {
         Ok(Response::new(Empty {}))
     }
 
-    async fn create_placement_group(
+    async fn create_placement_groups(
         &self,
-        req: Request<CreatePlacementGroupRequest>,
-    ) -> Result<Response<PlacementGroupInfo>, Status> {
-        let info = req.into_inner().group.ok_or_else(|| Status::invalid_argument("missing placement group"))?;
-        self.groups.create(info).map(Response::new).map_err(|e| to_status(&e))
+        req: Request<CreatePlacementGroupsRequest>,
+    ) -> Result<Response<PlacementGroupsReply>, Status> {
+        let errors =
+            req.into_inner().groups.into_iter().map(|info| refusal(self.groups.create(info).map(drop))).collect();
+        Ok(Response::new(PlacementGroupsReply { errors }))
     }
 
-    async fn remove_placement_group(
+    async fn remove_placement_groups(
         &self,
-        req: Request<RemovePlacementGroupRequest>,
-    ) -> Result<Response<Empty>, Status> {
-        let id = PlacementGroupId::from_bytes(&req.into_inner().placement_group_id).map_err(|e| to_status(&e))?;
-        // Its actors go first, so none is restarted into the freed resources.
-        self.actors.placement_group_removed(&id).await;
-        self.groups.remove(&id).map_err(|e| to_status(&e))?;
-        Ok(Response::new(Empty {}))
+        req: Request<RemovePlacementGroupsRequest>,
+    ) -> Result<Response<PlacementGroupsReply>, Status> {
+        let mut errors = Vec::new();
+        for id in req.into_inner().placement_group_ids {
+            let removed = match PlacementGroupId::from_bytes(&id) {
+                Ok(id) => {
+                    // Its actors go first, so none is restarted into the freed resources.
+                    self.actors.placement_group_removed(&id).await;
+                    self.groups.remove(&id)
+                }
+                Err(e) => Err(e),
+            };
+            errors.push(refusal(removed));
+        }
+        Ok(Response::new(PlacementGroupsReply { errors }))
     }
 
     async fn get_placement_group(
@@ -445,6 +454,11 @@ impl Head for HeadService {
         self.shutdown.notify_one();
         Ok(Response::new(Empty {}))
     }
+}
+
+/// One group's entry in a [`PlacementGroupsReply`]: empty, or why not.
+fn refusal(result: Result<(), ray_abi::RayError>) -> bytes::Bytes {
+    result.err().map(|e| e.to_bytes().into()).unwrap_or_default()
 }
 
 /// Serves the head on `listener` until a client asks it to shut down or `stop`

@@ -32,6 +32,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+/// Removed groups the head still answers for (Ray keeps them for its state API
+/// too); older ones are forgotten, so a long session's table stays small.
+const REMOVED_KEPT: usize = 1000;
+
 /// How often groups that wait are tried again without news (a node joining or
 /// freeing resources wakes the scheduler sooner).
 const RETRY_EVERY: Duration = Duration::from_millis(200);
@@ -56,6 +60,7 @@ pub(crate) struct Reservation {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Release {
     pub(crate) address: String,
+    pub(crate) node_id: Vec<u8>,
     pub(crate) group: PlacementGroupId,
     /// Which bundles; every bundle of the group when the group is removed.
     pub(crate) bundles: Vec<u32>,
@@ -85,6 +90,8 @@ impl Group {
 pub(crate) struct Groups {
     groups: HashMap<PlacementGroupId, Group>,
     names: HashMap<(String, String), PlacementGroupId>,
+    /// Removed groups, oldest first.
+    removed: std::collections::VecDeque<PlacementGroupId>,
     next_seq: u64,
     next_attempt: u64,
 }
@@ -271,10 +278,22 @@ impl Groups {
             self.names.remove(&key);
         }
         let all: Vec<u32> = g.info.bundles.iter().map(|b| b.index).collect();
+        self.removed.push_back(*id);
+        while self.removed.len() > REMOVED_KEPT {
+            if let Some(old) = self.removed.pop_front() {
+                self.groups.remove(&old);
+            }
+        }
         Ok(alive_nodes
             .iter()
             .filter(|n| n.is_alive())
-            .map(|n| Release { address: n.address.clone(), group: *id, bundles: all.clone(), removed: true })
+            .map(|n| Release {
+                address: n.address.clone(),
+                node_id: n.node_id.to_vec(),
+                group: *id,
+                bundles: all.clone(),
+                removed: true,
+            })
             .collect())
     }
 
@@ -307,6 +326,7 @@ fn releases(r: &Reservation) -> Vec<Release> {
         .iter()
         .map(|p| Release {
             address: p.address.clone(),
+            node_id: p.node_id.clone(),
             group: r.group,
             bundles: p.bundles.iter().map(|b| b.index).collect(),
             removed: false,
@@ -441,8 +461,8 @@ impl PlacementGroups {
         self.kick();
     }
 
-    /// Queues a call to the node at `address`; false if it cannot be reached.
-    fn call(&self, address: &str, call: NodeCall) -> bool {
+    /// Queues a call to node `node_id` at `address`; false if it cannot be reached.
+    fn call(&self, address: &str, node_id: &[u8], call: NodeCall) -> bool {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(queue) = queues.get(address).filter(|q| !q.is_closed()) {
             return queue.send(call).is_ok();
@@ -455,7 +475,7 @@ impl PlacementGroups {
             }
         };
         let (queue, calls) = mpsc::unbounded_channel();
-        tokio::spawn(serve_node(node, calls, address.to_string()));
+        tokio::spawn(serve_node(node, calls, address.to_string(), node_id.to_vec(), Arc::clone(&self.record_view)));
         let sent = queue.send(call).is_ok();
         queues.insert(address.to_string(), queue);
         sent
@@ -470,7 +490,7 @@ impl PlacementGroups {
                 }],
                 groups_removed: r.removed,
             };
-            self.call(&r.address, NodeCall::Return(request));
+            self.call(&r.address, &r.node_id, NodeCall::Return(request));
         }
     }
 
@@ -480,7 +500,8 @@ impl PlacementGroups {
         let mut by_node: BTreeMap<(String, Vec<u8>), Vec<(usize, GroupBundles)>> = BTreeMap::new();
         for (i, r) in reservations.iter().enumerate() {
             for part in &r.parts {
-                let bundles = GroupBundles { placement_group_id: r.group.0.to_vec().into(), bundles: part.bundles.clone() };
+                let bundles =
+                    GroupBundles { placement_group_id: r.group.0.to_vec().into(), bundles: part.bundles.clone() };
                 by_node.entry((part.address.clone(), part.node_id.clone())).or_default().push((i, bundles));
             }
         }
@@ -490,7 +511,7 @@ impl PlacementGroups {
             let (tx, rx) = oneshot::channel();
             let (which, groups): (Vec<usize>, Vec<GroupBundles>) = parts.into_iter().unzip();
             let call = if commit { NodeCall::Commit(groups, tx) } else { NodeCall::Prepare(groups, tx) };
-            if self.call(&address, call) {
+            if self.call(&address, &node_id, call) {
                 replies.push((node_id, which, rx));
             } else {
                 which.iter().for_each(|i| agreed[*i] = false);
@@ -502,7 +523,8 @@ impl PlacementGroups {
                     if let Some(view) = reply.view {
                         (self.record_view)(&node_id, view);
                     }
-                    for (i, refused) in which.iter().zip(reply.refused.iter().map(Some).chain(std::iter::repeat(None))) {
+                    for (i, refused) in which.iter().zip(reply.refused.iter().map(Some).chain(std::iter::repeat(None)))
+                    {
                         match refused {
                             Some(why) if why.is_empty() => {}
                             Some(why) => {
@@ -569,9 +591,24 @@ impl PlacementGroups {
     }
 }
 
-/// Carries out one node's calls in order.
-async fn serve_node(mut node: NodeClient, mut calls: mpsc::UnboundedReceiver<NodeCall>, address: String) {
-    while let Some(call) = calls.recv().await {
+/// Carries out one node's calls in order. Bundles given back one group at a
+/// time (a loop of removals) go in one call with the returns queued behind them.
+async fn serve_node(
+    mut node: NodeClient,
+    mut calls: mpsc::UnboundedReceiver<NodeCall>,
+    address: String,
+    node_id: Vec<u8>,
+    record_view: ViewSink,
+) {
+    let mut next = None;
+    loop {
+        let call = match next.take() {
+            Some(call) => call,
+            None => match calls.recv().await {
+                Some(call) => call,
+                None => return,
+            },
+        };
         let request = |groups| BundlesRequest { groups, groups_removed: false };
         match call {
             NodeCall::Prepare(groups, reply) => {
@@ -580,10 +617,27 @@ async fn serve_node(mut node: NodeClient, mut calls: mpsc::UnboundedReceiver<Nod
             NodeCall::Commit(groups, reply) => {
                 let _ = reply.send(node.commit_bundles(request(groups)).await.ok().map(tonic::Response::into_inner));
             }
-            NodeCall::Return(request) => {
-                if let Err(s) = node.return_bundles(request).await {
+            NodeCall::Return(mut returns) => {
+                while let Ok(call) = calls.try_recv() {
+                    match call {
+                        NodeCall::Return(more) if more.groups_removed == returns.groups_removed => {
+                            returns.groups.extend(more.groups);
+                        }
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
+                match node.return_bundles(returns).await {
+                    // What was given back is free for the next reservation at once.
+                    Ok(reply) => {
+                        if let Some(view) = reply.into_inner().view {
+                            record_view(&node_id, view);
+                        }
+                    }
                     // A node that cannot be reached is dying; its bundles die with it.
-                    tracing::debug!("node {address} did not give back bundles: {}", s.message());
+                    Err(s) => tracing::debug!("node {address} did not give back bundles: {}", s.message()),
                 }
             }
         }
@@ -738,5 +792,21 @@ mod tests {
         assert!(groups.named("", "pg").is_none());
         groups.create(again, 0).unwrap();
         assert!(groups.remove(&id(9), &nodes).is_err());
+    }
+
+    #[test]
+    fn only_the_newest_removed_groups_are_kept() {
+        let mut groups = Groups::default();
+        let ids: Vec<PlacementGroupId> =
+            (0..REMOVED_KEPT + 2).map(|i| PlacementGroupId::new([0; 14], JobId(i as u32))).collect();
+        for g in &ids {
+            let mut info = group(1, &[1.0], WireStrategy::Pack);
+            info.placement_group_id = g.0.to_vec().into();
+            groups.create(info, 0).unwrap();
+            groups.remove(g, &[]).unwrap();
+        }
+        assert!(groups.get(&ids[0]).is_none() && groups.get(&ids[1]).is_none());
+        assert_eq!(groups.get(&ids[2]).map(|g| g.state()), Some(State::Removed));
+        assert_eq!(groups.list().len(), REMOVED_KEPT);
     }
 }

@@ -31,6 +31,9 @@ fn add(available: &mut Resources, demand: &Resources) {
     }
 }
 
+/// Removed groups a node remembers by itself.
+const REMOVED_GROUPS_KEPT: usize = 10_000;
+
 /// CPUs, a group's included: what a worker blocked in `get` lends out.
 fn is_cpu(resource: &str) -> bool {
     resource == "CPU" || resource.starts_with("CPU_group_")
@@ -144,8 +147,10 @@ pub struct Pool {
     max_workers_per_job: usize,
     /// Placement-group bundles reserved here.
     bundles: HashMap<(PlacementGroupId, u32), HeldBundle>,
-    /// Groups the head removed: requests for their resources fail at once.
+    /// Groups the head removed, newest last: requests for their resources fail
+    /// at once. Only the newest are kept; the head answers for older ones.
     removed_groups: HashSet<PlacementGroupId>,
+    removed_order: VecDeque<PlacementGroupId>,
     /// Counts snapshots of the resources.
     snapshots: u64,
 }
@@ -166,6 +171,7 @@ impl Pool {
             max_workers_per_job: (cpus * 4).max(16),
             bundles: HashMap::new(),
             removed_groups: HashSet::new(),
+            removed_order: VecDeque::new(),
             snapshots: 0,
         }
     }
@@ -255,7 +261,14 @@ impl Pool {
             .collect();
         doomed.sort_unstable();
         if removed {
-            self.removed_groups.insert(group);
+            if self.removed_groups.insert(group) {
+                self.removed_order.push_back(group);
+            }
+            while self.removed_order.len() > REMOVED_GROUPS_KEPT {
+                if let Some(old) = self.removed_order.pop_front() {
+                    self.removed_groups.remove(&old);
+                }
+            }
             let (failed, kept): (VecDeque<_>, VecDeque<_>) =
                 self.pending.drain(..).partition(|p| in_group(&p.resources));
             self.pending = kept;
