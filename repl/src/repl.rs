@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 /// The REPL's own commands; evcxr's (`:dep`, `:vars`, ...) work too.
 const COMMANDS: &[(&str, &str)] = &[
     (":help", "show this help"),
-    (":top", "full-screen dashboard of nodes, tasks, actors, objects and jobs (q to return)"),
+    (":top", "full-screen dashboard of nodes, tasks, actors, placement groups, objects and jobs (q to return)"),
     (":status", "the cluster's nodes and resources"),
     (":timeline", "write the tasks that ran as a Chrome trace (chrome://tracing, Perfetto)"),
     (":vars", "the session's variables and their types (evcxr)"),

@@ -794,6 +794,64 @@ mod tests {
         assert!(groups.remove(&id(9), &nodes).is_err());
     }
 
+    fn strategy_of(n: u8) -> WireStrategy {
+        [WireStrategy::Pack, WireStrategy::Spread, WireStrategy::StrictPack, WireStrategy::StrictSpread]
+            [usize::from(n % 4)]
+    }
+
+    proptest::proptest! {
+        /// Whatever the cluster and the groups waiting, one round never promises a
+        /// node more than it has free, keeps every strict strategy, and reserves
+        /// nothing of a group that cannot be placed (which then says why).
+        #[test]
+        fn a_round_conserves_resources_and_keeps_strategies(
+            nodes in proptest::collection::vec((1u8..5, 0u8..9), 1..5),
+            groups in proptest::collection::vec((0u8..4, proptest::collection::vec(1u8..7, 1..4)), 1..6),
+        ) {
+            let cluster: Vec<NodeInfo> = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, (total, free))| node(i as u8, f64::from(*total), f64::from(*free.min(&(total * 2))) / 2.0))
+                .collect();
+            let mut table = Groups::default();
+            for (n, (strategy, halves)) in groups.iter().enumerate() {
+                let cpus: Vec<f64> = halves.iter().map(|h| f64::from(*h) / 2.0).collect();
+                table.create(group(n as u8, &cpus, strategy_of(*strategy)), 0).unwrap();
+            }
+            let round = table.next_reservations(&cluster);
+            let mut taken: HashMap<Vec<u8>, f64> = HashMap::new();
+            for r in &round {
+                let info = table.get(&r.group).unwrap().clone();
+                let nodes_used: Vec<&Vec<u8>> = r.parts.iter().map(|p| &p.node_id).collect();
+                let bundles: usize = r.parts.iter().map(|p| p.bundles.len()).sum();
+                proptest::prop_assert_eq!(bundles, info.bundles.len(), "all bundles or none");
+                match info.strategy() {
+                    WireStrategy::StrictPack => proptest::prop_assert_eq!(nodes_used.len(), 1),
+                    WireStrategy::StrictSpread => {
+                        proptest::prop_assert!(r.parts.iter().all(|p| p.bundles.len() == 1), "one bundle per node")
+                    }
+                    WireStrategy::Pack | WireStrategy::Spread => {}
+                }
+                for part in &r.parts {
+                    let cpu: f64 = part.bundles.iter().map(|b| resources_to_map(&b.resources)["CPU"]).sum();
+                    *taken.entry(part.node_id.clone()).or_default() += cpu;
+                }
+            }
+            for n in &cluster {
+                let free = resources_to_map(&n.available)["CPU"];
+                proptest::prop_assert!(taken.get(n.node_id.as_ref() as &[u8]).copied().unwrap_or(0.0) <= free + 1e-9);
+            }
+            let reserved: Vec<PlacementGroupId> = round.iter().map(|r| r.group).collect();
+            for info in table.list() {
+                let id = info.id().unwrap();
+                proptest::prop_assert!(reserved.contains(&id) || !info.waiting_for.is_empty(), "a group left waiting says why");
+                if info.infeasible {
+                    proptest::prop_assert!(!reserved.contains(&id), "an infeasible group reserves nothing");
+                }
+            }
+        }
+    }
+
     #[test]
     fn only_the_newest_removed_groups_are_kept() {
         let mut groups = Groups::default();
