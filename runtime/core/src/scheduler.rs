@@ -215,6 +215,13 @@ struct KeyQueue<C> {
     connecting: usize,
 }
 
+impl<C> KeyQueue<C> {
+    /// Whether its tasks are SPREAD: one task per lease, each placed anew.
+    fn spreads(&self) -> bool {
+        matches!(self.strategy.as_ref().and_then(|s| s.kind.as_ref()), Some(lease_strategy::Kind::Spread(_)))
+    }
+}
+
 impl<C> Default for KeyQueue<C> {
     fn default() -> Self {
         KeyQueue {
@@ -749,7 +756,8 @@ impl<C: Clone> Scheduler<C> {
         }
     }
 
-    /// A leased worker answered a task.
+    /// A leased worker answered a task. A SPREAD task's lease goes back at once:
+    /// reused, it would keep every later task of the key on its node.
     pub(crate) fn task_replied(
         &mut self,
         key: &str,
@@ -758,8 +766,17 @@ impl<C: Clone> Scheduler<C> {
         reply: Reply,
         now: Instant,
     ) -> Vec<Action<C>> {
-        self.free_slot(key, slot, now);
-        let mut actions = self.replied(id, reply);
+        let mut actions = Vec::new();
+        match self.keys.get_mut(key) {
+            Some(queue) if queue.spreads() => {
+                if let Some(pos) = queue.slots.iter().position(|s| s.id == slot) {
+                    let s = queue.slots.remove(pos);
+                    actions.push(Action::ReturnLease { lease: s.lease, conn: Some(s.conn), worker_failed: false });
+                }
+            }
+            _ => self.free_slot(key, slot, now),
+        }
+        actions.extend(self.replied(id, reply));
         actions.extend(self.pump(key));
         actions
     }

@@ -158,7 +158,20 @@ impl HeadService {
                 }
             })
         };
-        let groups = PlacementGroups::new(token, cluster.clone(), record_view);
+        let credit: placement_groups::CreditSink = {
+            let tables = tables.clone();
+            Arc::new(move |node_id: &[u8], freed: &BTreeMap<String, f64>| {
+                let mut t = tables.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = t.nodes.get_mut(node_id) {
+                    let mut available = resources_to_map(&n.info.available);
+                    for (k, v) in freed {
+                        *available.entry(k.clone()).or_insert(0.0) += v;
+                    }
+                    n.info.available = resources_from_map(&available);
+                }
+            })
+        };
+        let groups = PlacementGroups::new(token, cluster.clone(), record_view, credit);
         HeadService {
             actors: Actors::new(token, cluster, groups.clone()),
             groups,

@@ -65,6 +65,10 @@ pub(crate) struct Release {
     /// Which bundles; every bundle of the group when the group is removed.
     pub(crate) bundles: Vec<u32>,
     pub(crate) removed: bool,
+    /// What the node gets back of a created group's bundles: the next round may
+    /// count on it at once, since the node gives them back before that round's
+    /// calls reach it.
+    pub(crate) freed: Resources,
 }
 
 struct Group {
@@ -270,7 +274,14 @@ impl Groups {
         }
         g.info.set_state(State::Removed);
         g.info.waiting_for.clear();
+        let mut freed: HashMap<Vec<u8>, Resources> = HashMap::new();
         for b in &mut g.info.bundles {
+            if !b.node_id.is_empty() {
+                let on = freed.entry(b.node_id.to_vec()).or_default();
+                for r in &b.resources {
+                    *on.entry(r.name.clone()).or_insert(0.0) += r.amount;
+                }
+            }
             b.node_id = Default::default();
         }
         let key = (g.info.namespace.clone(), g.info.name.clone());
@@ -293,6 +304,7 @@ impl Groups {
                 group: *id,
                 bundles: all.clone(),
                 removed: true,
+                freed: freed.remove(n.node_id.as_ref() as &[u8]).unwrap_or_default(),
             })
             .collect())
     }
@@ -327,6 +339,7 @@ fn releases(r: &Reservation) -> Vec<Release> {
         .map(|p| Release {
             address: p.address.clone(),
             node_id: p.node_id.clone(),
+            freed: Resources::new(),
             group: r.group,
             bundles: p.bundles.iter().map(|b| b.index).collect(),
             removed: false,
@@ -344,6 +357,8 @@ fn shape(bundles: &[Resources]) -> String {
 /// fresher resources.
 pub(crate) type NodeSource = Arc<dyn Fn() -> Vec<NodeInfo> + Send + Sync>;
 pub(crate) type ViewSink = Arc<dyn Fn(&[u8], ResourceView) + Send + Sync>;
+/// Adds resources a node is about to get back to the head's view of it.
+pub(crate) type CreditSink = Arc<dyn Fn(&[u8], &Resources) + Send + Sync>;
 
 /// What the manager asks of one node, in order: its calls go one at a time, so
 /// bundles given back are free again before the next reservation there.
@@ -362,12 +377,13 @@ pub(crate) struct PlacementGroups {
     token: Arc<str>,
     nodes: NodeSource,
     record_view: ViewSink,
+    credit: CreditSink,
     /// Each node's queue of calls, by address.
     queues: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<NodeCall>>>>,
 }
 
 impl PlacementGroups {
-    pub(crate) fn new(token: &str, nodes: NodeSource, record_view: ViewSink) -> Self {
+    pub(crate) fn new(token: &str, nodes: NodeSource, record_view: ViewSink, credit: CreditSink) -> Self {
         PlacementGroups {
             groups: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
@@ -375,6 +391,7 @@ impl PlacementGroups {
             token: token.into(),
             nodes,
             record_view,
+            credit,
             queues: Arc::default(),
         }
     }
@@ -483,6 +500,9 @@ impl PlacementGroups {
 
     fn release(&self, releases: Vec<Release>) {
         for r in releases {
+            if !r.freed.is_empty() {
+                (self.credit)(&r.node_id, &r.freed);
+            }
             let request = BundlesRequest {
                 groups: vec![GroupBundles {
                     placement_group_id: r.group.0.to_vec().into(),

@@ -133,6 +133,44 @@ fn a_task_leases_a_worker_runs_and_gives_the_lease_back_when_idle() {
 }
 
 #[test]
+fn a_spread_task_gives_its_lease_back_so_the_next_one_is_placed_anew() {
+    let mut s = sched();
+    let now = Instant::now();
+    let spread = || Steering {
+        lease: Some(ray_proto::LeaseStrategy { kind: Some(ray_proto::lease_strategy::Kind::Spread(true)) }),
+        group: None,
+    };
+    let key = spread().key(&[("CPU".to_string(), 1.0)].into());
+    assert_ne!(key, self::key(), "the strategy is part of the scheduling key");
+    let mut first = new_task(1, 3, None);
+    first.steering = spread();
+    let mut second = new_task(2, 3, None);
+    second.steering = spread();
+    let asked = submit_ready(&mut s, first);
+    let asked_again = submit_ready(&mut s, second);
+    let strategies: Vec<bool> = asked
+        .iter()
+        .chain(&asked_again)
+        .filter_map(|a| match a {
+            Action::RequestLease { strategy, .. } => Some(strategy.is_some()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(strategies, [true, true], "each task asks for its own lease, carrying the strategy");
+    let granted = s.lease_granted(&key, requests(&asked)[0], lease(7));
+    let [Action::Connect { lease: l, .. }] = granted.as_slice() else { panic!("{granted:?}") };
+    let pushed = s.lease_connected(&key, l.clone(), 7, now);
+    assert_eq!(pushes(&pushed), vec![(0, task_id(1))]);
+    let done = s.task_replied(&key, 0, task_id(1), ok_reply(), now);
+    assert!(
+        done.iter()
+            .any(|a| matches!(a, Action::ReturnLease { lease, worker_failed: false, .. } if lease.lease_id == 7)),
+        "{done:?}"
+    );
+    assert!(pushes(&done).is_empty(), "task 2 waits for a lease of its own, not this worker");
+}
+
+#[test]
 fn a_killed_attempt_ends_failed_and_the_retry_runs() {
     let mut s = sched();
     let now = Instant::now();
