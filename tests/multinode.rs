@@ -416,6 +416,8 @@ fn placement_group_strategies_place_bundles_and_their_tasks_across_nodes() {
     assert_eq!(run.value("outside_ran_after_removal"), "true");
     assert_eq!(run.value("spread_tasks_nodes"), "3", "{}", run.stdout);
     assert_eq!(run.value("affinity"), "127.0.0.3,127.0.0.3,127.0.0.3");
+    assert_eq!(run.value("affinity_actor"), "127.0.0.3");
+    assert_eq!(run.value("spread_actors_nodes"), "3", "{}", run.stdout);
 }
 
 /// Joins one more node with `resources` at `ip`; it is stopped when dropped.

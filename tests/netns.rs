@@ -259,6 +259,8 @@ fn nodes_in_separate_network_namespaces_place_tasks_and_groups_and_notice_a_deat
     assert_eq!(run.line("pack_nodes"), "2 task_nodes=2");
     assert_eq!(run.value("outside_ran_while_reserved"), "false");
     assert_eq!(run.value("affinity"), [ip3.as_str(); 3].join(","));
+    assert_eq!(run.value("affinity_actor"), ip3);
+    assert_eq!(run.value("spread_actors_nodes"), "3", "{}", run.stdout);
 
     let (pid, _) = cluster.node(&ip3);
     assert!(pid > 0, "no pid for node {ip3}");

@@ -171,6 +171,17 @@ pub(crate) fn pg_strategies() -> Result<(), RayError> {
             .collect::<Vec<_>>(),
     )?;
     println!("affinity={}", pinned.join(","));
+    // Actors take the same strategies, chosen at the head.
+    let pinned_actor =
+        Counter::options().scheduling_strategy(NodeAffinitySchedulingStrategy::new(&node, false)).remote()?;
+    println!("affinity_actor={}", ray::get(&pinned_actor.node_ip_and_count())?.0);
+    let spread_actors =
+        (0..3).map(|_| Counter::options().scheduling_strategy("SPREAD").remote()).collect::<Result<Vec<_>, _>>()?;
+    let ips: Vec<String> = ray::get(&spread_actors.iter().map(|a| a.node_ip_and_count()).collect::<Vec<_>>())?
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .collect();
+    println!("spread_actors_nodes={}", distinct(&ips));
     Ok(())
 }
 
