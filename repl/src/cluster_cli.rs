@@ -51,6 +51,16 @@ pub struct StartArgs {
     /// Stay in the foreground; Ctrl-C stops the processes.
     #[arg(long)]
     block: bool,
+    /// The head's dashboard and Jobs API port (Ray's 8265). Without it, 8265 is
+    /// tried and, if another cluster has it, any free port.
+    #[arg(long)]
+    dashboard_port: Option<u16>,
+    /// The address the dashboard listens on (default 127.0.0.1: this machine only).
+    #[arg(long, default_value = "127.0.0.1")]
+    dashboard_host: String,
+    /// Serve the dashboard and Jobs API at all (`--include-dashboard false` turns them off).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    include_dashboard: bool,
 }
 
 /// `rayrepl stop`.
@@ -116,9 +126,15 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     let (head_address, token) = if args.head {
         let token = session::new_token();
         session::write_private(&dir, "token", &token)?;
+        let mut env = head_env(&token, &dir, ip, args.port);
+        env.push(("RAYREPL_INCLUDE_DASHBOARD".into(), if args.include_dashboard { "1" } else { "0" }.into()));
+        env.push(("RAYREPL_DASHBOARD_HOST".into(), args.dashboard_host.clone()));
+        if let Some(port) = args.dashboard_port {
+            env.push(("RAYREPL_DASHBOARD_PORT".into(), port.to_string()));
+        }
         let head = spawn_daemon(DaemonSpec {
             role: "head",
-            env: head_env(&token, &dir, ip, args.port),
+            env,
             log: dir.join("logs/head.err"),
             lifeline: None,
             detach: !args.block,
@@ -168,6 +184,16 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         println!("  To connect to this cluster from a Rust program:");
         println!("    ray::init_with(ray::Config::address(\"{head_address}\"))");
         println!("  The cluster token is in {} (mode 0600).", dir.join("token").display());
+        if let Some(url) = session::read(&dir, session::DASHBOARD_URL) {
+            println!("  To submit a job, run");
+            println!("    rayrepl job submit --address {url} --working-dir . -- cargo run --release");
+            println!(
+                "  or Ray's own `ray job submit` with RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={}",
+                dir.join("token").display()
+            );
+            println!("  View the dashboard at (the link signs you in)");
+            println!("    {url}/?token={token}");
+        }
     } else {
         println!("  This node joined the cluster at {head_address}.");
     }

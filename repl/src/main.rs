@@ -12,6 +12,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cluster_cli;
+mod job_cli;
 mod microbenchmark;
 mod repl;
 mod state_cli;
@@ -43,6 +44,9 @@ enum Command {
     List(state_cli::ListArgs),
     /// Count tasks, actors or objects by kind and state, like `ray summary`.
     Summary(state_cli::SummaryArgs),
+    /// Submit, follow and stop jobs through a head's Jobs API, like `ray job`.
+    #[command(subcommand)]
+    Job(job_cli::JobCommand),
     /// Write the tasks that ran as a Chrome trace (chrome://tracing, Perfetto), like `ray timeline`.
     Timeline(state_cli::TimelineArgs),
     /// List the nodes' log files, or print those matching a pattern, like `ray logs`.
@@ -183,7 +187,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Some(Command::Status(_) | Command::List(_) | Command::Summary(_) | Command::Timeline(_) | Command::Logs(_))
+        Some(
+            Command::Status(_)
+                | Command::List(_)
+                | Command::Summary(_)
+                | Command::Timeline(_)
+                | Command::Logs(_)
+                | Command::Job(_)
+        )
     ) {
         end_quietly_when_stdout_closes();
     }
@@ -196,6 +207,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Summary(args)) => state_cli::summary(args),
         Some(Command::Timeline(args)) => state_cli::timeline(args),
         Some(Command::Logs(args)) => state_cli::logs(args),
+        Some(Command::Job(command)) => job_cli::run(command),
         Some(Command::Top(args)) => top::run(args.address),
         Some(Command::Kernel(command)) => run_kernel(command),
         None => repl::run(cli.address),

@@ -21,7 +21,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row as TableRow, Table, TableState, Tabs, Wrap};
 use ratatui::{DefaultTerminal, Frame, Terminal};
 use ray_state::now_utc;
-use ray_state::{ActorState, JobStatus, NodeState, PlacementGroupStatus, TaskState};
+use ray_state::{ActorState, JobStatus, NodeState, PlacementGroupStatus, SubmissionStatus, TaskState};
 use ray_state::{Resource, Row, Rows, State, fetch, text};
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -760,7 +760,10 @@ fn state_style(state: State) -> Style {
         State::PlacementGroup(PlacementGroupStatus::Removed) => bad,
         State::Task(TaskState::Running) | State::Actor(ActorState::Restarting) | State::Job(JobStatus::Running) => busy,
         State::Task(TaskState::Finished) | State::Actor(ActorState::Alive) | State::Node(NodeState::Alive) => good,
-        State::Job(JobStatus::Succeeded) => good,
+        State::Job(JobStatus::Succeeded) | State::Submission(SubmissionStatus::Succeeded) => good,
+        State::Submission(SubmissionStatus::Pending | SubmissionStatus::Stopped) => waiting,
+        State::Submission(SubmissionStatus::Running) => busy,
+        State::Submission(SubmissionStatus::Failed) => bad,
         State::Task(TaskState::Failed) | State::Actor(ActorState::Dead) | State::Node(NodeState::Dead) => bad,
     }
 }

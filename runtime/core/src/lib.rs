@@ -206,6 +206,9 @@ impl CoreWorker {
                             host_id: host_id(),
                             driver_ip: conn.ip.clone(),
                             namespace: opts.namespace.clone(),
+                            // Set by the head for a submitted job's entrypoint, so
+                            // this driver is listed as that job's.
+                            submission_id: std::env::var(SUBMISSION_ID_ENV).unwrap_or_default(),
                             // Cell libraries may link the toolchain's libstd
                             // dynamically; workers must find it where the driver does.
                             worker_env: std::env::var("LD_LIBRARY_PATH")

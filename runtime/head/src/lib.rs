@@ -42,6 +42,7 @@ struct NodeEntry {
 struct Tables {
     nodes: BTreeMap<Vec<u8>, NodeEntry>,
     jobs: BTreeMap<u32, JobInfo>,
+    submissions: BTreeMap<String, JobSubmission>,
     next_job: u32,
     tasks: HashMap<(Vec<u8>, u32), TaskEvent>,
     task_order: VecDeque<(Vec<u8>, u32)>,
@@ -299,7 +300,28 @@ impl Head for HeadService {
     }
 
     async fn list_jobs(&self, _: Request<Empty>) -> Result<Response<ListJobsReply>, Status> {
-        Ok(Response::new(ListJobsReply { jobs: self.lock().jobs.values().cloned().collect() }))
+        let t = self.lock();
+        Ok(Response::new(ListJobsReply {
+            jobs: t.jobs.values().cloned().collect(),
+            submissions: t.submissions.values().cloned().collect(),
+        }))
+    }
+
+    async fn put_job_submission(&self, req: Request<JobSubmission>) -> Result<Response<Empty>, Status> {
+        let job = req.into_inner();
+        if job.submission_id.is_empty() {
+            return Err(Status::invalid_argument("a job submission needs a submission id"));
+        }
+        self.lock().submissions.insert(job.submission_id.clone(), job);
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn delete_job_submission(&self, req: Request<DeleteJobSubmissionRequest>) -> Result<Response<Empty>, Status> {
+        let id = req.into_inner().submission_id;
+        match self.lock().submissions.remove(&id) {
+            Some(_) => Ok(Response::new(Empty {})),
+            None => Err(Status::not_found(format!("no submitted job {id}"))),
+        }
     }
 
     async fn report_task_events(&self, req: Request<TaskEventBatch>) -> Result<Response<Empty>, Status> {

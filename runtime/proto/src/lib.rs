@@ -62,6 +62,10 @@ impl From<ArenaSpan> for ray_object_store::Span {
 /// Metadata key that carries the cluster token on every call.
 pub const TOKEN_HEADER: &str = "x-rayrepl-token";
 
+/// Set by the head for a submitted job's entrypoint: the driver it starts
+/// registers its job under this submission id.
+pub const SUBMISSION_ID_ENV: &str = "RAYREPL_SUBMISSION_ID";
+
 /// Adds the cluster token to outgoing calls.
 #[derive(Clone, Debug)]
 pub struct AddToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);

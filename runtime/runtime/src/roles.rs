@@ -128,16 +128,99 @@ fn run_head() -> Result<(), RayError> {
     let ip = env_or("RAYREPL_NODE_IP", "127.0.0.1");
     let port: u16 = env_or("RAYREPL_PORT", "0").parse().map_err(|_| RayError::Startup("bad RAYREPL_PORT".into()))?;
     let session = env_or("RAYREPL_SESSION_DIR", "");
+    let dashboard = DashboardSettings::from_env()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind((ip.as_str(), port))
             .await
             .map_err(|e| RayError::Startup(format!("the head cannot listen on {ip}:{port}: {e}")))?;
         let addr = listener.local_addr().map_err(|e| RayError::Startup(e.to_string()))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let dashboard = match dashboard {
+            Some(settings) => {
+                let listener = settings.bind().await?;
+                let url = format!("http://{}", listener.local_addr().map_err(|e| RayError::Startup(e.to_string()))?);
+                if !session.is_empty() {
+                    crate::session::write_private(std::path::Path::new(&session), crate::session::DASHBOARD_URL, &url)?;
+                }
+                let config = ray_dashboard::DashboardConfig {
+                    head_address: addr.to_string(),
+                    token: token.clone(),
+                    session_dir: PathBuf::from(&session),
+                    stop_grace: std::time::Duration::from_secs(3),
+                };
+                Some(tokio::spawn(ray_dashboard::serve(listener, config, stopped(stop_rx.clone()))))
+            }
+            None => None,
+        };
         announce(&addr.to_string());
-        ray_head::serve(listener, &token, session, stop_signal())
-            .await
-            .map_err(|e| RayError::Startup(format!("head stopped: {e}")))
+        let stop_tx = Arc::new(stop_tx);
+        let on_signal = stop_tx.clone();
+        tokio::spawn(async move {
+            stop_signal().await;
+            let _ = on_signal.send(true);
+        });
+        let served = ray_head::serve(listener, &token, session, stopped(stop_rx)).await;
+        // However the head stopped (a signal, or `Shutdown` from a driver), the
+        // dashboard stops with it and ends the jobs it runs.
+        let _ = stop_tx.send(true);
+        if let Some(dashboard) = dashboard {
+            match dashboard.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("the dashboard stopped with an error: {e}"),
+                Err(e) => tracing::warn!("the dashboard failed: {e}"),
+            }
+        }
+        served.map_err(|e| RayError::Startup(format!("head stopped: {e}")))
     })
+}
+
+/// Where the head serves its dashboard, from `RAYREPL_INCLUDE_DASHBOARD`,
+/// `RAYREPL_DASHBOARD_HOST` and `RAYREPL_DASHBOARD_PORT`.
+struct DashboardSettings {
+    host: String,
+    port: u16,
+    /// The port was asked for: failing to get it is an error. Otherwise Ray's
+    /// 8265 is tried and, if taken (another cluster on this machine), any port.
+    strict: bool,
+}
+
+impl DashboardSettings {
+    fn from_env() -> Result<Option<DashboardSettings>, RayError> {
+        if matches!(env_or("RAYREPL_INCLUDE_DASHBOARD", "1").to_ascii_lowercase().as_str(), "0" | "false" | "no") {
+            return Ok(None);
+        }
+        let asked = std::env::var("RAYREPL_DASHBOARD_PORT").ok().filter(|p| !p.is_empty());
+        let port = match &asked {
+            Some(p) => p.parse().map_err(|_| RayError::Startup(format!("bad RAYREPL_DASHBOARD_PORT {p:?}")))?,
+            None => ray_dashboard::DEFAULT_PORT,
+        };
+        Ok(Some(DashboardSettings {
+            host: env_or("RAYREPL_DASHBOARD_HOST", "127.0.0.1"),
+            port,
+            strict: asked.is_some(),
+        }))
+    }
+
+    async fn bind(&self) -> Result<tokio::net::TcpListener, RayError> {
+        let cannot = |e: std::io::Error| {
+            RayError::Startup(format!(
+                "the dashboard cannot listen on {}:{}: {e}; choose another with --dashboard-port, or \
+                 --include-dashboard false",
+                self.host, self.port
+            ))
+        };
+        match tokio::net::TcpListener::bind((self.host.as_str(), self.port)).await {
+            Ok(listener) => Ok(listener),
+            Err(e) if !self.strict && e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::info!("port {} is taken; the dashboard takes any free port", self.port);
+                tokio::net::TcpListener::bind((self.host.as_str(), 0)).await.map_err(cannot)
+            }
+            Err(e) => Err(cannot(e)),
+        }
+    }
 }
 
 fn run_node() -> Result<(), RayError> {

@@ -10,6 +10,10 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// The file in a session directory that holds the head's dashboard address
+/// (`http://127.0.0.1:8265`), written by the head once it serves.
+pub const DASHBOARD_URL: &str = "dashboard_url";
+
 /// Root of all sessions on this machine (override with `RAYREPL_TEMP_DIR`).
 pub fn root() -> PathBuf {
     std::env::var_os("RAYREPL_TEMP_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/rayrepl"))

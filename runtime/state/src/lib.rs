@@ -14,14 +14,15 @@
 use ray_abi::RayError;
 use ray_abi::ids::hex;
 use ray_proto::{
-    ActorInfo, Empty, HeadClient, JobInfo, ListTasksRequest, NodeInfo, PlacementGroupInfo, Resource as Amount,
-    TaskEvent, format_bytes, format_resources, resources_to_map,
+    ActorInfo, Empty, HeadClient, JobInfo, JobSubmission, ListTasksRequest, NodeInfo, PlacementGroupInfo,
+    Resource as Amount, TaskEvent, format_bytes, format_resources, resources_to_map,
 };
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
 pub mod timeline;
 
+pub use ray_proto::job_submission::Status as SubmissionStatus;
 pub use ray_proto::placement_group_info::State as PlacementGroupStatus;
 pub use ray_proto::{ActorState, JobStatus, NodeState, TaskState};
 
@@ -54,8 +55,10 @@ pub enum State {
     Actor(ActorState),
     /// A node's state.
     Node(NodeState),
-    /// A (driver) job's status.
+    /// A driver job's status.
     Job(JobStatus),
+    /// A submitted job's status.
+    Submission(SubmissionStatus),
     /// A placement group's state.
     PlacementGroup(PlacementGroupStatus),
 }
@@ -76,7 +79,9 @@ impl State {
             Resource::Tasks => TaskState::from_str_name(name).map(State::Task),
             Resource::Actors => ActorState::from_str_name(name).map(State::Actor),
             Resource::Nodes => NodeState::from_str_name(name).map(State::Node),
-            Resource::Jobs => JobStatus::from_str_name(name).map(State::Job),
+            Resource::Jobs => JobStatus::from_str_name(name)
+                .map(State::Job)
+                .or_else(|| SubmissionStatus::from_str_name(name).map(State::Submission)),
             Resource::PlacementGroups => PlacementGroupStatus::from_str_name(name).map(State::PlacementGroup),
             Resource::Objects => None,
         }
@@ -85,6 +90,9 @@ impl State {
     /// The state of `row`, a row of `resource`.
     pub fn of(resource: Resource, row: &Row) -> Option<State> {
         let name = row.get(State::column(resource)?)?.as_str()?;
+        if resource == Resource::Jobs && row.get("TYPE").and_then(Value::as_str) == Some("SUBMISSION") {
+            return SubmissionStatus::from_str_name(name).map(State::Submission);
+        }
         State::parse(resource, name)
     }
 
@@ -95,6 +103,7 @@ impl State {
             State::Actor(s) => s.as_str_name(),
             State::Node(s) => s.as_str_name(),
             State::Job(s) => s.as_str_name(),
+            State::Submission(s) => s.as_str_name(),
             State::PlacementGroup(s) => s.as_str_name(),
         }
     }
@@ -152,10 +161,10 @@ pub async fn fetch(head: &mut HeadClient, token: &str, resource: Resource) -> Re
             (groups.iter().map(placement_group_row).collect(), cols)
         }
         Resource::Jobs => {
-            let jobs = head.list_jobs(Empty {}).await.map_err(status)?.into_inner().jobs;
+            let reply = head.list_jobs(Empty {}).await.map_err(status)?.into_inner();
             (
-                jobs.iter().map(job_row).collect(),
-                &["JOB_ID", "STATUS", "ENTRYPOINT", "DRIVER_PID", "DRIVER_IP", "NAMESPACE"][..],
+                job_rows(&reply.jobs, &reply.submissions),
+                &["JOB_ID", "SUBMISSION_ID", "TYPE", "STATUS", "ENTRYPOINT", "DRIVER_PID", "DRIVER_IP"][..],
             )
         }
         Resource::Objects => {
@@ -351,9 +360,37 @@ fn placement_group_row(g: &PlacementGroupInfo) -> Row {
     ])
 }
 
+/// Jobs as Ray's `ray list jobs` shows them: each submitted job (with the
+/// driver its entrypoint started, if any), then each driver started by hand.
+fn job_rows(drivers: &[JobInfo], submissions: &[JobSubmission]) -> Vec<Row> {
+    let mut rows: Vec<Row> = submissions
+        .iter()
+        .map(|s| {
+            let driver = drivers.iter().rev().find(|d| d.submission_id == s.submission_id);
+            row(vec![
+                ("JOB_ID", json!(driver.map(|d| format!("{:08x}", d.job_id)).unwrap_or_default())),
+                ("SUBMISSION_ID", json!(s.submission_id)),
+                ("TYPE", json!("SUBMISSION")),
+                ("STATUS", json!(s.status().as_str_name())),
+                ("ENTRYPOINT", json!(s.entrypoint)),
+                ("DRIVER_PID", json!(s.driver_pid)),
+                ("DRIVER_IP", json!(driver.map(|d| d.driver_ip.as_str()).unwrap_or_default())),
+                ("MESSAGE", json!(s.message)),
+                ("ERROR_TYPE", json!(s.error_type)),
+                ("START_TIME_MS", millis(s.start_time_ms)),
+                ("END_TIME_MS", millis(s.end_time_ms)),
+            ])
+        })
+        .collect();
+    rows.extend(drivers.iter().filter(|d| d.submission_id.is_empty()).map(job_row));
+    rows
+}
+
 fn job_row(j: &JobInfo) -> Row {
     row(vec![
         ("JOB_ID", json!(format!("{:08x}", j.job_id))),
+        ("SUBMISSION_ID", json!("")),
+        ("TYPE", json!("DRIVER")),
         ("STATUS", json!(j.status().as_str_name())),
         ("ENTRYPOINT", json!(j.entrypoint)),
         ("DRIVER_PID", json!(j.driver_pid)),
@@ -436,6 +473,16 @@ mod tests {
         let job = job_row(&JobInfo { status: JobStatus::Succeeded.into(), ..JobInfo::default() });
         assert_eq!(job["STATUS"], json!("SUCCEEDED"));
         assert_eq!(State::of(Resource::Jobs, &job), Some(State::Job(JobStatus::Succeeded)));
+        let submitted = JobSubmission {
+            submission_id: "s1".into(),
+            status: SubmissionStatus::Running.into(),
+            ..JobSubmission::default()
+        };
+        let driver = JobInfo { job_id: 3, submission_id: "s1".into(), ..JobInfo::default() };
+        let rows = job_rows(&[driver], &[submitted]);
+        assert_eq!(rows.len(), 1, "a submitted job's driver is listed with it, not apart");
+        assert_eq!((rows[0]["JOB_ID"].as_str(), rows[0]["TYPE"].as_str()), (Some("00000003"), Some("SUBMISSION")));
+        assert_eq!(State::of(Resource::Jobs, &rows[0]), Some(State::Submission(SubmissionStatus::Running)));
         let json = serde_json::to_string(&task).unwrap();
         assert!(json.contains(r#""STATE":"PENDING_NODE_ASSIGNMENT""#), "{json}");
     }
