@@ -15,6 +15,7 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -51,15 +52,22 @@ pub async fn has_package(
 pub async fn put_package(
     State(app): State<App>,
     Path((protocol, name)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, DashboardError> {
-    let bytes = axum::body::to_bytes(body, packages::MAX_PACKAGE_BYTES).await.map_err(|_| {
+    let too_large = || {
         DashboardError::TooLarge(format!(
             "the package is over the {} MiB limit; leave build output and data out of the working directory \
              (list them in .gitignore)",
             packages::MAX_PACKAGE_BYTES >> 20
         ))
-    })?;
+    };
+    // Refused on its declared length, before any of it is read.
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > packages::MAX_PACKAGE_BYTES as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, packages::MAX_PACKAGE_BYTES).await.map_err(|_| too_large())?;
     let packages = app.jobs.packages().clone();
     tokio::task::spawn_blocking(move || packages.store(&protocol, &name, &bytes))
         .await
