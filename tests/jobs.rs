@@ -90,7 +90,7 @@ fn start_head_with_dashboard(root: &Path) -> (String, String) {
 #[test]
 fn jobs_run_on_the_head_and_are_followed_stopped_and_deleted() {
     let root = session_root();
-    let (url, _token) = start_head_with_dashboard(root.path());
+    let (url, token) = start_head_with_dashboard(root.path());
     let address = url.as_str();
 
     // A working directory travels as a package: the file is there, what git
@@ -162,6 +162,55 @@ fn jobs_run_on_the_head_and_are_followed_stopped_and_deleted() {
     assert!(text(&out).contains("Job 'long' was stopped"), "{}", text(&out));
     let status = text(&rayrepl(root.path(), &["job", "status", "long"]));
     assert!(status.contains("STOPPED") && status.contains("intentionally stopped"), "{status}");
+
+    // What an entrypoint needs is reserved for it: a job that needs both CPUs
+    // holds them, and one that needs one waits, PENDING, until they are free.
+    // The holder ignores SIGTERM, so its stop ends with SIGKILL after the grace.
+    let submit_waiting = |id: &str, cpus: &str, script: &str| {
+        let args = [
+            "job",
+            "submit",
+            "--no-wait",
+            "--entrypoint-num-cpus",
+            cpus,
+            "--submission-id",
+            id,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ];
+        let out = rayrepl(root.path(), &args);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    let wait_status = |id: &str, want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let status = text(&rayrepl(root.path(), &["job", "status", id]));
+            if status.contains(&format!("': {want}")) {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "{id} never {want}: {status}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    // Through the API itself, so the entrypoint's own shell is the one that
+    // ignores SIGTERM (the CLI quotes its arguments into one command, as Ray's).
+    let holder = br#"{"entrypoint": "trap '' TERM; sleep 300", "submission_id": "holder", "entrypoint_num_cpus": 2}"#;
+    let auth = format!("Bearer {token}");
+    let (status, body) = http(&url, "POST", "/api/jobs/", &[("authorization", &auth)], holder);
+    assert_eq!(status, 200, "{body}");
+    wait_status("holder", "RUNNING");
+    submit_waiting("waiter", "1", "echo got a CPU");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let pending = wait_status("waiter", "PENDING");
+    assert!(pending.contains("waits for the resources") && pending.contains("CPU: 1"), "{pending}");
+    let started = std::time::Instant::now();
+    let out = rayrepl(root.path(), &["job", "stop", "holder"]);
+    assert!(text(&out).contains("Job 'holder' was stopped"), "{}", text(&out));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "SIGTERM was ignored: SIGKILL after the grace");
+    wait_status("waiter", "SUCCEEDED");
+    assert_eq!(text(&rayrepl(root.path(), &["job", "logs", "waiter"])), "got a CPU\n");
 
     let listed = text(&rayrepl(root.path(), &["job", "list"]));
     for (id, status) in [("first", "SUCCEEDED"), ("rusty", "SUCCEEDED"), ("bad", "FAILED"), ("long", "STOPPED")] {

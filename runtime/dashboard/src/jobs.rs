@@ -17,12 +17,16 @@
 use crate::error::DashboardError;
 use crate::lifecycle::{self, Event, Status};
 use crate::packages::{self, Packages};
-use ray_proto::{DeleteJobSubmissionRequest, Empty, HeadClient, JobInfo, JobSubmission};
+use ray_proto::{
+    Bundle, CreatePlacementGroupsRequest, DeleteJobSubmissionRequest, Empty, GetPlacementGroupRequest, HeadClient,
+    JobInfo, JobSubmission, PlacementGroupInfo, RemovePlacementGroupsRequest, placement_group_info,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tonic::codegen::Bytes;
 
 /// How a head runs submitted jobs.
 #[derive(Clone, Debug)]
@@ -145,6 +149,17 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Why an entrypoint's resources were not reserved.
+enum Unreserved {
+    /// The job was stopped while it waited.
+    Stopped,
+    /// The head refused the reservation.
+    Refused(String),
+}
+
+/// The namespace entrypoint reservations are named in (`job:<submission id>`).
+const ENTRYPOINT_NAMESPACE: &str = "_rayrepl_jobs";
+
 /// A job this process supervises: its status as it changes, and its stop switch.
 struct Supervised {
     status: watch::Receiver<Status>,
@@ -252,6 +267,13 @@ impl Jobs {
                 return Err(DashboardError::BadRequest(format!("{what} must be a number of at least 0")));
             }
         }
+        if req.entrypoint_memory.is_some_and(|m| m > 0) {
+            return Err(DashboardError::BadRequest(
+                "entrypoint_memory is not supported by rayrepl: nodes do not offer memory as a resource; \
+                 reserve CPUs or custom resources instead"
+                    .into(),
+            ));
+        }
         let env = runtime_env(req.runtime_env.as_ref())?;
         if let Some(name) = &env.working_dir
             && !self.packages.exists(packages::PROTOCOL, name)?
@@ -336,15 +358,24 @@ impl Jobs {
                 return;
             }
         };
-        if *stop.borrow_and_update() {
-            happen(&mut job, Event::Stopped);
-            self.record(&job).await;
-            return;
-        }
+        let reservation = match self.reserve(&mut job, &mut stop).await {
+            Ok(reservation) => reservation,
+            Err(Unreserved::Stopped) => {
+                happen(&mut job, Event::Stopped);
+                self.record(&job).await;
+                return;
+            }
+            Err(Unreserved::Refused(why)) => {
+                happen(&mut job, Event::SetupFailed(why));
+                self.record(&job).await;
+                return;
+            }
+        };
         let mut child = match self.spawn(&job, &env, &cwd, log) {
             Ok(child) => child,
             Err(e) => {
                 happen(&mut job, Event::StartFailed(e.to_string()));
+                self.release(reservation).await;
                 self.record(&job).await;
                 return;
             }
@@ -374,6 +405,7 @@ impl Jobs {
         };
         // Whatever the entrypoint left running in its group goes with it.
         signal_group(pid, libc::SIGKILL);
+        self.release(reservation).await;
         if let Ok(exit) = exit {
             use std::os::unix::process::ExitStatusExt;
             let log_tail = tail_of_file(&self.log_path(&id), lifecycle::LOG_TAIL_CHARS * 4).await;
@@ -383,6 +415,90 @@ impl Jobs {
         }
         self.record(&job).await;
         tracing::info!("job {id} ended {}", job.status().as_str_name());
+    }
+
+    /// Reserves what the entrypoint itself needs (`entrypoint_num_cpus`, ...),
+    /// as Ray reserves it for the job's supervisor: a one-bundle placement group
+    /// the head places like any other, so tasks cannot take those resources.
+    /// The job stays PENDING until it is placed (a node may have to join).
+    async fn reserve(
+        &self,
+        job: &mut JobSubmission,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Bytes>, Unreserved> {
+        let stopped = *stop.borrow_and_update();
+        if stopped {
+            return Err(Unreserved::Stopped);
+        }
+        let mut wanted: BTreeMap<String, f64> = job.entrypoint_resources.clone().into_iter().collect();
+        for (name, amount) in [("CPU", job.entrypoint_num_cpus), ("GPU", job.entrypoint_num_gpus)] {
+            if amount > 0.0 {
+                wanted.insert(name.to_string(), amount);
+            }
+        }
+        wanted.retain(|_, amount| *amount > 0.0);
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        let id = ray_abi::PlacementGroupId::new(rand::random(), ray_abi::ids::JobId(0));
+        let mut group = PlacementGroupInfo {
+            placement_group_id: id.0.to_vec().into(),
+            name: format!("job:{}", job.submission_id),
+            namespace: ENTRYPOINT_NAMESPACE.into(),
+            bundles: vec![Bundle { index: 0, resources: ray_proto::resources_from_map(&wanted), ..Bundle::default() }],
+            // Its life is the job's: released when the entrypoint ends.
+            detached: true,
+            ..PlacementGroupInfo::default()
+        };
+        group.set_strategy(placement_group_info::Strategy::StrictPack);
+        let mut head = self.head.clone();
+        let refused = head
+            .create_placement_groups(CreatePlacementGroupsRequest { groups: vec![group] })
+            .await
+            .map_err(|s| Unreserved::Refused(ray_proto::from_status(&s, "the head").to_string()))?
+            .into_inner()
+            .errors;
+        if let Some(why) = refused.into_iter().find(|e| !e.is_empty()) {
+            return Err(Unreserved::Refused(ray_abi::RayError::from_bytes(&why).to_string()));
+        }
+        let reservation = Some(Bytes::from(id.0.to_vec()));
+        job.message = format!(
+            "Job has not started yet: it waits for the resources its entrypoint needs ({}).",
+            ray_proto::format_resources(&wanted)
+        );
+        self.record(job).await;
+        loop {
+            let wait = GetPlacementGroupRequest {
+                placement_group_id: id.0.to_vec().into(),
+                wait: true,
+                timeout_ms: 1000,
+                ..GetPlacementGroupRequest::default()
+            };
+            let placed = tokio::select! {
+                reply = head.get_placement_group(wait) => reply,
+                _ = async { stop.wait_for(|s| *s).await.map(drop) } => {
+                    self.release(reservation).await;
+                    return Err(Unreserved::Stopped);
+                }
+            };
+            match placed.map(|r| r.into_inner().state()) {
+                Ok(placement_group_info::State::Created) => return Ok(reservation),
+                Ok(placement_group_info::State::Removed) => {
+                    return Err(Unreserved::Refused("its resource reservation was removed".into()));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("job {}: waiting for its reservation: {e}", job.submission_id),
+            }
+        }
+    }
+
+    /// Gives back what [`Jobs::reserve`] reserved.
+    async fn release(&self, reservation: Option<Bytes>) {
+        let Some(id) = reservation else { return };
+        let request = RemovePlacementGroupsRequest { placement_group_ids: vec![id] };
+        if let Err(e) = self.head.clone().remove_placement_groups(request).await {
+            tracing::warn!("an entrypoint's reservation was not given back: {e}");
+        }
     }
 
     /// The job's working directory (unpacked) and its log file, opened.
