@@ -54,19 +54,27 @@ pub fn run(address: Option<String>) -> anyhow::Result<()> {
             (None, a, token)
         }
     };
-    let result = run_on(cluster.is_some(), &head_address, &token);
+    // The local cluster's web dashboard, with the link that signs a browser in.
+    let dashboard = cluster
+        .as_ref()
+        .and_then(|c| ray_runtime::session::read(&c.session_dir, ray_runtime::session::DASHBOARD_URL))
+        .map(|url| format!("{url}/?token={token}"));
+    let result = run_on(cluster.is_some(), &head_address, &token, dashboard.as_deref());
     if let Some(mut cluster) = cluster {
         cluster.stop();
     }
     result
 }
 
-fn run_on(local: bool, head_address: &str, token: &str) -> anyhow::Result<()> {
+fn run_on(local: bool, head_address: &str, token: &str, dashboard: Option<&str>) -> anyhow::Result<()> {
     let options = SessionOptions::new(head_address.to_string(), token.to_string());
     let started = Instant::now();
     let session = Session::start(&options, |status| eprintln!("{status}")).context("cannot start the session")?;
     let greeting = greeting(local, head_address, token, started.elapsed());
     println!("{greeting}");
+    if let Some(link) = dashboard {
+        println!("Dashboard: {link}");
+    }
     let session = Arc::new(Mutex::new(session));
     // While the person reads the greeting and types, not during their first cell.
     let warming = session.clone();
