@@ -540,6 +540,11 @@ impl Jobs {
                 cmd.env_remove(name.as_ref());
             }
         }
+        // Each version of a project unpacks to a directory of its own; one shared
+        // build directory keeps `cargo run` incremental from one job to the next.
+        if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+            cmd.env("CARGO_TARGET_DIR", self.config.session_dir.join("runtime_resources").join("cargo_target"));
+        }
         cmd.arg("-c")
             .arg(&job.entrypoint)
             .current_dir(cwd)
