@@ -218,6 +218,16 @@ fn jobs_run_on_the_head_and_are_followed_stopped_and_deleted() {
     }
     let logs = text(&rayrepl(root.path(), &["job", "logs", "bad"]));
     assert_eq!(logs, "oops\n");
+    // Each node's log files, as the dashboard's log pages read them (Ray's log API).
+    let auth = [("authorization", auth.as_str())];
+    let (status, listing) = http(&url, "GET", "/api/v0/logs?node_ip=127.0.0.1", &auth, b"");
+    assert_eq!(status, 200, "{listing}");
+    assert!(listing.contains("job-driver-bad.log") && listing.contains("\"raylet\":[\"node.err\"]"), "{listing}");
+    let (status, tail) =
+        http(&url, "GET", "/api/v0/logs/file?node_ip=127.0.0.1&filename=job-driver-bad.log", &auth, b"");
+    assert_eq!((status, tail.as_str()), (200, "oops\n"));
+    let (status, _) = http(&url, "GET", "/api/v0/logs/file?node_ip=127.0.0.1&filename=../token", &auth, b"");
+    assert_eq!(status, 404, "only files in the log directory");
     let out = rayrepl(root.path(), &["job", "delete", "bad"]);
     assert!(text(&out).contains("deleted successfully"), "{}", text(&out));
     let gone = rayrepl(root.path(), &["job", "status", "bad"]);

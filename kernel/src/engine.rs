@@ -31,7 +31,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Commands the kernel itself answers; evcxr's (`:dep`, `:vars`, ...) also work.
 const COMMANDS: &[(&str, &str)] = &[
     (":help", "this help"),
-    (":top", "the cluster's nodes, tasks, actors, placement groups and objects as tables"),
+    (":top", "the cluster's nodes, tasks, actors, placement groups, objects and jobs as tables"),
     (":timeline", "the tasks that ran, as bars on a lane per worker"),
     (":vars", "the session's variables and their types (evcxr)"),
     (":dep", "add a crate dependency, e.g. `:dep rand = \"0.9\"` (evcxr)"),
@@ -386,9 +386,15 @@ impl Engine {
     /// `:top`: one snapshot of the cluster as tables.
     fn top(&mut self, parent: &JupyterMessage) -> ExecuteOutcome {
         use ray_state::Resource;
-        let titles = ["Nodes", "Tasks", "Actors", "Placement groups", "Objects"];
-        let resources =
-            [Resource::Nodes, Resource::Tasks, Resource::Actors, Resource::PlacementGroups, Resource::Objects];
+        let titles = ["Nodes", "Tasks", "Actors", "Placement groups", "Objects", "Jobs"];
+        let resources = [
+            Resource::Nodes,
+            Resource::Tasks,
+            Resource::Actors,
+            Resource::PlacementGroups,
+            Resource::Objects,
+            Resource::Jobs,
+        ];
         match self.fetch_state(&resources) {
             Ok(tables) => {
                 let sections: Vec<Section<'_>> = titles

@@ -5,7 +5,7 @@
 //! http://HEAD:8265`, `JobSubmissionClient`, and `ray list nodes --address ...`.
 //! They work against a rayrepl head unchanged because this server answers
 //! Ray's paths with Ray's JSON: the Jobs API ([`jobs_api`]), working-directory
-//! packages ([`packages`]) and the state API ([`state_api`]). The same port
+//! packages ([`packages`]), the state API ([`state_api`]) and nodes' logs. The same port
 //! serves the web dashboard ([`ui`]), its assets embedded in the binary, since
 //! clusters are often offline.
 //!
@@ -18,6 +18,7 @@ pub mod error;
 mod jobs;
 mod jobs_api;
 pub mod lifecycle;
+mod logs_api;
 pub mod packages;
 pub mod state_api;
 mod ui;
@@ -50,6 +51,8 @@ pub struct DashboardConfig {
 #[derive(Clone)]
 struct App {
     head: ray_proto::HeadClient,
+    /// The cluster token, for calls to node daemons.
+    token: Arc<str>,
     jobs: jobs::Jobs,
     session_name: Arc<str>,
 }
@@ -58,6 +61,7 @@ struct App {
 fn router(config: &DashboardConfig, head: ray_proto::HeadClient, jobs: jobs::Jobs) -> Router {
     let app = App {
         head,
+        token: config.token.as_str().into(),
         jobs,
         session_name: config
             .session_dir
@@ -79,6 +83,8 @@ fn router(config: &DashboardConfig, head: ray_proto::HeadClient, jobs: jobs::Job
         .route("/api/jobs/{id}/stop", post(jobs_api::stop))
         .route("/api/jobs/{id}/logs", get(jobs_api::logs))
         .route("/api/jobs/{id}/logs/tail", get(jobs_api::tail))
+        .route("/api/v0/logs", get(logs_api::list))
+        .route("/api/v0/logs/{media_type}", get(logs_api::file))
         .route("/api/v0/{resource}", get(jobs_api::state_list))
         .merge(ui::routes())
         .layer(axum::extract::DefaultBodyLimit::disable())
