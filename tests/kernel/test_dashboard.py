@@ -147,6 +147,7 @@ def test_dashboard_shows_the_live_cluster_in_a_browser(cluster: Cluster, tmp_pat
 
     walkthrough = example("walkthrough")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "dashboard-failure.png").unlink(missing_ok=True)  # from an earlier run
 
     # Without the token, the page is refused with the sign-in form.
     request = urllib.request.Request(cluster.url + "/", headers={"accept": "text/html"})

@@ -98,23 +98,25 @@ function fillTable(table, columns, rows, opts = {}) {
   if (table.tBodies[0]) table.tBodies[0].replaceWith(body); else table.append(body);
 }
 
-/** A usage bar: used of total, with its text. */
-function bar(used, total, text) {
+/** A usage bar: used of total, with its text. Full CPUs are work being done,
+ * so `busy` bars keep one colour; memory and store bars warn as they fill. */
+function bar(used, total, text, busy = false) {
   if (!total) return h('span', {class: 'muted'}, '—');
   const pct = Math.max(0, Math.min(100, (used / total) * 100));
-  const level = pct >= 90 ? 'high' : pct >= 70 ? 'mid' : 'low';
+  const level = busy ? 'low' : pct >= 90 ? 'high' : pct >= 70 ? 'mid' : 'low';
   return h('div', {class: 'bar', title: pct.toFixed(0) + '%'},
     h('div', {class: 'fill ' + level, style: `width:${pct}%`}),
     h('span', {class: 'bar-text'}, text));
 }
 
-// A stable colour per function name, for the timeline and its legend.
-const PALETTE = ['#58a6ff', '#3fb950', '#d2a8ff', '#ffa657', '#79c0ff', '#56d4dd', '#f778ba', '#e3b341',
-  '#a5d6ff', '#7ee787', '#ff9bce', '#bc8cff'];
+// A colour per function name, for the timeline and its legend.
+// No reds: a red outline marks a failed attempt.
+const PALETTE = ['#58a6ff', '#3fb950', '#d2a8ff', '#ffa657', '#56d4dd', '#f778ba', '#e3b341', '#8b949e'];
+// Handed out in order of first sight (not hashed), so few names never share one.
+const COLOURS = new Map();
 function colourOf(name) {
-  let x = 0;
-  for (const c of name || '') x = (x * 31 + c.charCodeAt(0)) >>> 0;
-  return PALETTE[x % PALETTE.length];
+  if (!COLOURS.has(name)) COLOURS.set(name, PALETTE[COLOURS.size % PALETTE.length]);
+  return COLOURS.get(name);
 }
 
 // ------------------------------------------------------------------ state
@@ -219,6 +221,7 @@ function render() {
   $('count-actors').textContent = alive(snap.actors, ['ALIVE']) || '';
   $('count-pgs').textContent = snap.placement_groups.length || '';
   $('tab-pgs').hidden = snap.placement_groups.length === 0;
+  Object.keys(snap.tasks.by_name).sort().forEach(colourOf);
   $('footer').textContent = `rayrepl ${snap.version || ''} · session ${snap.session_name} · updated ${fmtTime(serverNow())}`;
   RENDER[app.tab]();
 }
@@ -241,6 +244,7 @@ function resources(node) {
 
 function renderOverview() {
   const snap = app.snap;
+  drawTimeline($('overview-timeline'), $('overview-legend'));
   if (!changed('overview', [snap.nodes, snap.jobs, snap.tasks.by_state, snap.actors.length])) return;
   const nodes = snap.nodes;
   const live = nodes.filter((n) => n.state === 'ALIVE');
@@ -259,7 +263,7 @@ function renderOverview() {
       h('div', {class: 'card-value'}, value), h('div', {class: 'card-sub'}, sub || ''));
   $('cards').replaceChildren(
     card('Nodes', `${live.length}`, nodes.length > live.length ? `${nodes.length - live.length} dead` : 'all alive'),
-    card('CPUs in use', `${fmtNum(cpuUsed)} / ${fmtNum(cpuTotal)}`, bar(cpuUsed, cpuTotal, '')),
+    card('CPUs in use', `${fmtNum(cpuUsed)} / ${fmtNum(cpuTotal)}`, bar(cpuUsed, cpuTotal, '', true)),
     card('Object store', fmtBytes(storeUsed), bar(storeUsed, storeTotal, 'of ' + fmtBytes(storeTotal))),
     card('Tasks running', String(by.RUNNING || 0), `${pending} pending · ${by.FAILED || 0} failed`,
       by.RUNNING ? 'run' : ''),
@@ -273,7 +277,7 @@ function renderOverview() {
     ['Host', (n) => h('span', {}, n.ip, h('span', {class: 'muted'}, n.hostname ? ' · ' + n.hostname : ''))],
     ['CPU', (n) => {
       const r = resources(n);
-      return bar(r.used('CPU'), r.total.CPU, `${fmtNum(r.used('CPU'))} / ${fmtNum(r.total.CPU || 0)}`);
+      return bar(r.used('CPU'), r.total.CPU, `${fmtNum(r.used('CPU'))} / ${fmtNum(r.total.CPU || 0)}`, true);
     }],
     ['Memory', (n) => n.host_memory
       ? bar(n.host_memory.total - n.host_memory.available, n.host_memory.total,
@@ -463,12 +467,11 @@ function renderTasks() {
       ['Error', (r) => (r.error_type ? h('span', {class: 'c-bad', title: r.error_message || ''}, r.error_type) : '')],
     ], rows, {empty: filter ? 'No task matches the filter.' : 'No tasks have run yet.'});
   }
-  drawTimeline();
+  drawTimeline($('timeline'), $('timeline-legend'));
 }
 
 /** The Gantt chart: each worker a row, each attempt a bar from start to end. */
-function drawTimeline() {
-  const box = $('timeline');
+function drawTimeline(box, legend) {
   const now = serverNow(), from = now - TIMELINE_MS;
   const tasks = (app.snap.tasks.recent || []).filter((t) =>
     t.start_time_ms && t.worker_pid && (!t.end_time_ms || t.end_time_ms >= from));
@@ -508,8 +511,8 @@ function drawTimeline() {
     names.add(t.name);
   }
   box.replaceChildren(svg);
-  if (changed('legend', [...names].sort())) {
-    $('timeline-legend').replaceChildren(...[...names].sort().map((n) =>
+  if (changed(legend.id, [...names].sort())) {
+    legend.replaceChildren(...[...names].sort().map((n) =>
       h('span', {class: 'legend-item'}, h('span', {class: 'swatch', style: 'background:' + colourOf(n)}), n)));
   }
 }
@@ -647,8 +650,10 @@ $('log-lines').addEventListener('change', () => { app.rendered['log-file'] = nul
 $('log-follow').addEventListener('change', () => { app.rendered['log-file'] = null; render(); });
 // The timeline slides with the clock between snapshots, but holds still under
 // the mouse so a bar's tooltip can be read.
+const TIMELINES = {overview: ['overview-timeline', 'overview-legend'], tasks: ['timeline', 'timeline-legend']};
 setInterval(() => {
-  if (app.snap && app.tab === 'tasks' && !document.hidden && !$('timeline').matches(':hover')) drawTimeline();
+  const ids = TIMELINES[app.tab];
+  if (app.snap && ids && !document.hidden && !$(ids[0]).matches(':hover')) drawTimeline($(ids[0]), $(ids[1]));
 }, 500);
 route();
 connect();
