@@ -73,23 +73,21 @@ async fn snapshot_once(State(app): State<App>) -> Result<Json<Value>, DashboardE
 /// answer. Each event's data is `{"now_ms": <server clock>, "data": {...}}`; the
 /// page uses the clock to place running tasks on its timeline.
 async fn events(State(app): State<App>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = futures_util::stream::unfold((app, String::new(), true), |(app, last, first)| async move {
-        let mut first = first;
-        loop {
-            if !first {
-                tokio::time::sleep(EVERY).await;
+    let stream =
+        futures_util::stream::unfold((app, String::new(), Duration::ZERO), |(app, last, mut wait)| async move {
+            loop {
+                tokio::time::sleep(wait).await;
+                wait = EVERY;
+                let (kind, body) = match snapshot(&app).await {
+                    Ok(v) => ("snapshot", v.to_string()),
+                    Err(e) => ("problem", json!({"message": e.to_string()}).to_string()),
+                };
+                if body != last {
+                    let data = format!("{{\"now_ms\":{},\"data\":{body}}}", ray_proto::now_ms());
+                    return Some((Ok(Event::default().event(kind).data(data)), (app, body, EVERY)));
+                }
             }
-            first = false;
-            let (kind, body) = match snapshot(&app).await {
-                Ok(v) => ("snapshot", v.to_string()),
-                Err(e) => ("problem", json!({"message": e.to_string()}).to_string()),
-            };
-            if body != last {
-                let data = format!("{{\"now_ms\":{},\"data\":{body}}}", ray_proto::now_ms());
-                return Some((Ok(Event::default().event(kind).data(data)), (app, body, false)));
-            }
-        }
-    });
+        });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
@@ -145,6 +143,10 @@ fn node(n: &NodeInfo, host_memory: Option<(u64, u64)>) -> Value {
     })
 }
 
+/// Steps the available memory is rounded down to, so an idle machine's drift
+/// does not count as a change worth a snapshot.
+const MEMORY_STEP: u64 = 128 << 20;
+
 /// This machine's memory, total and available, in bytes.
 fn host_memory() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -154,7 +156,7 @@ fn host_memory() -> Option<(u64, u64)> {
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map(|kb| kb * 1024)
     };
-    Some((field("MemTotal:")?, field("MemAvailable:")?))
+    Some((field("MemTotal:")?, field("MemAvailable:")? / MEMORY_STEP * MEMORY_STEP))
 }
 
 /// Counts of every task attempt the head keeps, and the newest attempts whole.
