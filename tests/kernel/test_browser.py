@@ -13,7 +13,6 @@ import os
 import pathlib
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import urllib.request
 
 import nbformat
 import pytest
+from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port
 
 KERNEL = os.environ.get("RAYREPL_BROWSER_KERNEL", "rayrepl")
 
@@ -33,31 +33,10 @@ CELLS = {
     "python3": ("print(6*7)", "42"),
 }
 
-CHROMIUM = pathlib.Path("/usr/bin/chromium")
-# Playwright adds --headless. No sandbox: the container is one, and Chromium's
-# needs user namespaces. The rest stop Chromium's own traffic, which on this
-# closed network would only be refused, over and over.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-ARTIFACTS = pathlib.Path(os.environ.get("RAYREPL_ARTIFACTS", "/tmp/rayrepl-artifacts"))
 
 # The first rayrepl cell starts a local cluster and a Rust evaluator, which
 # can take a minute or more on a cold build cache.
 OUTPUT_TIMEOUT_MS = 180_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

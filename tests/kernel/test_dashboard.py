@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import queue
-import socket
 import subprocess
 import threading
 import time
@@ -21,30 +20,12 @@ import urllib.error
 import urllib.request
 
 import pytest
+from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port
 
-CHROMIUM = pathlib.Path("/usr/bin/chromium")
-# As in test_browser.py: Playwright adds --headless; no sandbox (the container
-# is one); no background traffic to a closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = pathlib.Path(os.environ.get("RAYREPL_ARTIFACTS", "/tmp/rayrepl-artifacts"))
 
 # Generous: the machine may be building while the tests run.
 STEP_MS = 60_000
 COMMAND_TIMEOUT_S = 180
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def example(name: str) -> pathlib.Path:

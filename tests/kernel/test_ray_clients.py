@@ -9,11 +9,11 @@ import dataclasses
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
 import pytest
+from browser import free_port
 
 RAY_VENV = pathlib.Path(os.environ.get("RAYREPL_RAY_VENV", pathlib.Path.home() / ".cache/rayrepl/ray-2.60.0"))
 TIMEOUT = 180
@@ -25,12 +25,6 @@ class Cluster:
     token_path: pathlib.Path
     head_address: str
     env: dict
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
