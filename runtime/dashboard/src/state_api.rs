@@ -222,9 +222,14 @@ pub async fn rows(head: &HeadClient, jobs: &Jobs, what: Listed) -> Result<Vec<Va
     Ok(match what {
         Listed::Nodes => head.get_cluster_info(Empty {}).await?.into_inner().nodes.iter().map(node).collect(),
         Listed::Actors => head.list_actors(Empty {}).await?.into_inner().actors.iter().map(actor).collect(),
-        Listed::Tasks => {
-            head.list_tasks(ListTasksRequest { limit: 0 }).await?.into_inner().tasks.iter().map(task).collect()
-        }
+        Listed::Tasks => head
+            .list_tasks(ListTasksRequest { limit: 0, ..ListTasksRequest::default() })
+            .await?
+            .into_inner()
+            .tasks
+            .iter()
+            .map(task)
+            .collect(),
         Listed::PlacementGroups => {
             head.list_placement_groups(Empty {}).await?.into_inner().groups.iter().map(placement_group).collect()
         }

@@ -23,7 +23,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use futures_util::stream::Stream;
 use ray_abi::ids::hex;
-use ray_proto::{Empty, ListTasksRequest, NodeInfo, TaskEvent, groups, resources_to_map};
+use ray_proto::{Empty, ListTasksReply, ListTasksRequest, NodeInfo, TaskEvent, groups, resources_to_map};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -96,7 +96,10 @@ async fn snapshot(app: &App) -> Result<Value, DashboardError> {
     let (mut h1, mut h2) = (app.head.clone(), app.head.clone());
     let (cluster, tasks, actors, groups, jobs) = tokio::try_join!(
         async { Ok::<_, DashboardError>(h1.get_cluster_info(Empty {}).await?.into_inner()) },
-        async { Ok(h2.list_tasks(ListTasksRequest { limit: 0 }).await?.into_inner().tasks) },
+        async {
+            let newest = ListTasksRequest { limit: MAX_TASKS as u32, newest: true, counts: true };
+            Ok(h2.list_tasks(newest).await?.into_inner())
+        },
         state_api::rows(&app.head, &app.jobs, Listed::Actors),
         state_api::rows(&app.head, &app.jobs, Listed::PlacementGroups),
         state_api::all_jobs(&app.jobs),
@@ -159,17 +162,19 @@ fn host_memory() -> Option<(u64, u64)> {
     Some((field("MemTotal:")?, field("MemAvailable:")? / MEMORY_STEP * MEMORY_STEP))
 }
 
-/// Counts of every task attempt the head keeps, and the newest attempts whole.
-fn tasks_summary(tasks: &[TaskEvent]) -> Value {
+/// Counts of every task attempt the head keeps (counted by the head), and the
+/// newest attempts whole.
+fn tasks_summary(listed: &ListTasksReply) -> Value {
     let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
     let mut by_name: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
-    for t in tasks {
-        let state = t.state().as_str_name();
-        *by_state.entry(state).or_default() += 1;
-        *by_name.entry(t.name.as_str()).or_default().entry(state).or_default() += 1;
+    for c in &listed.counts {
+        let state = c.state().as_str_name();
+        *by_state.entry(state).or_default() += c.count;
+        *by_name.entry(c.name.as_str()).or_default().entry(state).or_default() += c.count;
     }
+    let tasks = &listed.tasks;
     let recent: Vec<Value> = tasks[tasks.len().saturating_sub(MAX_TASKS)..].iter().map(task).collect();
-    json!({"total": tasks.len(), "by_state": by_state, "by_name": by_name, "recent": recent})
+    json!({"total": listed.total, "by_state": by_state, "by_name": by_name, "recent": recent})
 }
 
 /// A task attempt with only what the page shows, to keep the stream small.
@@ -205,7 +210,7 @@ mod tests {
     #[test]
     fn a_snapshot_keeps_the_newest_rows_and_counts_every_task() {
         assert_eq!(last((0..10).map(|i| json!(i)).collect(), 3), vec![json!(7), json!(8), json!(9)]);
-        let tasks: Vec<TaskEvent> = (0..MAX_TASKS + 20)
+        let tasks: Vec<TaskEvent> = (0..MAX_TASKS)
             .map(|i| TaskEvent {
                 name: if i % 2 == 0 { "even".into() } else { "odd".into() },
                 state: ray_proto::TaskState::Finished as i32,
@@ -213,7 +218,12 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let summary = tasks_summary(&tasks);
+        // As the head answers: the newest records whole, and counts of all of them.
+        let finished = ray_proto::TaskState::Finished as i32;
+        let counts = ["even", "odd"]
+            .map(|name| ray_proto::TaskCount { name: name.into(), state: finished, count: (MAX_TASKS as u64 + 20) / 2 })
+            .to_vec();
+        let summary = tasks_summary(&ListTasksReply { tasks, counts, total: MAX_TASKS as u64 + 20 });
         assert_eq!(summary["total"], MAX_TASKS + 20);
         assert_eq!(summary["recent"].as_array().map(Vec::len), Some(MAX_TASKS));
         assert_eq!(summary["by_name"]["even"]["FINISHED"], (MAX_TASKS + 20) / 2);

@@ -345,13 +345,35 @@ impl Head for HeadService {
     }
 
     async fn list_tasks(&self, req: Request<ListTasksRequest>) -> Result<Response<ListTasksReply>, Status> {
-        let limit = match req.into_inner().limit {
+        let r = req.into_inner();
+        let limit = match r.limit {
             0 => usize::MAX,
             n => n as usize,
         };
         let t = self.lock();
-        let tasks = t.task_order.iter().filter_map(|k| t.tasks.get(k)).take(limit).cloned().collect();
-        Ok(Response::new(ListTasksReply { tasks }))
+        let records = t.task_order.iter().filter_map(|k| t.tasks.get(k));
+        let tasks = if r.newest {
+            let mut newest: Vec<TaskEvent> = records.rev().take(limit).cloned().collect();
+            newest.reverse();
+            newest
+        } else {
+            records.take(limit).cloned().collect()
+        };
+        // Counted here, without copying the records: a live page wants the
+        // numbers for every record and only the newest few whole.
+        let counts = if r.counts {
+            let mut counts: HashMap<(&str, i32), u64> = HashMap::new();
+            for ev in t.tasks.values() {
+                *counts.entry((ev.name.as_str(), ev.state)).or_default() += 1;
+            }
+            counts
+                .into_iter()
+                .map(|((name, state), count)| TaskCount { name: name.to_string(), state, count })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(ListTasksReply { tasks, counts, total: t.tasks.len() as u64 }))
     }
 
     async fn publish_logs(&self, req: Request<LogBatch>) -> Result<Response<Empty>, Status> {
@@ -554,6 +576,45 @@ mod tests {
 
     fn service() -> HeadService {
         HeadService::new("127.0.0.1:1".into(), std::env::temp_dir().display().to_string(), "token")
+    }
+
+    #[tokio::test]
+    async fn a_listing_gives_the_newest_records_and_counts_them_all() {
+        let head = service();
+        let ev = |i: u8, name: &str, state: TaskState| TaskEvent {
+            task_id: vec![i; 16].into(),
+            name: name.into(),
+            state: state.into(),
+            ..TaskEvent::default()
+        };
+        let batch = TaskEventBatch {
+            events: vec![
+                ev(1, "f", TaskState::Finished),
+                ev(2, "f", TaskState::Finished),
+                ev(3, "g", TaskState::Running),
+                ev(4, "f", TaskState::Failed),
+            ],
+        };
+        head.report_task_events(Request::new(batch)).await.unwrap();
+        let list = |limit, newest, counts| {
+            let head = head.clone();
+            async move {
+                head.list_tasks(Request::new(ListTasksRequest { limit, newest, counts })).await.unwrap().into_inner()
+            }
+        };
+        let oldest = list(2, false, false).await;
+        assert_eq!(oldest.tasks.iter().map(|t| t.task_id[0]).collect::<Vec<_>>(), [1, 2]);
+        assert!(oldest.counts.is_empty());
+        let newest = list(2, true, true).await;
+        assert_eq!(newest.tasks.iter().map(|t| t.task_id[0]).collect::<Vec<_>>(), [3, 4], "newest, oldest first");
+        assert_eq!(newest.total, 4);
+        let mut counts: Vec<(String, i32, u64)> =
+            newest.counts.into_iter().map(|c| (c.name, c.state, c.count)).collect();
+        counts.sort();
+        let want = [("f", TaskState::Finished, 2), ("f", TaskState::Failed, 1), ("g", TaskState::Running, 1)];
+        let mut want: Vec<(String, i32, u64)> = want.iter().map(|(n, s, c)| (n.to_string(), *s as i32, *c)).collect();
+        want.sort();
+        assert_eq!(counts, want);
     }
 
     #[tokio::test]

@@ -132,7 +132,12 @@ pub async fn fetch(head: &mut HeadClient, token: &str, resource: Resource) -> Re
             )
         }
         Resource::Tasks => {
-            let tasks = head.list_tasks(ListTasksRequest { limit: 0 }).await.map_err(status)?.into_inner().tasks;
+            let tasks = head
+                .list_tasks(ListTasksRequest { limit: 0, ..ListTasksRequest::default() })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .tasks;
             let cols = &[
                 "TASK_ID",
                 "ATTEMPT_NUMBER",
