@@ -41,6 +41,11 @@ impl DashboardError {
         move |source| DashboardError::Io { what, source }
     }
 
+    /// A blocking task for `what` that panicked or was cancelled (500).
+    pub fn join(what: &str) -> impl FnOnce(tokio::task::JoinError) -> DashboardError + '_ {
+        move |e| DashboardError::Io { what: what.to_string(), source: std::io::Error::other(e) }
+    }
+
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -520,7 +520,7 @@ impl Jobs {
             Ok((cwd, log))
         })
         .await
-        .map_err(|e| DashboardError::BadRequest(format!("preparing the job failed: {e}")))?
+        .map_err(DashboardError::join("preparing the job"))?
     }
 
     fn spawn(
@@ -635,11 +635,16 @@ fn signal_group(pid: u32, signal: i32) {
     unsafe { libc::kill(-pgid, signal) };
 }
 
-/// The last `max` bytes of a file, as text.
+/// The last `max` bytes of a file, as text; only those are read.
 async fn tail_of_file(path: &Path, max: usize) -> String {
-    let Ok(bytes) = tokio::fs::read(path).await else { return String::new() };
-    let start = bytes.len().saturating_sub(max);
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let Ok(mut file) = tokio::fs::File::open(path).await else { return String::new() };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::new();
+    if file.seek(std::io::SeekFrom::Start(len.saturating_sub(max as u64))).await.is_ok() {
+        let _ = file.read_to_end(&mut bytes).await;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[cfg(test)]

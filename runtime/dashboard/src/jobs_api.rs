@@ -71,7 +71,7 @@ pub async fn put_package(
     let packages = app.jobs.packages().clone();
     tokio::task::spawn_blocking(move || packages.store(&protocol, &name, &bytes))
         .await
-        .map_err(|e| DashboardError::BadRequest(format!("storing the package failed: {e}")))??;
+        .map_err(DashboardError::join("storing the package"))??;
     Ok(().into_response())
 }
 

@@ -89,7 +89,7 @@ impl Packages {
         inspect(bytes)?;
         std::fs::create_dir_all(&self.stored).map_err(DashboardError::io("cannot create the package directory"))?;
         // Written aside and renamed, so a half-written package is never found.
-        let partial = self.stored.join(format!(".{name}.{}", std::process::id()));
+        let partial = self.stored.join(format!(".{name}.{}", rand::random::<u64>()));
         std::fs::write(&partial, bytes).map_err(DashboardError::io(format!("cannot store package {name}")))?;
         std::fs::rename(&partial, self.stored.join(name))
             .map_err(DashboardError::io(format!("cannot store package {name}")))

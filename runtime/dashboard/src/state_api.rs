@@ -15,14 +15,14 @@ use ray_proto::{
     ActorInfo, Empty, HeadClient, JobInfo, JobSubmission, ListTasksRequest, NodeInfo, PlacementGroupInfo, TaskEvent,
     resources_to_map,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// How many rows a listing returns unless asked otherwise, as Ray's state API.
 pub const DEFAULT_LIMIT: usize = 100;
 
 /// A job id as `rayrepl list jobs` shows it.
 pub fn job_hex(job_id: u32) -> String {
-    format!("{job_id:08x}")
+    ray_abi::ids::JobId(job_id).to_string()
 }
 
 /// A hex id, or null for an empty one.
@@ -315,14 +315,14 @@ pub fn list_reply(rows: Vec<Value>, options: &ListOptions) -> Value {
     })
 }
 
-/// The fields of a row, for tests and the UI.
-pub fn fields(row: &Value) -> Vec<&str> {
-    row.as_object().map(Map::keys).into_iter().flatten().map(String::as_str).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
+
+    fn fields(row: &Value) -> Vec<&str> {
+        row.as_object().map(Map::keys).into_iter().flatten().map(String::as_str).collect()
+    }
 
     #[test]
     fn options_are_read_as_rays_client_sends_them() {

@@ -156,7 +156,6 @@ fn run_head() -> Result<(), RayError> {
             None => None,
         };
         announce(&addr.to_string());
-        let stop_tx = Arc::new(stop_tx);
         let on_signal = stop_tx.clone();
         tokio::spawn(async move {
             stop_signal().await;
