@@ -37,6 +37,16 @@ fn dead_actors_say_why() {
     assert!(run.line("exited").contains("exit_actor"), "{}", run.stdout);
     let ctor = run.line("ctor");
     assert!(ctor.contains("constructor failed") && ctor.contains("constructor says no"), "{ctor}");
+    // An actor no node can hold is pending, said at once in words, and can be killed.
+    assert_eq!(run.value("infeasible_waits"), "true");
+    assert_eq!(run.value("infeasible_killed"), "dead");
+    assert!(
+        run.stderr.contains("(autoscaler) Warning: actor `Counter` asks for {CPU: 1000}")
+            && run.stderr.contains("cluster totals: {CPU: ")
+            && run.stderr.contains("PENDING_CREATION"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

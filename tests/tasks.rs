@@ -88,6 +88,8 @@ fn options_reserve_resources_and_infeasible_requests_fail_clearly() {
     let gpu = run.line("gpu_infeasible");
     assert!(gpu.contains("GPU: 1") && gpu.contains("no node in the cluster"), "{gpu}");
     assert_eq!(run.value("custom2_infeasible"), "ok");
+    // Said at once, whether or not anyone gets the result.
+    assert!(run.stderr.contains("(autoscaler) Warning: task `add` asks for {CPU: 1, GPU: 1}"), "{}", run.stderr);
     assert_eq!(run.value("named"), "7");
     assert!(run.stdout.contains("(renamed pid="), "the name option names the task:\n{}", run.stdout);
 }

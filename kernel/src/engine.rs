@@ -605,7 +605,9 @@ impl CellObserver for CellOutput {
             SessionEvent::Driver(ChildEvent::DriverFailed { message }) => {
                 self.stderr.push_str(&format!("The driver could not attach to the cluster: {message}\n"));
             }
-            SessionEvent::Driver(ChildEvent::DriverReady { .. } | ChildEvent::CellFailed) => {}
+            SessionEvent::Driver(
+                ChildEvent::DriverReady { .. } | ChildEvent::CellFailed | ChildEvent::OutputFlushed { .. },
+            ) => {}
         }
     }
 

@@ -289,7 +289,10 @@ fn show_event(view: &mut CellView, event: SessionEvent) {
             }
         }
         SessionEvent::Driver(
-            ChildEvent::DriverReady { .. } | ChildEvent::ClearOutput { .. } | ChildEvent::CellFailed,
+            ChildEvent::DriverReady { .. }
+            | ChildEvent::ClearOutput { .. }
+            | ChildEvent::CellFailed
+            | ChildEvent::OutputFlushed { .. },
         ) => {}
     }
 }

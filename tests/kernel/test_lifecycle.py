@@ -163,6 +163,56 @@ def test_progress_is_a_display_updated_in_place_and_worker_output_streams(kernel
         assert f"(slow pid=" in out and f"working on {i}" in out, out
 
 
+CHATTY = """#[ray::remote]
+fn chatty(i: u64) -> u64 {
+    for k in 0..300 {
+        println!("chatty {i} line {k}");
+    }
+    i
+}
+#[ray::remote]
+fn outer() -> u64 {
+    println!("outer starts");
+    ray::get(&chatty.remote(9)).unwrap()
+}
+#[ray::remote]
+struct Talker;
+#[ray::remote]
+impl Talker {
+    fn new() -> Self { Talker }
+    fn say(&self, n: u64) -> u64 { println!("talker says {n}"); n }
+}"""
+
+
+def test_worker_output_comes_before_the_cells_result(kernel):
+    """Lines printed by tasks, a nested task and an actor method all arrive
+    before the execute_result of the cell that waited for them."""
+    reply, _ = kernel.run(CHATTY)
+    assert reply["status"] == "ok", reply
+    for attempt in range(3):
+        reply, outputs = kernel.run(
+            "let talker = Talker::remote()?;\n"
+            "let mine: Vec<u64> = ray::get(&(0..4).map(|i| chatty.remote(i)).collect::<Vec<_>>())?;\n"
+            "let nested = ray::get(&outer.remote())?;\n"
+            "let said = ray::get(&talker.say(7))?;\n"
+            'format!("result: {mine:?} {nested} {said}")'
+        )
+        assert reply["status"] == "ok", reply
+        kinds = [m["msg_type"] for m in outputs]
+        assert kinds.count("execute_result") == 1, kinds
+        at = kinds.index("execute_result")
+        assert "result: [0, 1, 2, 3] 9 7" in result_text(outputs)
+        before = stdout_text(outputs[:at])
+        after = stdout_text(outputs[at + 1 :])
+        assert before.count(") chatty ") == 5 * 300, (attempt, before.count(") chatty "), after[:300])
+        # Each line names the task that printed it, the nested one too.
+        assert "(chatty pid=" in before and "(outer pid=" in before and "(Talker pid=" in before, before[-500:]
+        for line in before.splitlines():
+            assert not line.startswith("(outer pid=") or line.endswith("outer starts"), line
+        assert "outer starts" in before and "talker says 7" in before, (attempt, after)
+        assert not after.strip(), (attempt, after[:300])
+
+
 def test_timeline_draws_the_tasks_that_ran_on_their_workers(kernel):
     reply, _ = kernel.run("#[ray::remote]\nfn tick(i: u64) -> u64 { i }")
     assert reply["status"] == "ok", reply

@@ -926,6 +926,13 @@ fn actor_death() -> Result<(), RayError> {
     expect_err!("exited", ray::get(&b.increment()), e @ RayError::ActorDied { .. } => "exited={e}");
     let c = Exploding::remote("no".to_string())?;
     expect_err!("ctor", ray::get(&c.hello()), e @ RayError::ActorDied { .. } => "ctor={}", one_line(&e));
+    // No node has 1000 CPUs: it waits, as in Ray, and says so at creation.
+    let huge = Counter::options().num_cpus(1000.0).remote()?;
+    let call = huge.increment();
+    let (ready, _) = ray::wait(std::slice::from_ref(&call), 1, Some(Duration::from_millis(1500)))?;
+    println!("infeasible_waits={}", ready.is_empty());
+    ray::kill(&huge)?;
+    expect_err!("infeasible_killed", ray::get(&call), RayError::ActorDied { .. } => "infeasible_killed=dead");
     Ok(())
 }
 

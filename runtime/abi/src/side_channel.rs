@@ -95,6 +95,15 @@ pub enum ChildEvent {
     },
     /// The cell returned an error with `?`; evcxr printed its message on stderr.
     CellFailed,
+    /// The cell's code returned and the driver has shown all worker output
+    /// written before then: on stderr, everything before this event. The
+    /// evaluation process sends it on stderr, then on stdout, where evcxr hands
+    /// it on before it reports the cell done; so the front-end learns that the
+    /// cell ran, and how far to read stderr.
+    OutputFlushed {
+        /// Tells this cell's mark from an earlier one's.
+        mark: u64,
+    },
     /// Cell code asked to clear its output so far (`wait`: when new output comes).
     ClearOutput {
         /// Clear only when the next output arrives, which avoids flicker.

@@ -71,6 +71,10 @@ impl CoreWorker {
             block_on(&self.0.rt, async move { head.create_actor(CreateActorRequest { spec: Some(spec) }).await })
                 .map_err(|s| from_status(&s, "the head"))?
                 .into_inner();
+        if !info.infeasible.is_empty() {
+            // Said where the user looks, as Ray's autoscaler says it.
+            eprintln!("(autoscaler) Warning: {}", info.infeasible);
+        }
         ActorId::from_bytes(&info.actor_id)
     }
 

@@ -101,7 +101,8 @@ pub(crate) struct CurrentTask {
 ///
 /// Lock order: `sched` and `refs` are never held together; take one, carry out
 /// what it decided, then the other. `interrupts`, `withdrawals`, `current`,
-/// `peers`, `nodes`, `arenas` and `removed_groups` are leaves: nothing else is locked while one is
+/// `peers`, `nodes`, `arenas`, `removed_groups`, `log_flushes` and
+/// `said_infeasible` are leaves: nothing else is locked while one is
 /// held.
 pub(crate) struct Inner {
     pub(crate) rt: tokio::runtime::Handle,
@@ -124,7 +125,9 @@ pub(crate) struct Inner {
     pub(crate) put_counter: AtomicU32,
     pub(crate) log_sink: RwLock<Option<LogSink>>,
     pub(crate) shut_down: AtomicBool,
-    pub(crate) last_log: Mutex<Instant>,
+    pub(crate) log_flushes: Mutex<LogFlushes>,
+    /// Scheduling keys whose tasks no node can ever run, already told to the user.
+    pub(crate) said_infeasible: Mutex<std::collections::HashSet<String>>,
     pub(crate) executor: Mutex<execute::Executor>,
     pub(crate) namespace: Mutex<Option<String>>,
     pub(crate) artifacts: artifacts::ArtifactCache,
@@ -248,7 +251,8 @@ impl CoreWorker {
             put_counter: AtomicU32::new(0),
             log_sink: RwLock::new(None),
             shut_down: AtomicBool::new(false),
-            last_log: Mutex::new(Instant::now()),
+            log_flushes: Mutex::default(),
+            said_infeasible: Mutex::default(),
             executor: Mutex::new(execute::Executor::default()),
             namespace: Mutex::new((!opts.namespace.is_empty()).then(|| opts.namespace.clone())),
             artifacts: Default::default(),
@@ -811,7 +815,7 @@ impl CoreWorker {
             cw.return_all_leases().await;
             cw.flush_events().await;
             if !cw.0.is_worker {
-                drain_logs(&cw).await;
+                cw.flush_worker_output().await;
                 let job = cw.0.job.0;
                 if let Err(s) = cw.0.head.clone().finish_job(FinishJobRequest { job_id: job }).await {
                     // The head ends the job when it notices the driver is gone.
@@ -907,9 +911,16 @@ async fn subscribe_logs(cw: CoreWorker) {
             return;
         }
     };
+    // The head has subscribed us by now: a flush asked from here on is answered.
+    lock(&cw.0.log_flushes).subscribed = true;
     let mut stream = stream.into_inner();
     while let Ok(Some(batch)) = stream.message().await {
-        *lock(&cw.0.last_log) = Instant::now();
+        if batch.flush != 0 {
+            if let Some(waiter) = lock(&cw.0.log_flushes).waiting.remove(&batch.flush) {
+                let _ = waiter.send(());
+            }
+            continue;
+        }
         let sink = cw.0.log_sink.read().unwrap_or_else(|p| p.into_inner());
         for line in &batch.lines {
             match sink.as_ref() {
@@ -926,21 +937,65 @@ async fn subscribe_logs(cw: CoreWorker) {
             }
         }
     }
+    // Nothing more will arrive; nobody should wait for it.
+    let mut flushes = lock(&cw.0.log_flushes);
+    flushes.subscribed = false;
+    flushes.waiting.clear();
 }
 
-/// Gives in-flight worker output a moment to arrive before the driver goes.
-async fn drain_logs(cw: &CoreWorker) {
-    let start = Instant::now();
-    loop {
-        // Lines travel worker -> node -> head -> here; give them a moment, then wait
-        // for a quiet spell, but never hold up the exit for long.
-        let quiet = lock(&cw.0.last_log).elapsed();
-        let waited = start.elapsed();
-        if (waited >= Duration::from_millis(50) && quiet >= Duration::from_millis(50))
-            || waited >= Duration::from_millis(500)
-        {
-            break;
+/// The driver's flushes of worker output that are waiting for their mark.
+#[derive(Default)]
+pub(crate) struct LogFlushes {
+    /// Whether the head streams this job's output here.
+    subscribed: bool,
+    next: u64,
+    waiting: HashMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The most a flush of worker output waits, whatever the nodes do.
+const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+impl CoreWorker {
+    /// Waits until the worker output of this driver's job that was written
+    /// before the call has been shown (handed to the log sink), so it comes
+    /// before whatever the driver shows next: a cell's lines before its result,
+    /// a script's before it exits. Returns false if that could not be made sure
+    /// of within a few seconds, or nothing streams output here.
+    pub async fn flush_worker_output(&self) -> bool {
+        let (flush, marked) = {
+            let mut flushes = lock(&self.0.log_flushes);
+            if !flushes.subscribed {
+                return false;
+            }
+            flushes.next += 1;
+            let flush = flushes.next;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            flushes.waiting.insert(flush, tx);
+            (flush, rx)
+        };
+        let request = ray_proto::FlushLogsRequest { job_id: self.0.job.0, flush };
+        let flushed = async {
+            self.0.head.clone().flush_logs(request).await.map_err(|s| s.message().to_string())?;
+            marked.await.map_err(|_| "the output stream ended".to_string())
+        };
+        let outcome = tokio::time::timeout(LOG_FLUSH_LIMIT, flushed).await;
+        lock(&self.0.log_flushes).waiting.remove(&flush);
+        match outcome {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::debug!("worker output may come late: {e}");
+                false
+            }
+            Err(_) => {
+                tracing::debug!("worker output may come late: no flush mark within {LOG_FLUSH_LIMIT:?}");
+                false
+            }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    /// [`CoreWorker::flush_worker_output`] from a thread outside the runtime.
+    pub fn flush_worker_output_blocking(&self) -> bool {
+        let cw = self.clone();
+        block_on(&self.0.rt, async move { cw.flush_worker_output().await })
     }
 }

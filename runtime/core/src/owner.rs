@@ -341,6 +341,12 @@ impl CoreWorker {
             }
         };
         lock(&self.0.withdrawals).remove(&request);
+        if let Err(e @ RayError::Infeasible { .. }) = &reply
+            && lock(&self.0.said_infeasible).insert(key.clone())
+        {
+            // At once, not only to whoever gets a result.
+            eprintln!("(autoscaler) Warning: {e}");
+        }
         let actions = {
             let mut sched = lock(&self.0.sched);
             match reply {

@@ -155,7 +155,7 @@ impl Actors {
         self.changed.send_modify(|v| *v += 1);
     }
 
-    fn node(&self, address: &str) -> Result<NodeClient, RayError> {
+    pub(crate) fn node(&self, address: &str) -> Result<NodeClient, RayError> {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = nodes.get(address) {
             return Ok(c.clone());
@@ -197,6 +197,8 @@ impl Actors {
             is_async: spec.is_async,
             max_concurrency: spec.max_concurrency,
             placement_group_id: spec.placement_group.as_ref().map(|g| g.placement_group_id.clone()).unwrap_or_default(),
+            // Said at once, so the creating driver can tell its user.
+            infeasible: self.infeasibility(&spec).unwrap_or_default(),
             ..ActorInfo::default()
         };
         {
@@ -221,6 +223,48 @@ impl Actors {
         self.notify();
     }
 
+    /// Why no alive node could ever hold the actor, for people; `None` if one
+    /// could, or if it waits for its placement group (judged on its own).
+    fn infeasibility(&self, spec: &ActorSpec) -> Option<String> {
+        let demand = resources_to_map(&spec.resources);
+        if groups::group_in(&demand).is_some() {
+            return None;
+        }
+        let nodes = (self.cluster)();
+        let alive: Vec<&NodeInfo> = nodes.iter().filter(|n| n.is_alive()).collect();
+        if alive.iter().any(|n| fits(&resources_to_map(&n.total), &demand)) {
+            return None;
+        }
+        let totals = groups::sum(alive.iter().map(|n| n.total.as_slice()));
+        Some(format!(
+            "actor `{}` asks for {}, but no node in the cluster has that much (cluster totals: {}). It stays \
+             PENDING_CREATION until a node that has it joins, and calls to it wait until then; lower the \
+             request, add such a node, or ray::kill the actor",
+            spec.class_name,
+            format_resources(&demand),
+            format_resources(&groups::plain(&totals))
+        ))
+    }
+
+    /// Records, for `rayrepl list actors` and `top`, why a waiting actor waits.
+    /// Returns false once it waits no more (killed meanwhile).
+    fn still_infeasible(&self, id: &[u8]) -> bool {
+        let Some(spec) = self.lock().actors.get(id).map(|e| e.spec.clone()) else { return false };
+        let why = self.infeasibility(&spec).unwrap_or_default();
+        let mut t = self.lock();
+        let Some(e) = t.actors.get_mut(id) else { return false };
+        match e.info.state() {
+            ActorState::PendingCreation | ActorState::Restarting => {}
+            ActorState::Nil | ActorState::Alive | ActorState::Dead => return false,
+        }
+        if e.info.infeasible != why {
+            e.info.infeasible = why;
+            drop(t);
+            self.notify();
+        }
+        true
+    }
+
     /// Leases a worker for the actor and runs its constructor there.
     async fn schedule(&self, id: Vec<u8>) {
         let mut attempt = 1;
@@ -230,6 +274,14 @@ impl Actors {
                     tracing::info!("placing actor {} again: {what}: {detail}", hex(&id));
                     attempt += 1;
                     tokio::time::sleep(PLACEMENT_RETRY).await;
+                }
+                // As in Ray, it waits for a node that can hold it; the head
+                // says why meanwhile.
+                Err(RayError::Infeasible { .. }) => {
+                    if !self.still_infeasible(&id) {
+                        return;
+                    }
+                    tokio::time::sleep(PLACEMENT_RETRY / 5).await;
                 }
                 Err(e) => return self.mark_dead(&id, e),
                 // Waiting for its placement group is not a failure: no limit.
@@ -304,6 +356,9 @@ impl Actors {
         let Some(node) = self.choose_node(&spec, &demand)? else {
             return Ok(Placed::NotYet);
         };
+        if let Some(e) = self.lock().actors.get_mut(id).filter(|e| !e.info.infeasible.is_empty()) {
+            e.info.infeasible.clear();
+        }
         let id = id.to_vec();
         let result = async {
             let mut client = self.node(&node.address)?;

@@ -30,6 +30,8 @@ use tonic::{Request, Response, Status};
 
 /// A node that sends no heartbeat for this long is marked dead.
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most a driver's flush waits on any one node.
+const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(3);
 /// How many task records the head keeps; the oldest finished ones go first.
 const MAX_TASKS: usize = 100_000;
 
@@ -394,6 +396,39 @@ impl Head for HeadService {
         let rx = self.lock().logs(job).subscribe();
         let stream = BroadcastStream::new(rx).filter_map(|item| item.ok().map(Ok));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn flush_logs(&self, req: Request<FlushLogsRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        let (sender, nodes) = {
+            let mut t = self.lock();
+            let nodes: Vec<String> =
+                t.nodes.values().filter(|n| n.info.is_alive()).map(|n| n.info.address.clone()).collect();
+            (t.logs(r.job_id), nodes)
+        };
+        // Nobody to put in order: the lines are in the nodes' log files.
+        if sender.receiver_count() == 0 {
+            return Ok(Response::new(Empty {}));
+        }
+        let asks = nodes.into_iter().map(|address| {
+            let node = self.actors.node(&address);
+            let request = FlushLogsRequest { job_id: r.job_id, flush: r.flush };
+            async move {
+                let answered =
+                    async { node.map_err(|e| e.to_string())?.flush_logs(request).await.map_err(|s| s.to_string()) };
+                match tokio::time::timeout(LOG_FLUSH_LIMIT, answered).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::debug!("node {address} did not flush its worker output: {e}"),
+                    Err(_) => {
+                        tracing::warn!("node {address} did not flush its worker output within {LOG_FLUSH_LIMIT:?}")
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(asks).await;
+        // After every node's lines, on the same stream: the driver's mark.
+        let _ = sender.send(LogBatch { job_id: r.job_id, lines: Vec::new(), flush: r.flush });
+        Ok(Response::new(Empty {}))
     }
 
     async fn create_actor(&self, req: Request<CreateActorRequest>) -> Result<Response<ActorInfo>, Status> {

@@ -4,6 +4,7 @@
 
 mod executables;
 mod logs;
+mod output;
 mod transfer;
 
 use crate::placement::{Placement, Steer, place};
@@ -19,7 +20,6 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
@@ -78,7 +78,9 @@ struct Shared {
     jobs: Mutex<HashMap<u32, JobInfo>>,
     head: HeadClient,
     spawner: std::sync::mpsc::Sender<SpawnRequest>,
-    logs: mpsc::UnboundedSender<(u32, LogLine)>,
+    logs: mpsc::UnboundedSender<output::Outgoing>,
+    /// Who reads each worker's output, for flushes.
+    output: output::OutputReaders,
     shutdown: Notify,
     children: Mutex<HashMap<u32, Vec<u8>>>,
     /// The cluster as the head last described it, for placement.
@@ -227,31 +229,19 @@ impl Shared {
         let pid = child.id().unwrap_or(0);
         self.pool().set_pid(&worker_id, pid);
         self.children.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, worker_id.clone());
-        let current_task = Arc::new(Mutex::new(String::new()));
         let log_dir = self.config.session_dir.join("logs");
+        let output = |is_stderr: bool| output::WorkerOutput {
+            pid,
+            job,
+            is_stderr,
+            log_path: log_dir.join(format!("worker-{pid}.{}", if is_stderr { "err" } else { "out" })),
+            ip: self.config.ip.clone(),
+        };
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(forward_output(
-                out,
-                false,
-                pid,
-                job,
-                current_task.clone(),
-                self.logs.clone(),
-                log_dir.join(format!("worker-{pid}.out")),
-                self.config.ip.clone(),
-            ));
+            tokio::spawn(output(false).relay(out, self.output.register(job), self.logs.clone()));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(forward_output(
-                err,
-                true,
-                pid,
-                job,
-                current_task,
-                self.logs.clone(),
-                log_dir.join(format!("worker-{pid}.err")),
-                self.config.ip.clone(),
-            ));
+            tokio::spawn(output(true).relay(err, self.output.register(job), self.logs.clone()));
         }
         let this = self.clone();
         tokio::spawn(async move {
@@ -340,67 +330,6 @@ fn kill(pid: u32) {
 fn pid_alive(pid: u32) -> bool {
     // SAFETY: kill(2) with signal 0 only checks for existence.
     pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn forward_output(
-    stream: impl tokio::io::AsyncRead + Unpin,
-    is_stderr: bool,
-    pid: u32,
-    job: u32,
-    current_task: Arc<Mutex<String>>,
-    sink: mpsc::UnboundedSender<(u32, LogLine)>,
-    log_path: PathBuf,
-    ip: String,
-) {
-    let mut file = match tokio::fs::OpenOptions::new().create(true).append(true).open(&log_path).await {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::warn!("worker {pid}'s output is not kept in {}: {e}", log_path.display());
-            None
-        }
-    };
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(name) = line.strip_prefix(TASK_MARKER) {
-            *current_task.lock().unwrap_or_else(|p| p.into_inner()) = name.to_string();
-            continue;
-        }
-        if let Some(f) = file.as_mut()
-            && let Err(e) = async {
-                f.write_all(line.as_bytes()).await?;
-                f.write_all(b"\n").await
-            }
-            .await
-        {
-            tracing::warn!("worker {pid}'s output is no longer kept in {}: {e}", log_path.display());
-            file = None;
-        }
-        let task_name = current_task.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        // The relay outlives every worker but stops with the node daemon, when
-        // nobody is left to show the line to.
-        let _ = sink.send((job, LogLine { pid, task_name, is_stderr, line, ip: ip.clone() }));
-    }
-}
-
-/// Batches worker output per job and publishes it to the head.
-async fn publish_logs(mut rx: mpsc::UnboundedReceiver<(u32, LogLine)>, head: HeadClient) {
-    while let Some(first) = rx.recv().await {
-        let mut batches: HashMap<u32, Vec<LogLine>> = HashMap::new();
-        batches.entry(first.0).or_default().push(first.1);
-        // Gather what is already queued, so bursts go out in few messages.
-        while let Ok((job, line)) = rx.try_recv() {
-            batches.entry(job).or_default().push(line);
-            if batches.values().map(Vec::len).sum::<usize>() >= 1000 {
-                break;
-            }
-        }
-        for (job_id, lines) in batches {
-            if let Err(e) = head.clone().publish_logs(LogBatch { job_id, lines }).await {
-                tracing::debug!("could not publish logs: {e}");
-            }
-        }
-    }
 }
 
 struct SpawnRequest {
@@ -743,6 +672,19 @@ impl Node for NodeService {
     async fn read_log(&self, req: Request<ReadLogRequest>) -> Result<Response<ReadLogReply>, Status> {
         self.0.read_log(req.into_inner()).await.map(Response::new)
     }
+
+    async fn flush_logs(&self, req: Request<FlushLogsRequest>) -> Result<Response<Empty>, Status> {
+        let job = req.into_inner().job_id;
+        self.0.output.flush(job).await;
+        // Then past the publisher, so the head has every line read above.
+        let (published, answer) = oneshot::channel();
+        if self.0.logs.send(output::Outgoing::Published(published)).is_ok()
+            && tokio::time::timeout(output::FLUSH_LIMIT, answer).await.is_err()
+        {
+            tracing::warn!("job {job}'s worker output did not reach the head within {:?}", output::FLUSH_LIMIT);
+        }
+        Ok(Response::new(Empty {}))
+    }
 }
 
 async fn heartbeat_loop(shared: Arc<Shared>) {
@@ -915,6 +857,7 @@ pub async fn run(
         head: head.clone(),
         spawner: start_spawner(tokio::runtime::Handle::current()),
         logs: log_tx,
+        output: Default::default(),
         shutdown: Notify::new(),
         children: Mutex::new(HashMap::new()),
         cluster: Mutex::new(None),
@@ -957,7 +900,7 @@ pub async fn run(
         tokio::spawn(heartbeat_loop(shared.clone())),
         tokio::spawn(spill_loop(shared.clone())),
         tokio::spawn(reaper_loop(shared.clone())),
-        tokio::spawn(publish_logs(log_rx, head)),
+        tokio::spawn(output::publish(log_rx, head)),
     ];
     let server = ray_proto::authed_server!(NodeServer, NodeService(shared.clone()), &config.token);
     let stopper = shared.clone();

@@ -13,11 +13,18 @@ use ray_abi::InitConfig;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// What evcxr's generated code prints on stdout when user code returns an error
 /// with `?` (`evcxr_internal_runtime::USER_ERROR_OCCURRED`, not public).
 const EVCXR_USER_ERROR: &[u8] = b"EVCXR_ERROR_OCCURRED";
+/// What evcxr's runtime prints on stdout when a cell's code has returned
+/// (`evcxr::runtime::EVCXR_EXECUTION_COMPLETE`, not public).
+const EVCXR_EXECUTION_COMPLETE: &[u8] = b"EVCXR_EXECUTION_COMPLETE";
+
+/// This process's driver, once attached: the stdout relay flushes its worker
+/// output at the end of every cell.
+static DRIVER: OnceLock<ray_core::CoreWorker> = OnceLock::new();
 
 /// The cluster the evaluation process attaches to.
 pub(crate) const ENV_ADDRESS: &str = "RAYREPL_SESSION_ADDRESS";
@@ -48,10 +55,12 @@ pub fn hook() {
     evcxr::runtime_hook();
 }
 
-/// evcxr tells only itself that a cell returned an error with `?`: it consumes a
-/// marker line on the process's stdout and reports success. Passing stdout through
-/// a pipe lets this process add a `CellFailed` event just before that marker, in
-/// order with everything else the cell printed.
+/// evcxr tells only itself that a cell returned an error with `?`, or that its
+/// code returned at all: it consumes marker lines on the process's stdout.
+/// Passing stdout through a pipe lets this process act on them in order with
+/// everything else the cell printed: it adds a `CellFailed` event before the
+/// error's marker, and before the end's marker it waits until the driver has
+/// shown the worker output the cell caused, then says so with `OutputFlushed`.
 fn relay_stdout() -> std::io::Result<()> {
     let (reader, writer) = std::io::pipe()?;
     // SAFETY: dup(2) of fd 1, which is open for the life of the process.
@@ -71,9 +80,24 @@ fn relay_stdout() -> std::io::Result<()> {
     std::thread::Builder::new().name("stdout-relay".into()).spawn(move || {
         let mut reader = BufReader::new(reader);
         let mut line = Vec::new();
+        let mut cells_ended = 0;
         while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-            if line.strip_suffix(b"\n").unwrap_or(&line) == EVCXR_USER_ERROR {
+            let marker = line.strip_suffix(b"\n").unwrap_or(&line);
+            if marker == EVCXR_USER_ERROR {
                 let _ = original.write_all(failed.as_bytes());
+            }
+            if marker == EVCXR_EXECUTION_COMPLETE {
+                cells_ended += 1;
+                if let Some(driver) = DRIVER.get() {
+                    driver.flush_worker_output_blocking();
+                }
+                let flushed = ChildEvent::OutputFlushed { mark: cells_ended };
+                emit(&flushed);
+                // evcxr waits until the front-end has taken every stdout line, and
+                // its first run (`42`, while it starts) has nobody taking them yet.
+                if cells_ended > 1 {
+                    let _ = original.write_all(format!("{}\n", flushed.encode()).as_bytes());
+                }
             }
             if original.write_all(&line).is_err() {
                 break;
@@ -132,5 +156,6 @@ fn start_driver(address: String) {
             emit(&ChildEvent::Interrupted { cancelled });
         }
     });
+    let _ = DRIVER.set(core.clone());
     emit(&ChildEvent::DriverReady { job: core.job().0 });
 }

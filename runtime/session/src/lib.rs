@@ -13,7 +13,7 @@ pub mod child;
 mod expand;
 mod input;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use evcxr::{CommandContext, EvalContext};
 use protocol::ChildEvent;
 use std::path::PathBuf;
@@ -152,9 +152,9 @@ pub struct Session {
     last_code: String,
 }
 
-/// How long worker output may trail a cell that ran tasks: their lines travel
-/// from the worker through its node, while results go straight to the driver.
-const WORKER_OUTPUT_GRACE: Duration = Duration::from_millis(30);
+/// How long the front-end waits on stderr for the mark the evaluation process
+/// announced on stdout: it was written first, so only reading it takes time.
+const OUTPUT_MARK_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The prelude every session starts with: `ray` and its prelude are in scope.
 fn prelude(ray_crate: &std::path::Path) -> String {
@@ -202,7 +202,16 @@ impl Session {
             EvalContext::with_subprocess_command(command).map_err(|e| SessionError::Evaluator(e.to_string()))?;
         let mut context = CommandContext::with_eval_context(eval);
         let started = Instant::now();
-        context.execute(&prelude(&options.ray_crate)).map_err(|e| SessionError::Evaluator(e.to_string()))?;
+        // evcxr returns only once its stdout lines are taken; the prelude's one line
+        // is the evaluation process's end-of-cell mark, which nobody needs.
+        let prelude = std::thread::scope(|scope| {
+            let running = scope.spawn(|| context.execute(&prelude(&options.ray_crate)));
+            while !running.is_finished() {
+                let _ = outputs.stdout.recv_timeout(Duration::from_millis(10));
+            }
+            running.join().unwrap_or_else(|_| Err(evcxr::Error::Message("the evaluator thread panicked".into())))
+        });
+        prelude.map_err(|e| SessionError::Evaluator(e.to_string()))?;
         if cold {
             slot.mark_warm();
             status(&format!(
@@ -241,6 +250,8 @@ impl Session {
     pub fn pending_events(&self) -> Vec<SessionEvent> {
         let mut events: Vec<_> = self.stdout.try_iter().map(stdout_event).collect();
         events.extend(self.stderr.try_iter().map(stderr_event));
+        // A mark between cells is an earlier cell's, already passed.
+        events.retain(|e| !matches!(e, SessionEvent::Driver(ChildEvent::OutputFlushed { .. })));
         events
     }
 
@@ -252,8 +263,8 @@ impl Session {
     /// Runs one cell: expands `#[ray::remote]` items and top-level `.await`, then
     /// hands it to evcxr, which also runs `:commands`. Tells `observer` about each
     /// line and event as it arrives, and ticks it at least every `tick`. When this
-    /// returns, every line the cell printed has been observed, and so has worker
-    /// output that trails a cell that ran tasks.
+    /// returns, every line the cell printed has been observed, and so has the
+    /// worker output of the tasks and actor calls it waited for, nested ones too.
     pub fn execute_observed(
         &mut self,
         cell: &str,
@@ -261,9 +272,9 @@ impl Session {
         observer: &mut dyn CellObserver,
     ) -> Result<EvalOutputs, evcxr::Error> {
         self.last_code = expand_cell(cell).unwrap_or_else(|| cell.to_string());
-        let mut ran_tasks = self.last_code.contains("remote");
         let (context, code) = (&mut self.context, &self.last_code);
         let (mut stdout, mut stderr) = (self.stdout.clone(), self.stderr.clone());
+        let mut marks = OutputMarks::default();
         let result = std::thread::scope(|scope| {
             let (done_tx, done) = crossbeam_channel::bounded(1);
             scope.spawn(move || {
@@ -278,16 +289,12 @@ impl Session {
                         break result.unwrap_or_else(|_| Err(evcxr::Error::Message("the evaluator thread stopped".into())))
                     }
                     recv(stdout) -> line => match line {
-                        Ok(line) => observer.event(stdout_event(line)),
+                        Ok(line) => marks.stdout(stdout_event(line), observer),
                         // evcxr is restarting its process; the cell's result says so.
                         Err(_) => stdout = crossbeam_channel::never(),
                     },
                     recv(stderr) -> line => match line {
-                        Ok(line) => {
-                            let event = stderr_event(line);
-                            ran_tasks |= matches!(event, SessionEvent::Driver(_));
-                            observer.event(event);
-                        }
+                        Ok(line) => marks.stderr(stderr_event(line), observer),
                         Err(_) => stderr = crossbeam_channel::never(),
                     },
                     default(timeout) => {
@@ -299,20 +306,21 @@ impl Session {
         });
         // evcxr hands on every stdout line before it reports the cell done.
         for line in self.stdout.try_iter() {
-            observer.event(stdout_event(line));
+            marks.stdout(stdout_event(line), observer);
         }
-        if ran_tasks {
-            // Until the lines stop, but not for a task that prints forever.
-            let deadline = Instant::now() + 10 * WORKER_OUTPUT_GRACE;
-            while let Ok(line) = self.stderr.recv_timeout(WORKER_OUTPUT_GRACE.min(deadline - Instant::now())) {
-                observer.event(stderr_event(line));
-                if Instant::now() >= deadline {
-                    break;
+        // The cell ran: its worker output is on stderr, before the mark.
+        if let Some(mark) = marks.announced {
+            let deadline = Instant::now() + OUTPUT_MARK_PATIENCE;
+            while !marks.reached.contains(&mark) {
+                match self.stderr.recv_deadline(deadline.min(Instant::now() + tick)) {
+                    Ok(line) => marks.stderr(stderr_event(line), observer),
+                    Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => observer.tick(),
+                    Err(_) => break,
                 }
             }
         }
         for line in self.stderr.try_iter() {
-            observer.event(stderr_event(line));
+            marks.stderr(stderr_event(line), observer);
         }
         result
     }
@@ -385,6 +393,32 @@ fn check_toolchain() -> Result<String, SessionError> {
 }
 
 /// Cell code's rich output is marked on stdout; everything else there is a print.
+/// The evaluation process's `OutputFlushed` marks seen while a cell runs; they
+/// are the session's business, not the observer's.
+#[derive(Default)]
+struct OutputMarks {
+    /// The mark stdout announced: the cell ran, and stderr is whole up to it.
+    announced: Option<u64>,
+    /// Marks seen on stderr.
+    reached: Vec<u64>,
+}
+
+impl OutputMarks {
+    fn stdout(&mut self, event: SessionEvent, observer: &mut dyn CellObserver) {
+        match event {
+            SessionEvent::Driver(ChildEvent::OutputFlushed { mark }) => self.announced = Some(mark),
+            event => observer.event(event),
+        }
+    }
+
+    fn stderr(&mut self, event: SessionEvent, observer: &mut dyn CellObserver) {
+        match event {
+            SessionEvent::Driver(ChildEvent::OutputFlushed { mark }) => self.reached.push(mark),
+            event => observer.event(event),
+        }
+    }
+}
+
 fn stdout_event(line: String) -> SessionEvent {
     match ChildEvent::decode(&line) {
         Some(event) => SessionEvent::Driver(event),

@@ -314,6 +314,8 @@ fn actor_row(a: &ActorInfo) -> Row {
         ("ADDRESS", json!(a.address)),
         ("DIRECT_ADDRESS", json!(a.direct_address)),
         ("DEATH_CAUSE", json!(cause)),
+        // Why a PENDING_CREATION actor waits: no node could ever hold it.
+        ("PENDING_REASON", json!(a.infeasible)),
     ])
 }
 
