@@ -204,7 +204,7 @@ fn check_join(address: &str, args: &StartArgs) -> anyhow::Result<(String, String
     match asked {
         Ok(_) => Ok((head, token)),
         Err(ray_abi::RayError::Unauthenticated { .. }) => bail!(
-            "the head at {head} rejected the token ({source}): it is not this cluster's token; {}",
+            "the head at {head} rejected the token ({source}: wrong cluster token); {}",
             session::token_advice(Some(&head))
         ),
         Err(e) => Err(e.into()),
