@@ -229,11 +229,10 @@ impl Engine {
         let mut notes = Vec::new();
         let cluster = match options.address {
             Some(address) => {
-                let address = address.trim_start_matches("ray://").to_string();
-                match ray_runtime::session::find_token(None, &address) {
-                    Ok(token) => Ok((address, token)),
-                    Err(e) => Err(format!("cannot attach to the cluster at {address} (RAYREPL_ADDRESS): {e}")),
-                }
+                // Ray's spellings: `auto`, `ray://`, the dashboard's address.
+                ray_runtime::session::resolve_head_address(&address, None)
+                    .and_then(|head| ray_runtime::session::find_token(None, &head).map(|token| (head, token)))
+                    .map_err(|e| format!("cannot attach to the cluster at {address} (RAYREPL_ADDRESS): {e}"))
             }
             None => LocalCluster::start(&NodeResources::default())
                 .map(|cluster| {

@@ -13,6 +13,7 @@ use ray_state::PlacementGroupStatus;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 
 /// `rayrepl start`.
 #[derive(clap::Args)]
@@ -58,9 +59,29 @@ pub struct StartArgs {
     /// The address the dashboard listens on (default 127.0.0.1: this machine only).
     #[arg(long, default_value = "127.0.0.1")]
     dashboard_host: String,
-    /// Serve the dashboard and Jobs API at all (`--include-dashboard false` turns them off).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    /// Serve the dashboard and Jobs API at all: `--include-dashboard false` turns
+    /// them off; Ray's spellings of a boolean (true/false, 1/0, yes/no) all work.
+    #[arg(
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
     include_dashboard: bool,
+    /// Serve this node's metrics in Prometheus text format on http://NODE_IP:PORT/metrics
+    /// (Ray's flag); the head's node adds the cluster's. Without it, no metrics server.
+    #[arg(long, value_name = "PORT")]
+    metrics_export_port: Option<u16>,
+}
+
+impl StartArgs {
+    /// Whether the command stays in the foreground (`--block`).
+    pub fn blocks(&self) -> bool {
+        self.block
+    }
 }
 
 /// `rayrepl stop`.
@@ -111,6 +132,85 @@ fn point_latest_at(dir: &Path) -> anyhow::Result<()> {
     std::os::unix::fs::symlink(dir, &latest).with_context(|| format!("cannot link {}", latest.display()))
 }
 
+/// What a failed `start` must undo: the session directory it created and the
+/// daemons it started. Dropped without [`Starting::done`], it stops them and
+/// removes the directory, so a start that fails leaves nothing behind.
+struct Starting {
+    dir: PathBuf,
+    daemons: Vec<std::process::Child>,
+    done: bool,
+}
+
+impl Starting {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Starting { dir: session::create()?, daemons: Vec::new(), done: false })
+    }
+
+    fn started(&mut self, daemon: ray_runtime::cluster::Daemon) -> anyhow::Result<String> {
+        record_pid(&self.dir, daemon.child.id())?;
+        let address = daemon.address.clone();
+        self.daemons.push(daemon.child);
+        Ok(address)
+    }
+
+    fn done(mut self) -> PathBuf {
+        self.done = true;
+        std::mem::take(&mut self.dir)
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Nodes first, as `stop` does; they are ours, so waiting reaps them.
+        for child in self.daemons.iter_mut().rev() {
+            let pid = child.id() as i32;
+            // SAFETY: kill(2) on a child of ours that has not been reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + STOP_WAIT;
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The head to join and the token to join it with, both checked by asking the
+/// head, before anything is created on this machine.
+fn check_join(address: &str, args: &StartArgs) -> anyhow::Result<(String, String)> {
+    let given = args.token.as_deref();
+    let head = session::resolve_head_address(address, given)?;
+    let found = match (given, &args.token_file) {
+        (Some(t), _) => Ok((t.to_string(), session::TokenSource::Given)),
+        (None, Some(path)) => session::read_token_file(path).map(|t| (t, session::TokenSource::File(path.clone()))),
+        (None, None) => session::find_token_with_source(None, &head),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // A head that is not there is the first thing to say; then a missing token.
+    let channel = rt.block_on(ray_proto::dial(&head, "the head"))?;
+    let (token, source) = found?;
+    let asked = rt.block_on(async {
+        let channel = InterceptedService::new(channel, ray_proto::AddToken::new(&token)?);
+        ray_proto::head_client(channel)
+            .get_cluster_info(Empty {})
+            .await
+            .map_err(|s| ray_proto::from_status(&s, &format!("the head at {head}")))
+    });
+    match asked {
+        Ok(_) => Ok((head, token)),
+        Err(ray_abi::RayError::Unauthenticated { .. }) => bail!(
+            "the head at {head} rejected the token ({source}: wrong cluster token); {}",
+            session::token_advice(Some(&head))
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn start(args: StartArgs) -> anyhow::Result<()> {
     if !args.head && args.address.is_none() {
         bail!("say --head to start a new cluster, or --address HEAD:PORT to join one");
@@ -121,58 +221,62 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         custom: parse_resources(args.resources.as_deref())?,
         object_store_memory: args.object_store_memory,
     };
-    let dir = session::create()?;
-    let ip = args.node_ip_address.as_str();
-    let (head_address, token) = if args.head {
-        let token = session::new_token();
-        session::write_private(&dir, "token", &token)?;
-        let mut env = head_env(&token, &dir, ip, args.port);
-        env.push(("RAYREPL_INCLUDE_DASHBOARD".into(), if args.include_dashboard { "1" } else { "0" }.into()));
-        env.push(("RAYREPL_DASHBOARD_HOST".into(), args.dashboard_host.clone()));
-        if let Some(port) = args.dashboard_port {
-            env.push(("RAYREPL_DASHBOARD_PORT".into(), port.to_string()));
-        }
-        let head = spawn_daemon(DaemonSpec {
-            role: "head",
-            env,
-            log: dir.join("logs/head.err"),
-            lifeline: None,
-            detach: !args.block,
-        })?;
-        record_pid(&dir, head.child.id())?;
-        session::write_private(&dir, "head_address", &head.address)?;
-        (head.address, token)
-    } else {
-        let address = args.address.clone().unwrap_or_default();
-        let from_file = match &args.token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the token file {}", path.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => None,
-        };
-        let token = session::find_token(args.token.as_deref().or(from_file.as_deref()), &address)?;
-        session::write_private(&dir, "token", &token)?;
-        session::write_private(&dir, "head_address", &address)?;
-        (address, token)
+    // A node joins only a head that answers and takes its token: both are
+    // checked before anything is created here.
+    let joining = match &args.address {
+        Some(address) => Some(check_join(address, &args)?),
+        None => None,
     };
+    let mut starting = Starting::new()?;
+    let dir = starting.dir.clone();
+    let ip = args.node_ip_address.as_str();
+    let (head_address, token) = match joining {
+        None => {
+            let token = session::new_token();
+            session::write_private(&dir, "token", &token)?;
+            let mut env = head_env(&token, &dir, ip, args.port);
+            env.push(("RAYREPL_INCLUDE_DASHBOARD".into(), if args.include_dashboard { "1" } else { "0" }.into()));
+            env.push(("RAYREPL_DASHBOARD_HOST".into(), args.dashboard_host.clone()));
+            if let Some(port) = args.dashboard_port {
+                env.push(("RAYREPL_DASHBOARD_PORT".into(), port.to_string()));
+            }
+            let head = spawn_daemon(DaemonSpec {
+                role: "head",
+                env,
+                log: dir.join("logs/head.err"),
+                lifeline: None,
+                detach: !args.block,
+            })?;
+            let address = starting.started(head)?;
+            session::write_private(&dir, session::HEAD_ADDRESS, &address)?;
+            (address, token)
+        }
+        Some((address, token)) => {
+            session::write_private(&dir, "token", &token)?;
+            session::write_private(&dir, session::HEAD_ADDRESS, &address)?;
+            (address, token)
+        }
+    };
+    let mut env = node_env(&head_address, &token, &dir, ip, &resources, args.head, 0);
+    if let Some(port) = args.metrics_export_port {
+        env.push(("RAYREPL_METRICS_EXPORT_PORT".into(), port.to_string()));
+    }
     let node = spawn_daemon(DaemonSpec {
         role: "node",
-        env: node_env(&head_address, &token, &dir, ip, &resources, args.head, 0),
+        env,
         log: dir.join("logs/node.err"),
         lifeline: None,
         detach: !args.block,
     })?;
-    record_pid(&dir, node.child.id())?;
+    starting.started(node)?;
     // A joined node's session names the cluster too, so `status`, `list` and
     // drivers on a host without a head find it; a latest session of the same
     // cluster is left as it is.
-    let latest_head = session::read(&session::latest(), "head_address");
-    if args.head || latest_head.as_deref() != Some(head_address.as_str()) {
+    let latest_head = session::read(&session::latest(), session::HEAD_ADDRESS);
+    if args.head || !latest_head.is_some_and(|latest| session::same_address(&latest, &head_address)) {
         point_latest_at(&dir)?;
     }
+    let dir = starting.done();
     println!("Local node IP: {ip}");
     println!("--------------------");
     println!("rayrepl runtime started.");
@@ -181,8 +285,9 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     if args.head {
         println!("  To add another node to this cluster, run");
         println!("    RAYREPL_TOKEN_FILE={} rayrepl start --address='{head_address}'", dir.join("token").display());
+        println!("  (on this machine the token is found without RAYREPL_TOKEN_FILE)");
         println!("  To connect to this cluster from a Rust program:");
-        println!("    ray::init_with(ray::Config::address(\"{head_address}\"))");
+        println!("    ray::init_with(ray::Config::address(\"{head_address}\"))   // or \"auto\" on this machine");
         println!("  The cluster token is in {} (mode 0600).", dir.join("token").display());
         if let Some(url) = session::read(&dir, session::DASHBOARD_URL) {
             println!("  To submit a job, run");
@@ -196,6 +301,9 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         }
     } else {
         println!("  This node joined the cluster at {head_address}.");
+    }
+    if let Some(port) = args.metrics_export_port {
+        println!("  Prometheus metrics are at http://{ip}:{port}/metrics");
     }
     println!("  To see the cluster, run\n    rayrepl status");
     println!("  To terminate the processes started here, run\n    rayrepl stop");
@@ -235,15 +343,30 @@ fn alive(pid: i32) -> bool {
     exists && !zombie
 }
 
+/// How long `stop` waits for a daemon to exit after SIGTERM before SIGKILL.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until `pid` has exited (or `limit` passes); whether it did.
+fn wait_exit(pid: i32, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while alive(pid) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
 pub fn stop(args: StopArgs) -> anyhow::Result<()> {
-    let mut stopped = 0;
+    let mut stopped = Vec::new();
     for dir in sessions_with_pids() {
         let pids: Vec<i32> = std::fs::read_to_string(dir.join("pids"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().parse().ok())
             .collect();
-        // Nodes first (they stop their workers), then the head.
+        // Nodes first (they stop their workers and wait for them), then the head.
         for &pid in pids.iter().rev() {
             // A pid left from a daemon that died may name someone else's process now.
             if !alive(pid) || !runs_session(pid, &dir) {
@@ -253,29 +376,38 @@ pub fn stop(args: StopArgs) -> anyhow::Result<()> {
             // SAFETY: kill(2) has no memory-safety requirements; the pid was
             // recorded by our own `start` and is checked alive just above.
             unsafe { libc::kill(pid, signal) };
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while alive(pid) && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if alive(pid) {
+            if !wait_exit(pid, STOP_WAIT) {
                 // SAFETY: as above.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
+                eprintln!(
+                    "pid {pid} ({}) did not exit within {}s of SIGTERM; killed it with SIGKILL",
+                    dir.display(),
+                    STOP_WAIT.as_secs()
+                );
+                if !wait_exit(pid, Duration::from_secs(5)) {
+                    eprintln!("pid {pid} is still there after SIGKILL (stuck in the kernel?)");
+                }
             }
-            stopped += 1;
+            stopped.push(pid);
         }
         let _ = std::fs::remove_file(dir.join("pids"));
     }
-    println!("Stopped {stopped} rayrepl process(es).");
+    // An exited daemon's parent is init, which reaps it when it gets to it; until
+    // then `ps` and `kill -0` still see it. Give init a moment, so what `stop`
+    // reports stopped is gone from the process table too where init is prompt.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while stopped.iter().any(|pid| Path::new(&format!("/proc/{pid}")).exists()) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("Stopped {} rayrepl process(es).", stopped.len());
     Ok(())
 }
 
-/// `address`, or else the head of this machine's latest session.
+/// The head's gRPC address for `address` in any of Ray's spellings (`auto`,
+/// `ray://`, the dashboard's); without one, the cluster running on this machine.
 pub fn head_address(address: Option<String>) -> anyhow::Result<String> {
-    match address {
-        Some(a) => Ok(a),
-        None => session::read(&session::latest(), "head_address")
-            .context("no cluster found on this machine: start one with `rayrepl start --head`, or pass --address"),
-    }
+    Ok(session::resolve_head_address(address.as_deref().unwrap_or("auto"), None)?)
 }
 
 /// A head client for `address` (default: this machine's latest session), with the
@@ -284,9 +416,13 @@ pub fn connect_head(
     address: Option<String>,
 ) -> anyhow::Result<(tokio::runtime::Runtime, ray_proto::HeadClient, String)> {
     let address = head_address(address)?;
-    let token = session::find_token(None, &address)?;
+    let token = session::find_token(None, &address);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let channel = rt.block_on(ray_proto::connect(&address, &token, "the head"))?;
+    // Dialled before the token is needed: a head that is not there is the
+    // first thing to say.
+    let channel = rt.block_on(ray_proto::dial(&address, "the head"))?;
+    let token = token?;
+    let channel = InterceptedService::new(channel, ray_proto::AddToken::new(&token)?);
     Ok((rt, ray_proto::head_client(channel), token))
 }
 

@@ -25,7 +25,8 @@ use clap::{Parser, Subcommand};
 #[command(name = "rayrepl", version, about = "Ray's core rebuilt in Rust, driven from a REPL or Jupyter")]
 struct Cli {
     /// With no subcommand: attach the REPL to the cluster at this head address
-    /// instead of starting a local one.
+    /// (`auto`: the one running on this machine; also `ray://HOST:PORT` or the
+    /// dashboard's `http://HOST:8265`) instead of starting a local one.
     #[arg(long, env = "RAYREPL_ADDRESS")]
     address: Option<String>,
     #[command(subcommand)]
@@ -164,7 +165,7 @@ fn run_microbenchmark(args: MicrobenchmarkArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Commands that print a report end quietly when their reader goes away
+/// Commands that print end quietly when their reader goes away
 /// (`rayrepl status | head -3`), as Unix tools do: SIGPIPE's default action ends
 /// the process with status 141, where Rust's default (ignoring it) would make
 /// the next `println!` panic. Only these commands do this: the REPL and the
@@ -185,17 +186,15 @@ fn main() -> anyhow::Result<()> {
     // So is the REPL's evaluation process (and evcxr's rustc wrapper).
     ray_session::hook();
     let cli = Cli::parse();
-    if matches!(
-        cli.command,
-        Some(
-            Command::Status(_)
-                | Command::List(_)
-                | Command::Summary(_)
-                | Command::Timeline(_)
-                | Command::Logs(_)
-                | Command::Job(_)
-        )
-    ) {
+    // Every subcommand that prints and then ends; not the REPL, `top` or the
+    // kernel, which own their terminal or sockets, nor a `start --block` that
+    // must stay up to stop its cluster.
+    let prints_and_ends = match &cli.command {
+        None | Some(Command::Top(_)) | Some(Command::Kernel(KernelCommand::Run { .. })) => false,
+        Some(Command::Start(args)) => !args.blocks(),
+        Some(_) => true,
+    };
+    if prints_and_ends {
         end_quietly_when_stdout_closes();
     }
     match cli.command {

@@ -49,7 +49,8 @@ pub fn run(address: Option<String>) -> anyhow::Result<()> {
             (Some(cluster), address, token)
         }
         Some(a) => {
-            let a = a.trim_start_matches("ray://").to_string();
+            // Ray's spellings: `auto`, `ray://`, the dashboard's address.
+            let a = ray_runtime::session::resolve_head_address(&a, None)?;
             let token = ray_runtime::session::find_token(None, &a)?;
             (None, a, token)
         }

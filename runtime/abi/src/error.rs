@@ -200,13 +200,10 @@ pub enum RayError {
         detail: String,
     },
 
-    /// The cluster rejected our credentials.
-    #[error(
-        "the cluster rejected the token: {detail}; pass the token printed by \
-         `rayrepl start --head` (RAYREPL_TOKEN or --token-file)"
-    )]
+    /// The cluster rejected our credentials, or we have none for it.
+    #[error("{detail}")]
     Unauthenticated {
-        /// The server's message.
+        /// What happened, where the token is and how to pass it.
         detail: String,
     },
 

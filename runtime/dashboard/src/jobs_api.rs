@@ -33,6 +33,8 @@ pub async fn version(State(app): State<App>) -> Json<Value> {
         "ray_version": RAY_VERSION,
         "ray_commit": format!("rayrepl-{}", env!("CARGO_PKG_VERSION")),
         "session_name": &*app.session_name,
+        // Not Ray's: lets a driver given this port (`HOST:8265`) find the head.
+        "gcs_address": &*app.head_address,
     }))
 }
 

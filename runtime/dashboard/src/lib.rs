@@ -55,6 +55,8 @@ struct App {
     token: Arc<str>,
     jobs: jobs::Jobs,
     session_name: Arc<str>,
+    /// The head's gRPC address, which `/api/version` tells drivers given this port.
+    head_address: Arc<str>,
 }
 
 /// The whole server: every route, behind the token check.
@@ -63,6 +65,7 @@ fn router(config: &DashboardConfig, head: ray_proto::HeadClient, jobs: jobs::Job
         head,
         token: config.token.as_str().into(),
         jobs,
+        head_address: config.head_address.as_str().into(),
         session_name: config
             .session_dir
             .file_name()

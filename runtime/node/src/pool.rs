@@ -153,6 +153,8 @@ pub struct Pool {
     removed_order: VecDeque<PlacementGroupId>,
     /// Counts snapshots of the resources.
     snapshots: u64,
+    /// Workers started since the node started, for its metrics.
+    workers_started: u64,
 }
 
 impl Pool {
@@ -167,6 +169,7 @@ impl Pool {
             leases: HashMap::new(),
             pending: VecDeque::new(),
             next_lease: 1,
+            workers_started: 0,
             actor_leases: Default::default(),
             max_workers_per_job: (cpus * 4).max(16),
             bundles: HashMap::new(),
@@ -352,6 +355,16 @@ impl Pool {
         demands
     }
 
+    /// Leases granted since the node started (lease ids are handed out in order).
+    pub fn leases_granted(&self) -> u64 {
+        self.next_lease - 1
+    }
+
+    /// Workers started since the node started.
+    pub fn workers_started(&self) -> u64 {
+        self.workers_started
+    }
+
     /// Workers by id.
     pub fn workers(&self) -> impl Iterator<Item = (&Vec<u8>, &Worker)> {
         self.workers.iter()
@@ -385,6 +398,7 @@ impl Pool {
 
     /// Records a spawned worker.
     pub fn worker_spawned(&mut self, worker_id: Vec<u8>, pid: u32, job: u32) {
+        self.workers_started += 1;
         self.workers.insert(
             worker_id,
             Worker {

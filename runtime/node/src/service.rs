@@ -4,6 +4,7 @@
 
 mod executables;
 mod logs;
+mod metrics;
 mod output;
 mod transfer;
 
@@ -34,6 +35,14 @@ pub enum NodeError {
         /// What went wrong.
         detail: String,
     },
+    /// The metrics port could not be bound.
+    #[error("cannot serve metrics on {address}: {detail}; choose another --metrics-export-port, or leave it out")]
+    Metrics {
+        /// Where.
+        address: String,
+        /// Why.
+        detail: String,
+    },
     /// The object store could not be set up.
     #[error(transparent)]
     Store(#[from] ray_object_store::StoreError),
@@ -62,6 +71,8 @@ pub struct NodeConfig {
     /// How long a worker beyond the per-job minimum may stay idle before it is
     /// asked to exit (Ray's `idle_worker_killing_time_threshold_ms`).
     pub idle_worker_timeout: Duration,
+    /// Serve Prometheus metrics on this port of `ip` (Ray's `--metrics-export-port`).
+    pub metrics_export_port: Option<u16>,
 }
 
 /// How long a node trusts its view of the cluster; heartbeats are every 250 ms.
@@ -845,6 +856,15 @@ pub async fn run(
         config.object_store_memory,
     )?;
     std::fs::create_dir_all(config.session_dir.join("logs")).ok();
+    // Bound before the node registers, so a port that is taken fails the start.
+    let metrics_listener = match config.metrics_export_port {
+        Some(port) => Some(
+            tokio::net::TcpListener::bind((config.ip.as_str(), port))
+                .await
+                .map_err(|e| NodeError::Metrics { address: format!("{}:{port}", config.ip), detail: e.to_string() })?,
+        ),
+        None => None,
+    };
     let channel = connect(&config.head_address, &config.token, "the head")
         .await
         .map_err(|e| NodeError::Head { address: config.head_address.clone(), detail: e.to_string() })?;
@@ -894,14 +914,20 @@ pub async fn run(
             }),
         })
         .await
-        .map_err(|e| NodeError::Head { address: config.head_address.clone(), detail: e.message().to_string() })?;
+        .map_err(|e| NodeError::Head {
+            address: config.head_address.clone(),
+            detail: ray_proto::from_status(&e, "the head").to_string(),
+        })?;
     on_ready(&address, &node_id);
-    let background = [
+    let mut background = vec![
         tokio::spawn(heartbeat_loop(shared.clone())),
         tokio::spawn(spill_loop(shared.clone())),
         tokio::spawn(reaper_loop(shared.clone())),
         tokio::spawn(output::publish(log_rx, head)),
     ];
+    if let Some(listener) = metrics_listener {
+        background.push(tokio::spawn(metrics::serve(listener, shared.clone())));
+    }
     let server = ray_proto::authed_server!(NodeServer, NodeService(shared.clone()), &config.token);
     let stopper = shared.clone();
     let stop = async move {

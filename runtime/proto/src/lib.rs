@@ -17,6 +17,7 @@ mod generated {
 pub use generated::*;
 
 pub mod groups;
+pub mod session;
 
 // States are enums on the wire, each nested in the message that carries it (as
 // Ray nests its actor and node states), so value names like ALIVE can repeat.
@@ -210,12 +211,40 @@ pub fn lazy_channel(addr: &str, token: &str) -> Result<AuthChannel, RayError> {
 }
 
 /// A channel connected now, failing if `addr` does not answer.
+///
+/// This is where "cannot reach" errors are worded for people, so every driver
+/// (the REPL, the kernel, `ray::init`, the CLI) says the same: the address
+/// tried, what happened in plain words, and, for the head, whether a cluster
+/// runs on this machine and how to start one.
 pub async fn connect(addr: &str, token: &str, what: &str) -> Result<AuthChannel, RayError> {
-    let channel = endpoint(addr)?
-        .connect()
-        .await
-        .map_err(|e| RayError::Connection { what: format!("{what} at {addr}"), detail: error_chain(&e) })?;
+    let channel = dial(addr, what).await?;
     Ok(InterceptedService::new(channel, AddToken::new(token)?))
+}
+
+/// [`connect`] without the token yet: whether `addr` answers, worded as
+/// [`connect`] words it.
+pub async fn dial(addr: &str, what: &str) -> Result<Channel, RayError> {
+    match endpoint(addr)?.connect().await {
+        Ok(channel) => Ok(channel),
+        Err(e) => {
+            let mut detail = session::plain_transport_error(&e);
+            if what == "the head" {
+                let tried = addr.to_string();
+                if let Ok(hint) = tokio::task::spawn_blocking(move || session::unreachable_hint(&tried)).await {
+                    detail = format!("{detail}. {}", capitalized(&hint));
+                }
+            }
+            Err(RayError::Connection { what: format!("{what} at {addr}"), detail })
+        }
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// Makes a client with the message limits every service uses.
@@ -255,17 +284,6 @@ pub fn node_client(channel: AuthChannel) -> NodeClient {
 /// A core worker client for `addr`.
 pub fn core_worker_client(channel: AuthChannel) -> CoreWorkerClient {
     client!(CoreWorkerClient, channel)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Maps a runtime error onto a gRPC status; the error travels in the details so the
@@ -314,14 +332,22 @@ pub fn from_status(s: &Status, what: &str) -> RayError {
         return RayError::from_bytes(s.details());
     }
     match s.code() {
-        tonic::Code::Unauthenticated => RayError::Unauthenticated { detail: s.message().to_string() },
+        tonic::Code::Unauthenticated => RayError::Unauthenticated {
+            detail: format!("{what} rejected the token ({}): {}", s.message(), session::token_advice(None)),
+        },
         tonic::Code::Unimplemented => RayError::Connection {
             what: what.to_string(),
             detail: "it does not know this call; is it running an older rayrepl? restart the cluster with this version"
                 .to_string(),
         },
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
-            RayError::Connection { what: what.to_string(), detail: s.message().to_string() }
+            // A call on a channel that could not connect carries the transport
+            // error as its source; say what happened, not the layers.
+            let detail = match std::error::Error::source(s) {
+                Some(source) => session::plain_transport_error(source),
+                None => s.message().to_string(),
+            };
+            RayError::Connection { what: what.to_string(), detail }
         }
         _ => RayError::Internal(format!("{what}: {}", s.message())),
     }

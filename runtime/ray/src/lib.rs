@@ -85,7 +85,9 @@ impl Config {
         Config::default()
     }
 
-    /// Attach to the cluster whose head listens at `host:port`.
+    /// Attach to a running cluster, named as Ray names it: `"auto"` (the one
+    /// running on this machine), the head's `"host:port"` or `"ray://host:port"`,
+    /// or its dashboard's `"http://host:8265"`.
     pub fn address(addr: impl Into<String>) -> Self {
         Config(InitConfig { address: Some(addr.into()), ..InitConfig::default() })
     }
@@ -140,7 +142,8 @@ impl Config {
 }
 
 /// Starts a local cluster sized to this machine and connects to it, or, with
-/// `RAYREPL_ADDRESS` set, attaches to that cluster.
+/// `RAYREPL_ADDRESS` set (`auto` for the cluster running on this machine, as
+/// Ray's `RAY_ADDRESS`), attaches to that cluster.
 ///
 /// In a worker process (the cluster runs your executable as its workers) this call
 /// serves tasks and never returns, so call it first in `main`.

@@ -176,7 +176,14 @@ pub fn spawn_daemon(spec: DaemonSpec<'_>) -> Result<Daemon, RayError> {
             let _ = child.kill();
             let _ = child.wait();
             let log = std::fs::read_to_string(&spec.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            // The daemon's last words, without the prefixes that would repeat ours.
+            let own_prefix = format!("rayrepl {}: ", spec.role);
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .take(5)
+                .map(|l| l.trim_start_matches(own_prefix.as_str()).trim_start_matches("could not start the cluster: "))
+                .collect();
             Err(RayError::Startup(format!(
                 "the {} did not start: {}",
                 spec.role,

@@ -9,7 +9,9 @@
 
 pub mod cluster;
 pub mod roles;
-pub mod session;
+/// Session directories; they live with the protocol, so every error that
+/// names an address can say what runs on this machine.
+pub use ray_proto::session;
 
 use bytes::Bytes;
 use cluster::{LocalCluster, NodeResources};
@@ -140,7 +142,8 @@ pub fn init_driver(config: InitConfig) -> Result<Arc<Host>, RayError> {
             (connection, Some(cluster))
         }
         Some(address) => {
-            let address = address.trim_start_matches("ray://").to_string();
+            // Ray's spellings: `auto`, `ray://`, the dashboard's address.
+            let address = session::resolve_head_address(address, config.token.as_deref())?;
             let token = session::find_token(config.token.as_deref(), &address)?;
             let connection = rt.block_on(attach(&address, &token))?;
             (connection, None)
@@ -291,9 +294,16 @@ unsafe extern "C" fn t_init(config: Slice, err: *mut HostBuf) -> i32 {
 
 /// Whether `config` names a cluster other than the one this process drives.
 fn asks_for_another_cluster(config: &InitConfig) -> bool {
-    let norm = |s: &str| s.replace("localhost", "127.0.0.1");
     match (&config.address, current()) {
-        (Some(wanted), Some(host)) => norm(wanted) != norm(host.core.head_address()),
+        (Some(wanted), Some(host)) => match session::parse_address(wanted) {
+            // "auto" is whichever cluster this process already drives.
+            Ok(session::Address::Auto) => false,
+            Ok(session::Address::Head(address)) => !session::same_address(&address, host.core.head_address()),
+            Ok(session::Address::Dashboard(_)) => session::resolve_head_address(wanted, None)
+                .map(|address| !session::same_address(&address, host.core.head_address()))
+                .unwrap_or(true),
+            Err(_) => true,
+        },
         _ => false,
     }
 }

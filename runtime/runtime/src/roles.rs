@@ -130,9 +130,14 @@ fn run_head() -> Result<(), RayError> {
     let session = env_or("RAYREPL_SESSION_DIR", "");
     let dashboard = DashboardSettings::from_env()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind((ip.as_str(), port))
-            .await
-            .map_err(|e| RayError::Startup(format!("the head cannot listen on {ip}:{port}: {e}")))?;
+        let listener = tokio::net::TcpListener::bind((ip.as_str(), port)).await.map_err(|e| {
+            let advice = if e.kind() == std::io::ErrorKind::AddrInUse {
+                "; another process has that port (another cluster? see `rayrepl status`): pass another --port"
+            } else {
+                ""
+            };
+            RayError::Startup(format!("the head cannot listen on {ip}:{port}: {e}{advice}"))
+        })?;
         let addr = listener.local_addr().map_err(|e| RayError::Startup(e.to_string()))?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -242,6 +247,12 @@ fn run_node() -> Result<(), RayError> {
                 .parse()
                 .map_err(|_| RayError::Startup("bad RAYREPL_IDLE_WORKER_TIMEOUT_MS".into()))?,
         ),
+        metrics_export_port: match std::env::var("RAYREPL_METRICS_EXPORT_PORT").ok().filter(|p| !p.is_empty()) {
+            Some(p) => {
+                Some(p.parse().map_err(|_| RayError::Startup(format!("bad RAYREPL_METRICS_EXPORT_PORT {p:?}")))?)
+            }
+            None => None,
+        },
     };
     let port: u16 =
         env_or("RAYREPL_NODE_PORT", "0").parse().map_err(|_| RayError::Startup("bad RAYREPL_NODE_PORT".into()))?;
