@@ -16,6 +16,7 @@ use jupyter_protocol::{
 };
 use ray_runtime::cluster::{LocalCluster, NodeResources};
 use ray_session::protocol::{ChildEvent, Progress};
+use ray_session::std_docs::{StdDoc, StdDocs};
 use ray_session::{CellObserver, Interrupter, Session, SessionEvent, SessionOptions};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -222,6 +223,8 @@ struct Engine {
     control: Arc<Control>,
     /// For `:top`, made when first needed.
     runtime: Option<tokio::runtime::Runtime>,
+    /// The docs of std items, for inspect; or why there are none.
+    std_docs: Result<Arc<StdDocs>, String>,
 }
 
 impl Engine {
@@ -257,7 +260,13 @@ impl Engine {
             }
             Err(e) => tracing::error!("the kernel has no session: {e}"),
         }
-        Engine { session, address, token, notes, publisher, control, runtime: None }
+        let std_docs = StdDocs::for_toolchain().map(Arc::new).map_err(|e| e.to_string());
+        if let Ok(docs) = &std_docs {
+            // The index takes a moment; build it before anyone presses Shift-Tab.
+            let docs = docs.clone();
+            std::thread::spawn(move || docs.warm_up());
+        }
+        Engine { session, address, token, notes, publisher, control, runtime: None, std_docs }
     }
 
     fn serve(&mut self, job: Job) {
@@ -450,18 +459,34 @@ impl Engine {
 
     fn inspect(&mut self, code: &str, cursor: usize) -> InspectReply {
         let at = byte_offset(code, cursor);
-        let is_name = |c: char| c.is_alphanumeric() || c == '_' || c == ':';
+        let is_name = |c: char| c.is_alphanumeric() || c == '_' || c == ':' || c == '!';
         let start = code[..at].rfind(|c: char| !is_name(c)).map_or(0, |i| i + 1);
         let end = code[at..].find(|c: char| !is_name(c)).map_or(code.len(), |i| at + i);
         let word = code[start..end].trim_matches(':');
-        match self.describe(word) {
-            Some(text) => InspectReply {
-                found: true,
-                data: media([("text/plain".to_string(), text)].into()),
-                ..InspectReply::default()
-            },
+        // `v.len`: a method of a variable's type.
+        let receiver = code[..start].strip_suffix('.').map(|before| {
+            let from = before.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+            &before[from..]
+        });
+        let data = match receiver.and_then(|r| self.method_of_variable(r, word)) {
+            Some(doc) => Some(doc),
+            None => self.describe(word).map(|text| [("text/plain".to_string(), text)].into()),
+        };
+        match data {
+            Some(data) => InspectReply { found: true, data: media(data), ..InspectReply::default() },
             None => InspectReply::default(),
         }
+    }
+
+    /// The docs of `method` on the type of the session's variable `variable`.
+    fn method_of_variable(&self, variable: &str, method: &str) -> Option<Bundle> {
+        let session = self.session.as_ref().ok()?;
+        let (_, ty) = session.variables().into_iter().find(|(n, _)| n == variable)?;
+        // `&mut std::collections::HashMap<K, V>` is looked up as `HashMap`.
+        let ty = ty.trim_start_matches('&').trim_start_matches("mut ").trim();
+        let base = ty.split('<').next()?.rsplit("::").next()?;
+        let doc = self.std_docs.as_ref().ok()?.lookup(&format!("{base}::{method}"))?;
+        Some(std_doc_media(&doc))
     }
 
     /// What is known about `name`: a variable's type, the `ray` API, or a command.
@@ -477,8 +502,21 @@ impl Engine {
         {
             return Some(doc.to_string());
         }
-        COMMANDS.iter().find(|(c, _)| *c == name).map(|(c, what)| format!("{c}: {what}"))
+        if let Some((c, what)) = COMMANDS.iter().find(|(c, _)| *c == name) {
+            return Some(format!("{c}: {what}"));
+        }
+        match &self.std_docs {
+            Ok(docs) => docs.lookup(name).map(|doc| doc.to_text()),
+            // A std-looking name, and no sources to read its docs from: say how.
+            Err(why) if name.starts_with(char::is_uppercase) || name.starts_with("std::") => Some(why.clone()),
+            Err(_) => None,
+        }
     }
+}
+
+/// A std item's docs, as plain text and as Markdown.
+fn std_doc_media(doc: &StdDoc) -> Bundle {
+    [("text/plain".to_string(), doc.to_text()), ("text/markdown".to_string(), doc.to_markdown())].into()
 }
 
 /// A running cell's output, published as it comes: prints batched into stream

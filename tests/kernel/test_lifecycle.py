@@ -213,6 +213,36 @@ def test_worker_output_comes_before_the_cells_result(kernel):
         assert not after.strip(), (attempt, after[:300])
 
 
+def test_inspect_and_completion_cover_std(kernel):
+    """Shift-Tab on std items gives their signature and docs, read from the
+    toolchain's rust-src, as rust-analyzer's hover does; completion knows std."""
+
+    def inspect(code: str) -> dict:
+        reply = kernel.kc.inspect(code, cursor_pos=len(code), reply=True, timeout=60)
+        return reply["content"]
+
+    for code, expected in [
+        ("Vec", "A contiguous growable array type"),
+        ("let m = HashMap::insert", "Inserts a key-value pair into the map"),
+        ("Iterator::map", "Takes a closure and creates an iterator"),
+        ("println!", "Prints to the standard output"),
+    ]:
+        content = inspect(code)
+        assert content["status"] == "ok" and content["found"], (code, content)
+        assert expected in content["data"]["text/plain"], (code, content["data"]["text/plain"][:500])
+    reply, _ = kernel.run("let mut counts = std::collections::HashMap::<String, u32>::new();")
+    assert reply["status"] == "ok", reply
+    content = inspect("counts.insert")
+    assert content["found"], content
+    assert "Inserts a key-value pair" in content["data"]["text/markdown"], content["data"]
+    assert not inspect("no_such_name_anywhere")["found"]
+
+    for code, expected in [("let v: Vec<u8> = Vec::with_cap", "with_capacity"), ("std::collections::Hash", "HashMap")]:
+        reply = kernel.kc.complete(code, cursor_pos=len(code), reply=True, timeout=60)
+        matches = reply["content"]["matches"]
+        assert any(m.startswith(expected) for m in matches), (code, matches[:20])
+
+
 def test_timeline_draws_the_tasks_that_ran_on_their_workers(kernel):
     reply, _ = kernel.run("#[ray::remote]\nfn tick(i: u64) -> u64 { i }")
     assert reply["status"] == "ok", reply

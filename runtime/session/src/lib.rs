@@ -12,6 +12,7 @@ mod build_slot;
 pub mod child;
 mod expand;
 mod input;
+pub mod std_docs;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use evcxr::{CommandContext, EvalContext};
