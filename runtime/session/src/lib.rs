@@ -24,7 +24,7 @@ pub use build_slot::BuildSlot;
 pub use child::hook;
 pub use evcxr::{self, CompilationError, Completions, EvalOutputs};
 pub use expand::expand_cell;
-pub use input::{Completeness, completeness};
+pub use input::{Completeness, Enter, completeness, on_enter, typed_cells};
 /// The side channel from the evaluation process, shared with cell code's `ray`.
 pub use ray_abi::side_channel as protocol;
 
