@@ -9,9 +9,9 @@
 //! lines cannot mend it, and a front-end should run it and show the error.
 //!
 //! A terminal also needs to know what Enter means, which [`on_enter`] decides: as
-//! in IPython, a single complete line runs at once, while input that already spans
-//! several lines runs on a blank line, so a block may go on with `else`, another
-//! method or a chained call.
+//! in IPython, a complete line runs at once, except that input of several lines
+//! ending in a block (`}`) runs on a blank line, so the block may go on with
+//! `else`, another `impl` or a chained call.
 
 /// What a front-end should do with the input so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,22 +45,27 @@ pub enum Enter {
 }
 
 /// What Enter does when `buffer` is the cell typed so far, its last line being
-/// the one Enter ends. A complete or invalid single line runs; input of several
-/// lines runs on a blank line once it is complete. A blank line also runs input
-/// whose brackets are closed but whose statement is not finished (`let x = 1`),
-/// so a forgotten `;` ends in an error message, not in endless continuation lines;
-/// open brackets, strings and comments always continue.
+/// the one Enter ends. Complete or invalid input runs, except that input of several
+/// lines whose last token closes a block runs only on a blank line. A blank line
+/// also runs input whose brackets are closed but whose statement is not finished
+/// (`let x = 1`), so a forgotten `;` ends in an error message, not in endless
+/// continuation lines; open brackets, strings and comments always continue.
 pub fn on_enter(buffer: &str) -> Enter {
     let blank_line_ends = buffer.contains('\n') && last_line_is_blank(buffer);
-    let single_line = !buffer.trim().contains('\n');
     match judge(buffer) {
         Judgement::Open => Enter::Continue,
         Judgement::Unfinished if blank_line_ends => Enter::Run,
         Judgement::Unfinished => Enter::Continue,
         Judgement::Invalid => Enter::Run,
-        Judgement::Complete if single_line || blank_line_ends => Enter::Run,
+        Judgement::Complete if blank_line_ends || !buffer.trim().contains('\n') || !ends_in_block(buffer) => Enter::Run,
         Judgement::Complete => Enter::Continue,
     }
+}
+
+/// Whether the last token of `code` (comments aside) is a `{ .. }` group.
+fn ends_in_block(code: &str) -> bool {
+    let last = code.parse::<proc_macro2::TokenStream>().ok().and_then(|t| t.into_iter().last());
+    matches!(last, Some(proc_macro2::TokenTree::Group(g)) if g.delimiter() == proc_macro2::Delimiter::Brace)
 }
 
 /// Replays keys typed ahead, each Enter a `\n`, as [`on_enter`] would have taken
@@ -324,6 +329,11 @@ mod tests {
         assert_eq!(on_enter("if x {\n    1\n}"), Enter::Continue);
         assert_eq!(on_enter("if x {\n    1\n} else {\n    2\n}\n"), Enter::Run);
         assert_eq!(on_enter("fn f() {\n}\nfoo bar"), Enter::Run);
+        assert_eq!(on_enter("1 +\n2"), Enter::Run);
+        assert_eq!(on_enter("let v: Vec<_> = (0..8)\n    .map(|i| i * 2)\n    .collect();"), Enter::Run);
+        assert_eq!(on_enter("let t = Tracker {\n    n: 0,\n};"), Enter::Run);
+        assert_eq!(on_enter("#[ray::remote]\nstruct S { n: u64 }"), Enter::Continue);
+        assert_eq!(on_enter("fn f() {\n} // done"), Enter::Continue);
         assert_eq!(on_enter("#[ray::remote]\n"), Enter::Continue);
     }
 
