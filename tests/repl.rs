@@ -389,14 +389,14 @@ fn type_seed_000_wait(repl: &mut Repl, pause: Duration) {
         std::thread::sleep(pause);
     }
     let deadline = std::time::Instant::now() + CELL;
-    let out = loop {
+    loop {
         let out = repl.term.transcript()[before..].to_string();
         if runtime_blocks(&out).len() >= 5 && out.contains("(7, \"Learning\")") {
-            break out;
+            break;
         }
         assert!(std::time::Instant::now() < deadline, "the wait loop never finished:\n{out}");
         std::thread::sleep(Duration::from_millis(100));
-    };
+    }
     repl.wait_prompt(CELL);
     let out = repl.term.transcript()[before..].to_string();
     let blocks = runtime_blocks(&out);

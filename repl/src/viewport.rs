@@ -61,8 +61,11 @@ pub fn catch_interrupts() -> std::io::Result<()> {
     let reports = relay.stdout.take().expect("stdout is piped");
     std::thread::Builder::new().name("ctrl-c".into()).spawn(move || {
         use std::io::Read;
-        for _ in reports.bytes() {
-            INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+        // A byte per Ctrl-C.
+        let mut reports = reports;
+        let mut buf = [0u8; 16];
+        while let Ok(n @ 1..) = reports.read(&mut buf) {
+            INTERRUPTS.fetch_add(n, Ordering::Relaxed);
         }
     })?;
     RELAY_GROUP.store(relay.id() as i32, Ordering::Relaxed);
