@@ -15,8 +15,8 @@
 //! losing, what was typed before it. The one read of the terminal while a cell
 //! runs is the viewport asking where the cursor is when it opens (after that its
 //! backend keeps track, see [`Tracked`]); keys that read takes are handed back by
-//! [`CellView::end`]. On a non-terminal, output is
-//! printed as it comes and nothing is drawn.
+//! [`CellView::end`]. On a non-terminal, output is printed as it comes and nothing
+//! is drawn.
 
 use ratatui::backend::{Backend, ClearType, CrosstermBackend, WindowSize};
 use ratatui::buffer::Cell;
@@ -107,7 +107,7 @@ pub fn relay_interrupts() -> ! {
 }
 
 /// Whether Ctrl-C signals the relay (true, while a cell runs) or is a key the REPL
-/// reads (false). Raw mode is on either way; with signals on, Ctrl-\\ and Ctrl-Z
+/// reads (false). Raw mode is on either way; with signals on, Ctrl-\ and Ctrl-Z
 /// stay plain keys, and neither typed-ahead keys nor output still on its way to
 /// the screen are flushed by a Ctrl-C.
 fn ctrl_c_signals_relay(on: bool) {

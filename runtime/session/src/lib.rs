@@ -332,7 +332,7 @@ impl Session {
         result
     }
 
-    /// The code the last cell ran as, after expansion: compile errors point into it.
+    /// The code the last cell ran as, after expansion (errors are shown on the cell).
     pub fn last_code(&self) -> &str {
         &self.last_code
     }
