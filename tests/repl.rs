@@ -1,6 +1,8 @@
 //! The `rayrepl` REPL, driven through a pseudo-terminal as a person would use it:
-//! seed 000's walkthrough cell by cell, the live progress viewport, Ctrl-C during
-//! a cell, `:top`, and Ctrl-D leaving no process behind.
+//! seed 000's walkthrough cell by cell, its `wait` loop typed line by line, keys
+//! typed while a cell runs, compile errors shown on the cell, the live progress
+//! viewport, Ctrl-C during a cell (one message, and none of it reaching the
+//! compiler), `:top`, and Ctrl-D leaving no process behind.
 //!
 //! The sessions run one at a time: each compiles cells with rustc, and they share
 //! one evcxr build directory so only the first compiles the `ray` crate.
@@ -42,13 +44,17 @@ impl Repl {
         Repl { term, _root: root, _history: history }
     }
 
-    /// Types a cell (lines joined with Enter) at the prompt and waits for the next
-    /// prompt; returns what the cell printed.
+    /// Types a cell (lines joined with Enter, and a blank line after a block of
+    /// several lines, which runs it) at the prompt and waits for the next prompt;
+    /// returns what the cell printed.
     fn cell(&mut self, code: &str) -> String {
         self.wait_prompt(CELL);
         let already = self.term.transcript().len();
         for line in code.lines() {
             self.term.type_line(line);
+        }
+        if ends_in_block(code) {
+            self.term.type_line("");
         }
         let last = code.lines().last().unwrap_or(code).trim();
         let deadline = std::time::Instant::now() + CELL;
@@ -88,6 +94,11 @@ impl Repl {
             s.lines().rev().find(|l| !l.trim().is_empty()).is_some_and(|l| l.trim_end() == ">>")
         });
     }
+}
+
+/// Whether Enter after `code` waits for a blank line: several lines ending in a block.
+fn ends_in_block(code: &str) -> bool {
+    code.trim().contains('\n') && code.trim_end().ends_with('}')
 }
 
 #[test]
@@ -207,14 +218,30 @@ fn progress_viewport_ctrl_c_top_and_ctrl_d() {
     repl.wait_prompt(CELL);
     repl.term.type_line("ray::get(&many)?.len()");
     repl.term.wait_for("⏳ waiting", CELL);
+    let before = repl.term.transcript().len();
     repl.term.ctrl('c');
     let out = repl.term.wait_for("Interrupted: cancelled", Duration::from_secs(10));
     assert!(!out.contains("\n40\n"), "{out}");
     repl.wait_prompt(Duration::from_secs(10));
+    // One message says what happened: no echoed ^C, and not the cell's own report
+    // of the error its `get` returned.
+    let said = repl.term.transcript()[before..].to_string();
+    assert_eq!(said.to_lowercase().matches("interrupted").count(), 1, "{said}");
+    assert!(!said.contains("^C") && !said.contains("was cancelled"), "{said}");
     let out = repl.cell("keep + 1");
     repl.expect(&out, "\n42");
     let out = repl.cell("many.len()");
     repl.expect(&out, "\n40");
+
+    // A Ctrl-C while the next cell compiles reaches neither the compiler nor the
+    // cell's variables: later cells still build.
+    repl.wait_prompt(CELL);
+    repl.term.type_line("let compiled = keep + 1;");
+    std::thread::sleep(Duration::from_millis(150));
+    repl.term.ctrl('c');
+    repl.wait_prompt(CELL);
+    let out = repl.cell("compiled * 2 + keep");
+    repl.expect(&out, "\n125");
 
     // Tab completes the session's names and the REPL's commands.
     repl.wait_prompt(CELL);
@@ -307,4 +334,124 @@ fn progress_viewport_ctrl_c_top_and_ctrl_d() {
     assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
     let stopped = support::rayrepl(&root, &["stop"]);
     assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+}
+
+/// Seed 000's setup, as cells a person types line by line.
+const SEED_000_SETUP: &[&str] = &[
+    "use std::time::{Duration, Instant};",
+    r#"const DATABASE: [&str; 8] = ["Learning", "Ray", "Flexible", "Distributed", "Python", "for", "Machine", "Learning"];"#,
+    "fn print_runtime(input_data: &[(usize, String)], start_time: Instant) {\n    println!(\"Runtime: {:.2} seconds, data:\", start_time.elapsed().as_secs_f64());\n    for data in input_data {\n        println!(\"{data:?}\");\n    }\n}",
+    "#[ray::remote]\nfn retrieve_task(item: usize, db: Vec<String>) -> (usize, String) {\n    std::thread::sleep(Duration::from_millis(item as u64 * 100));\n    (item, db[item].clone())\n}",
+    "let database: Vec<String> = DATABASE.iter().map(|s| s.to_string()).collect();",
+    "let db_object_ref = ray::put(&database)?;",
+];
+
+/// Seed 000's `wait` loop as the notebook has it, blank lines included. (A cell of
+/// its own cannot infer `Vec::new()`'s type from later cells, so it is written.)
+const SEED_000_WAIT: &str = "let start = Instant::now();
+let mut object_references: Vec<_> = (0..8).map(|item| retrieve_task.remote(item, &db_object_ref)).collect();
+let mut all_data: Vec<(usize, String)> = Vec::new();
+
+while !object_references.is_empty() {
+    let num_returns = 2.min(object_references.len());
+    let (finished, not_finished) = ray::wait(&object_references, num_returns, Some(Duration::from_secs(7)))?;
+    object_references = not_finished;
+    let data = ray::get(&finished)?;
+    print_runtime(&data, start);
+    all_data.extend(data);
+}
+
+print_runtime(&all_data, start);";
+
+/// The items of each `Runtime:` block in `out`, with the block's seconds.
+fn runtime_blocks(out: &str) -> Vec<(f64, Vec<usize>)> {
+    let mut blocks: Vec<(f64, Vec<usize>)> = Vec::new();
+    for line in out.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Runtime: ") {
+            let seconds = rest.split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+            blocks.push((seconds, Vec::new()));
+        } else if let (Some(block), Some(item)) =
+            (blocks.last_mut(), line.strip_prefix('(').and_then(|l| l.split(',').next()?.parse().ok()))
+        {
+            block.1.push(item);
+        }
+    }
+    blocks
+}
+
+/// Types seed 000's wait loop line by line, `pause` after each Enter, and checks
+/// that it gives the seed's output: pairs as they finish, then all eight.
+fn type_seed_000_wait(repl: &mut Repl, pause: Duration) {
+    repl.wait_prompt(CELL);
+    let before = repl.term.transcript().len();
+    for line in SEED_000_WAIT.lines() {
+        repl.term.type_line(line);
+        std::thread::sleep(pause);
+    }
+    let deadline = std::time::Instant::now() + CELL;
+    loop {
+        let out = repl.term.transcript()[before..].to_string();
+        if runtime_blocks(&out).len() >= 5 && out.contains("(7, \"Learning\")") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the wait loop never finished:\n{out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    repl.wait_prompt(CELL);
+    let out = repl.term.transcript()[before..].to_string();
+    let blocks = runtime_blocks(&out);
+    let items: Vec<Vec<usize>> = blocks.iter().map(|b| b.1.clone()).collect();
+    assert_eq!(
+        items,
+        vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7], (0..8).collect()],
+        "typed with {pause:?} pauses:\n{out}"
+    );
+    assert!(blocks.windows(2).all(|w| w[0].0 <= w[1].0), "runtimes go back in time: {blocks:?}\n{out}");
+    assert!(!out.contains("rror"), "typed with {pause:?} pauses:\n{out}");
+}
+
+#[test]
+fn typing_line_by_line_and_ahead_and_errors_in_the_cell() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut repl = Repl::start();
+    for cell in SEED_000_SETUP {
+        let out = repl.cell(cell);
+        assert!(!out.contains("rror"), "{cell}: {out}");
+    }
+    type_seed_000_wait(&mut repl, Duration::ZERO);
+    type_seed_000_wait(&mut repl, Duration::from_millis(400));
+
+    // Keys typed while a cell runs come out as the cells they make, in order, with
+    // their results.
+    repl.cell("let x = 1;");
+    let before = repl.term.transcript().len();
+    repl.term.type_line("std::thread::sleep(Duration::from_secs(2));");
+    std::thread::sleep(Duration::from_millis(300));
+    repl.term.type_line("let y = 2;");
+    repl.term.type_line("let z = 3;");
+    repl.term.type_line("x + y + z");
+    repl.term.wait_in_transcript("\n6\n", CELL);
+    repl.wait_prompt(CELL);
+    let out = repl.term.transcript()[before..].to_string();
+    let at = |s: &str| out.find(s).unwrap_or_else(|| panic!("no {s:?} in:\n{out}"));
+    assert!(at(">> let y = 2;") < at(">> let z = 3;") && at(">> let z = 3;") < at(">> x + y + z"), "{out}");
+    assert!(at(">> x + y + z") < at("\n6\n") && !out.contains("rror"), "{out}");
+
+    // An expression ending in an operator, or a `let` without its `;`, goes on to
+    // the next line.
+    let out = repl.cell("x +\ny");
+    repl.expect(&out, "\n3");
+    let out = repl.cell("let w = x\n    + z;");
+    assert!(!out.contains("rror"), "{out}");
+    let out = repl.cell("w");
+    repl.expect(&out, "\n4");
+
+    // A compile error points at the line the person typed, in the cell, and shows
+    // none of the code the REPL adds around it.
+    let out = repl.cell("#[ray::remote]\nfn doubled(n: u32) -> u32 {\n    n * \"two\"\n}");
+    repl.expect(&out, "cell:3");
+    repl.expect(&out, "n * \"two\"");
+    for added in ["__ray", "::ray::", "__private", "evcxr", "use ray::prelude"] {
+        assert!(!out.contains(added), "{added:?} in {out}");
+    }
 }

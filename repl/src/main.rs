@@ -181,6 +181,10 @@ fn end_quietly_when_stdout_closes() {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The REPL's Ctrl-C relay is this binary too (see viewport::catch_interrupts).
+    if std::env::var_os(viewport::RELAY_ENV).is_some() {
+        viewport::relay_interrupts();
+    }
     // Cluster daemons and workers are this binary in another role.
     ray_runtime::roles::run_requested_role();
     // So is the REPL's evaluation process (and evcxr's rustc wrapper).

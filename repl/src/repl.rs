@@ -2,9 +2,11 @@
 //!
 //! The REPL is a thin front-end over [`ray_session::Session`], which owns evcxr and
 //! the driver. What lives here is the terminal: line editing with history kept
-//! across sessions, continuation lines while brackets are open, Tab completion of
-//! Rust names and `:commands`, the progress viewport while a cell runs, `:top`, and
-//! what Ctrl-C and Ctrl-D mean. Only one of rustyline and ratatui owns the terminal
+//! across sessions, continuation lines while a cell is unfinished (a single
+//! complete line runs on Enter, several lines on a blank line), keys typed while a
+//! cell runs kept for the prompts after it, Tab completion of Rust names and
+//! `:commands`, the progress viewport while a cell runs, `:top`, and what Ctrl-C
+//! and Ctrl-D mean. Only one of rustyline and ratatui owns the terminal
 //! at a time: rustyline at the prompt, ratatui while a cell runs or `:top` is open.
 
 use crate::viewport::CellView;
@@ -12,7 +14,7 @@ use anyhow::Context as _;
 use ratatui::style::{Color, Style};
 use ray_runtime::cluster::{LocalCluster, NodeResources};
 use ray_session::protocol::ChildEvent;
-use ray_session::{CellObserver, Completeness, Session, SessionEvent, SessionOptions};
+use ray_session::{CellObserver, Enter, Session, SessionEvent, SessionOptions};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -20,6 +22,7 @@ use rustyline::hint::Hinter;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Config, Editor, Helper};
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,14 +88,21 @@ fn run_on(local: bool, head_address: &str, token: &str, dashboard: Option<&str>)
     if let Some(path) = &history {
         let _ = editor.load_history(path);
     }
-    let mut typeahead = String::new();
+    // From here on a Ctrl-C while a cell runs interrupts the cell.
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        crate::viewport::catch_interrupts().context("cannot start the Ctrl-C relay")?;
+    }
+    // Cells typed ahead that a running cell's viewport read from the terminal, and
+    // the unfinished rest, for the prompts to come.
+    let mut typed_cells: VecDeque<String> = VecDeque::new();
+    let mut typed_rest = String::new();
     loop {
-        let input = match take_typed_cell(&mut typeahead) {
+        let input = match typed_cells.pop_front() {
             Some(cell) => {
                 println!(">> {}", cell.replace('\n', "\n.. "));
                 Ok(cell)
             }
-            None => editor.readline_with_initial(">> ", (&std::mem::take(&mut typeahead), "")),
+            None => editor.readline_with_initial(">> ", (&std::mem::take(&mut typed_rest), "")),
         };
         match input {
             Ok(line) => {
@@ -124,7 +134,14 @@ fn run_on(local: bool, head_address: &str, token: &str, dashboard: Option<&str>)
                             eprintln!("{e:#}");
                         }
                     }
-                    _ => typeahead = run_cell(&session, cell),
+                    _ => {
+                        let typed = run_cell(&session, cell);
+                        if !typed.is_empty() {
+                            let (cells, rest) = ray_session::typed_cells(&(std::mem::take(&mut typed_rest) + &typed));
+                            typed_cells.extend(cells);
+                            typed_rest = rest;
+                        }
+                    }
                 }
             }
             // Ctrl-C at the prompt clears the line, as in a shell.
@@ -184,34 +201,22 @@ fn history_path() -> Option<PathBuf> {
     Some(dir.join("history"))
 }
 
-/// A whole cell typed ahead while the last one ran, if there is one.
-fn take_typed_cell(typeahead: &mut String) -> Option<String> {
-    let mut end = 0;
-    while let Some(newline) = typeahead[end..].find('\n') {
-        end += newline + 1;
-        let candidate = typeahead[..end].trim_end();
-        if ray_session::completeness(candidate) != Completeness::Incomplete {
-            let cell = candidate.to_string();
-            typeahead.replace_range(..end, "");
-            return Some(cell);
-        }
-    }
-    None
-}
-
-/// How often a running cell checks the keyboard.
+/// How often a running cell checks for Ctrl-C.
 const KEY_POLL: Duration = Duration::from_millis(40);
 
 /// Runs a cell while drawing its output and progress and watching for Ctrl-C.
-/// Returns what was typed ahead meanwhile.
+/// Returns keys typed ahead that the viewport read (the rest wait in the terminal).
 fn run_cell(session: &Arc<Mutex<Session>>, cell: &str) -> String {
-    let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
+    // The terminal is the cell's before the lock, which warming up may hold for
+    // seconds: keys typed meanwhile wait in raw mode, Enters intact.
     let mut view = CellView::begin();
+    let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
     // Output left over from an earlier cell (late worker lines) comes first.
     for event in session.pending_events() {
         show_event(&mut view, event);
     }
-    let mut observer = ReplObserver { view, interrupter: session.interrupter(), interrupted_at: None };
+    let mut observer =
+        ReplObserver { view, interrupter: session.interrupter(), interrupted_at: None, interrupt_reported: false };
     let result = session.execute_observed(cell, KEY_POLL, &mut observer);
     let mut view = observer.view;
     match result {
@@ -234,20 +239,29 @@ fn run_cell(session: &Arc<Mutex<Session>>, cell: &str) -> String {
     view.end()
 }
 
-/// Draws a running cell's output and turns Ctrl-C into an interrupt.
+/// Draws a running cell's output and turns Ctrl-C into an interrupt. An interrupt
+/// is reported once, by the driver's message that says what it cancelled: the
+/// cell's own report of the `Interrupted` error its blocked call returned says
+/// less, and is left out.
 struct ReplObserver {
     view: CellView,
     interrupter: ray_session::Interrupter,
     interrupted_at: Option<Instant>,
+    interrupt_reported: bool,
 }
 
 impl CellObserver for ReplObserver {
     fn event(&mut self, event: SessionEvent) {
+        match &event {
+            SessionEvent::Driver(ChildEvent::Interrupted { .. }) => self.interrupt_reported = true,
+            SessionEvent::Stderr(line) if self.interrupt_reported && is_interrupted_error(line) => return,
+            _ => {}
+        }
         show_event(&mut self.view, event);
     }
 
     fn tick(&mut self) {
-        if !self.view.read_keys() {
+        if !self.view.interrupted() {
             return;
         }
         match self.interrupted_at {
@@ -260,11 +274,32 @@ impl CellObserver for ReplObserver {
             }
             Some(_) => {}
             None => {
-                self.view.line("^C", Style::default().fg(Color::DarkGray));
                 self.interrupter.interrupt();
                 self.interrupted_at = Some(Instant::now());
             }
         }
+    }
+}
+
+/// Whether a line is how a cell reports the error an interrupt made its blocked
+/// call return (with `?`): `Interrupted`, or the `Cancelled` of a task it waited on.
+fn is_interrupted_error(line: &str) -> bool {
+    let line = line.trim();
+    let line = line.strip_prefix("Error: ").unwrap_or(line);
+    let cancelled = line.strip_prefix("task `").and_then(|l| l.strip_suffix("` was cancelled"));
+    line == ray_abi::RayError::Interrupted.to_string()
+        || cancelled
+            .is_some_and(|function| line == ray_abi::RayError::Cancelled { function: function.to_string() }.to_string())
+}
+
+/// The one line a Ctrl-C during a cell prints.
+fn interrupted_message(cancelled: usize) -> String {
+    match cancelled {
+        0 => "Interrupted; no tasks were outstanding. A cell busy in its own code runs on: Ctrl-C again, \
+              2 s from now or later, restarts the evaluation process (its variables are lost)."
+            .to_string(),
+        1 => "Interrupted: cancelled 1 outstanding task; the session's variables are kept.".to_string(),
+        n => format!("Interrupted: cancelled {n} outstanding tasks; the session's variables are kept."),
     }
 }
 
@@ -275,10 +310,9 @@ fn show_event(view: &mut CellView, event: SessionEvent) {
         SessionEvent::Driver(ChildEvent::WorkerStdout { line }) => view.line(&line, Style::default()),
         SessionEvent::Driver(ChildEvent::WorkerStderr { line }) => view.line(&line, Style::default().fg(Color::Red)),
         SessionEvent::Driver(ChildEvent::Progress(p)) => view.progress(p),
-        SessionEvent::Driver(ChildEvent::Interrupted { cancelled }) => view.line(
-            &format!("Interrupted: cancelled {cancelled} outstanding task(s); the session's variables are kept."),
-            Style::default().fg(Color::Yellow),
-        ),
+        SessionEvent::Driver(ChildEvent::Interrupted { cancelled }) => {
+            view.line(&interrupted_message(cancelled), Style::default().fg(Color::Yellow))
+        }
         SessionEvent::Driver(ChildEvent::DriverFailed { message }) => {
             view.line(&format!("The driver could not attach: {message}"), Style::default().fg(Color::Red))
         }
@@ -298,7 +332,7 @@ fn show_event(view: &mut CellView, event: SessionEvent) {
     }
 }
 
-/// rustyline's helper: completion, and continuation while brackets are open.
+/// rustyline's helper: completion, and continuation while a cell is unfinished.
 struct ReplHelper {
     session: Arc<Mutex<Session>>,
 }
@@ -315,10 +349,10 @@ impl Highlighter for ReplHelper {
 
 impl Validator for ReplHelper {
     fn validate(&self, ctx: &mut ValidationContext<'_>) -> rustyline::Result<ValidationResult> {
-        Ok(match ray_session::completeness(ctx.input()) {
-            Completeness::Incomplete => ValidationResult::Incomplete,
-            // Let evcxr report it: its message says which bracket.
-            Completeness::Complete | Completeness::Invalid => ValidationResult::Valid(None),
+        Ok(match ray_session::on_enter(ctx.input()) {
+            Enter::Continue => ValidationResult::Incomplete,
+            // Invalid input runs too: evcxr's message says what is wrong.
+            Enter::Run => ValidationResult::Valid(None),
         })
     }
 }
@@ -358,4 +392,25 @@ fn editor(session: Arc<Mutex<Session>>) -> anyhow::Result<Editor<ReplHelper, rus
     let mut editor = Editor::with_config(config)?;
     editor.set_helper(Some(ReplHelper { session }));
     Ok(editor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_cell_reports_its_blocked_call_in_words_the_message_already_says() {
+        assert!(is_interrupted_error("interrupted; the driver's outstanding tasks were cancelled"));
+        assert!(is_interrupted_error("Error: interrupted; the driver's outstanding tasks were cancelled\n"));
+        assert!(is_interrupted_error("task `slow` was cancelled"));
+        assert!(!is_interrupted_error("task `slow` failed: bad input"));
+        assert!(!is_interrupted_error("interrupted"));
+    }
+
+    #[test]
+    fn the_interrupt_message_counts_tasks_in_words() {
+        assert!(interrupted_message(1).contains("cancelled 1 outstanding task;"));
+        assert!(interrupted_message(26).contains("cancelled 26 outstanding tasks;"));
+        assert!(interrupted_message(0).contains("Ctrl-C again"));
+    }
 }

@@ -10,6 +10,7 @@
 
 mod build_slot;
 pub mod child;
+mod errors;
 mod expand;
 mod input;
 pub mod std_docs;
@@ -24,8 +25,8 @@ use std::time::{Duration, Instant};
 pub use build_slot::BuildSlot;
 pub use child::hook;
 pub use evcxr::{self, CompilationError, Completions, EvalOutputs};
-pub use expand::expand_cell;
-pub use input::{Completeness, completeness};
+pub use expand::{Expanded, SourceMap, expand_cell, expand_cell_mapped};
+pub use input::{Completeness, Enter, completeness, on_enter, typed_cells};
 /// The side channel from the evaluation process, shared with cell code's `ray`.
 pub use ray_abi::side_channel as protocol;
 
@@ -150,7 +151,10 @@ pub struct Session {
     /// Its stderr lines: the cell's and the driver's side channel.
     stderr: Receiver<String>,
     _slot: BuildSlot,
+    /// The last cell as typed, the code it ran as, and the map between them.
+    last_cell: String,
     last_code: String,
+    last_map: SourceMap,
 }
 
 /// How long the front-end waits on stderr for the mark the evaluation process
@@ -220,8 +224,15 @@ impl Session {
                 started.elapsed().as_secs_f64()
             ));
         }
-        let session =
-            Session { context, stdout: outputs.stdout, stderr: outputs.stderr, _slot: slot, last_code: String::new() };
+        let session = Session {
+            context,
+            stdout: outputs.stdout,
+            stderr: outputs.stderr,
+            _slot: slot,
+            last_cell: String::new(),
+            last_code: String::new(),
+            last_map: SourceMap::default(),
+        };
         session.await_driver()?;
         Ok(session)
     }
@@ -272,7 +283,11 @@ impl Session {
         tick: Duration,
         observer: &mut dyn CellObserver,
     ) -> Result<EvalOutputs, evcxr::Error> {
-        self.last_code = expand_cell(cell).unwrap_or_else(|| cell.to_string());
+        (self.last_code, self.last_map) = match expand_cell_mapped(cell) {
+            Some(expanded) => (expanded.code, expanded.map),
+            None => (cell.to_string(), SourceMap::identity(cell.len())),
+        };
+        self.last_cell = cell.to_string();
         let (context, code) = (&mut self.context, &self.last_code);
         let (mut stdout, mut stderr) = (self.stdout.clone(), self.stderr.clone());
         let mut marks = OutputMarks::default();
@@ -326,35 +341,20 @@ impl Session {
         result
     }
 
-    /// The code the last cell ran as, after expansion: compile errors point into it.
+    /// The code the last cell ran as, after expansion (errors are shown on the cell).
     pub fn last_code(&self) -> &str {
         &self.last_code
     }
 
     /// What went wrong in the last cell, for people: compile errors as reports
-    /// that point into the code (as evcxr's REPL shows them, with ANSI colours),
-    /// otherwise the error's message.
+    /// that point into the cell as it was typed (with ANSI colours), never into
+    /// code the session or evcxr added; otherwise the error's message.
     pub fn describe_error(&self, e: &evcxr::Error) -> String {
         match e {
-            evcxr::Error::CompilationErrors(errors) => {
-                let mut out = String::new();
-                for error in errors {
-                    if error.is_from_user_code()
-                        && let Some(report) =
-                            error.build_report("cell".into(), self.last_code.clone(), evcxr::Theme::Dark)
-                    {
-                        let mut buf = Vec::new();
-                        let source = ariadne::Source::from(self.last_code.clone());
-                        if report.write(("cell".to_string(), source), &mut buf).is_ok() {
-                            out.push_str(&String::from_utf8_lossy(&buf));
-                            continue;
-                        }
-                    }
-                    out.push_str(&error.rendered());
-                    out.push('\n');
-                }
-                out
-            }
+            evcxr::Error::CompilationErrors(errors) => errors
+                .iter()
+                .map(|error| errors::render(error, &self.last_code, &self.last_map, &self.last_cell))
+                .collect(),
             evcxr::Error::SubprocessTerminated(message) => {
                 format!("{message}\nThe evaluation process was restarted; the session's variables are lost.")
             }
