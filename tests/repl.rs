@@ -175,11 +175,16 @@ fn seed_000_walkthrough_cell_by_cell() {
     let out = repl.cell("ray::get(&version.remote())?");
     repl.expect(&out, "\n2");
 
-    // Worker output reaches the REPL with Ray's prefix.
-    repl.cell("#[ray::remote]\nfn shout(s: String) { println!(\"{s}!\"); }");
-    repl.cell("ray::get(&shout.remote(\"hello\".to_string()))?;");
-    repl.term.wait_in_transcript("(shout pid=", Duration::from_secs(10));
-    repl.term.wait_in_transcript("hello!", Duration::from_secs(10));
+    // Worker output reaches the REPL with Ray's prefix, all of it before the
+    // result of the cell that waited for it.
+    repl.cell("#[ray::remote]\nfn shout(s: String, n: u32) -> u32 {\nfor i in 0..n { println!(\"{s}! {i}\"); }\nn\n}");
+    let out = repl.cell(
+        "format!(\"result: {}\", ray::get(&(0..4).map(|_| shout.remote(\"hello\".to_string(), 50)).collect::<Vec<_>>())?.iter().sum::<u32>())",
+    );
+    repl.expect(&out, "result: 200");
+    let before = &out[..out.find("result: 200").unwrap_or(0)];
+    assert_eq!(before.matches("(shout pid=").count(), 200, "every line before the result:\n{out}");
+    assert!(before.contains("hello! 49"), "{out}");
 
     // A panicking task shows its error with the function name, and the session goes on.
     repl.cell("#[ray::remote]\nfn broken(x: u32) -> u32 { if x > 0 { panic!(\"bad input {x}\") } x }");
