@@ -254,7 +254,13 @@ impl CellObserver for ReplObserver {
     fn event(&mut self, event: SessionEvent) {
         match &event {
             SessionEvent::Driver(ChildEvent::Interrupted { .. }) => self.interrupt_reported = true,
-            SessionEvent::Stderr(line) if self.interrupt_reported && is_interrupted_error(line) => return,
+            // The cell's error can come before the driver's report: both follow
+            // the same interrupt, which this observer sent.
+            SessionEvent::Stderr(line)
+                if (self.interrupt_reported || self.interrupted_at.is_some()) && is_interrupted_error(line) =>
+            {
+                return;
+            }
             _ => {}
         }
         show_event(&mut self.view, event);

@@ -156,7 +156,11 @@ pub(crate) fn pg_strategies() -> Result<(), RayError> {
     println!("outside_ran_while_reserved={}", !ready.is_empty());
     remove_placement_group(&all)?;
     println!("outside_ran_after_removal={}", ray::get_timeout(&outside, Duration::from_secs(30)).is_ok());
-    // SPREAD tasks take turns over the nodes; node affinity picks one.
+    // SPREAD tasks take turns over the nodes with room; node affinity picks one.
+    // The lease `outside` ran on goes back after 30 ms idle, and the other nodes'
+    // free CPUs reach this node with their heartbeats (every 250 ms): until both
+    // have, a node may look full and be passed over.
+    std::thread::sleep(Duration::from_millis(600));
     let spread: Vec<String> =
         ray::get(&(0..6).map(|_| where_am_i.options().scheduling_strategy("SPREAD").remote(300)).collect::<Vec<_>>())?;
     println!("spread_tasks_nodes={}", distinct(&spread));
