@@ -313,6 +313,7 @@ fn an_actor_on_a_killed_node_restarts_on_another() {
     let actors = rayrepl(&cluster.root(0), &["list", "actors", "--format", "json", "--address", &cluster.address]);
     let actors: Vec<serde_json::Value> = serde_json::from_slice(&actors.stdout).unwrap_or_default();
     assert!(actors.iter().any(|a| a["STATE"] == "ALIVE" && a["CLASS_NAME"] == "Counter"), "{actors:?}");
+    driver.say("listed");
 }
 
 #[test]

@@ -832,6 +832,8 @@ fn actor_on_node_death() -> Result<(), RayError> {
     wait_for_test()?;
     let (ip, count) = ray::get(&a.node_ip_and_count())?;
     println!("actor_restarted_on={ip} count={count}");
+    // The actor dies with this driver: stay until the test has listed it.
+    wait_for_test()?;
     Ok(())
 }
 
