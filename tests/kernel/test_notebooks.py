@@ -62,6 +62,8 @@ EXPECTED = {
         re.compile(r"(go!\n.*){3}go!", re.S),
         "consumed [0, 1], 8 items left in the queue",
         "no node in the cluster has that much",
+        "It stays PENDING_CREATION until a node that has it joins",
+        "answered within a second: false",
         "killed by ray::kill",
         "new process: true",
         "the restarted counter starts over: 1",
@@ -209,7 +211,9 @@ def test_runs_clean(path: pathlib.Path, out_dir: pathlib.Path) -> None:
             # (after a late :dep), and the notebooks print nothing there themselves.
             # The first cell may carry the kernel's start-up notes (building the ray
             # crate on a cold machine).
-            if output["output_type"] == "stream" and output["name"] == "stderr" and i > 0:
+            # Work no node can hold is warned about there, on purpose.
+            warning = output.get("text", "").startswith("(autoscaler) Warning: ")
+            if output["output_type"] == "stream" and output["name"] == "stderr" and i > 0 and not warning:
                 pytest.fail(f"unexpected stderr {output['text']!r} from:\n{cell.source}")
     text = "".join(text_of(o) for c in cells for o in c.outputs)
     for expected in EXPECTED.get(path.name, []):

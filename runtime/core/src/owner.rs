@@ -514,16 +514,22 @@ impl CoreWorker {
 
     /// The actor's record once it is alive at `min_incarnation` or later, or dead.
     /// A broken connection need not mean a dead actor: if nothing changes for a
-    /// while, the current record is returned.
+    /// while, the current record is returned. An actor still being created or
+    /// restarted (waiting for resources, or for a node that can hold it) is
+    /// waited for, however long that takes, as in Ray.
     async fn settled_actor(&self, actor: ActorId, min_incarnation: u32) -> Result<ActorInfo, tonic::Status> {
         let mut head = self.0.head.clone();
         let id: bytes::Bytes = actor.0.to_vec().into();
-        let wait = GetActorRequest { actor_id: id.clone(), wait: true, min_incarnation };
-        match tokio::time::timeout(LOCATE_ACTOR_WAIT, head.get_actor(wait)).await {
-            Ok(r) => r.map(|r| r.into_inner()),
-            Err(_) => {
-                let now = GetActorRequest { actor_id: id, wait: false, min_incarnation: 0 };
-                head.get_actor(now).await.map(|r| r.into_inner())
+        loop {
+            let wait = GetActorRequest { actor_id: id.clone(), wait: true, min_incarnation };
+            if let Ok(settled) = tokio::time::timeout(LOCATE_ACTOR_WAIT, head.get_actor(wait)).await {
+                return settled.map(|r| r.into_inner());
+            }
+            let now = GetActorRequest { actor_id: id.clone(), wait: false, min_incarnation: 0 };
+            let info = head.get_actor(now).await?.into_inner();
+            let waiting = matches!(info.state(), ActorState::PendingCreation | ActorState::Restarting);
+            if !waiting || self.0.shut_down.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(info);
             }
         }
     }
