@@ -169,14 +169,7 @@ fn every_printing_command_ends_quietly_when_its_reader_goes() {
         vec!["kernel", "install", "--prefix", root.path().to_str().unwrap()],
     ];
     for args in &commands {
-        let mut cmd = Command::new(rayrepl_bin());
-        cmd.args(args).env("RAYREPL_TEMP_DIR", root.path()).env_remove("RAYREPL_TOKEN").env_remove("RAYREPL_ADDRESS");
-        let (status, stderr) = with_stdout_closed(cmd);
-        assert!(
-            status.success() || std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGPIPE),
-            "rayrepl {args:?} with its stdout closed: {status:?}\n{stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "rayrepl {args:?}: {stderr}");
+        assert_quiet_with_stdout_closed(root.path(), args);
     }
     // `rayrepl status | head -1`, as a shell runs it.
     let out = Command::new("sh")
@@ -192,14 +185,7 @@ fn every_printing_command_ends_quietly_when_its_reader_goes() {
     assert!(stdout.starts_with("======== Cluster status"), "{stdout}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     // `stop` prints too, after its work.
-    let mut cmd = Command::new(rayrepl_bin());
-    cmd.arg("stop").env("RAYREPL_TEMP_DIR", root.path());
-    let (status, stderr) = with_stdout_closed(cmd);
-    assert!(
-        status.success() || std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGPIPE),
-        "{status:?} {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_quiet_with_stdout_closed(root.path(), &["stop"]);
 }
 
 #[test]

@@ -229,3 +229,17 @@ pub fn with_stdout_closed(mut cmd: Command) -> (std::process::ExitStatus, String
     let out = child.wait_with_output().expect("wait for the command");
     (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// Asserts that `rayrepl args` (in the session root `root`, finding the cluster
+/// there) ends quietly when its reader has gone: success or SIGPIPE's default
+/// action, never a panic.
+pub fn assert_quiet_with_stdout_closed(root: &Path, args: &[&str]) {
+    let mut cmd = Command::new(rayrepl_bin());
+    cmd.args(args).env("RAYREPL_TEMP_DIR", root).env_remove("RAYREPL_TOKEN").env_remove("RAYREPL_ADDRESS");
+    let (status, stderr) = with_stdout_closed(cmd);
+    assert!(
+        status.success() || std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGPIPE),
+        "rayrepl {args:?} with its stdout closed: {status:?}\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "rayrepl {args:?}: {stderr}");
+}

@@ -18,7 +18,7 @@ use ray_runtime::cluster::{LocalCluster, NodeResources};
 use ray_session::protocol::{ChildEvent, Progress};
 use ray_session::std_docs::{StdDoc, StdDocs};
 use ray_session::{CellObserver, Interrupter, Session, SessionEvent, SessionOptions};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -223,8 +223,9 @@ struct Engine {
     control: Arc<Control>,
     /// For `:top`, made when first needed.
     runtime: Option<tokio::runtime::Runtime>,
-    /// The docs of std items, for inspect; or why there are none.
-    std_docs: Result<Arc<StdDocs>, String>,
+    /// The docs of std items, for inspect, or why there are none: found and
+    /// indexed in the background, off the kernel's start.
+    std_docs: Arc<OnceLock<Result<StdDocs, String>>>,
 }
 
 impl Engine {
@@ -260,12 +261,14 @@ impl Engine {
             }
             Err(e) => tracing::error!("the kernel has no session: {e}"),
         }
-        let std_docs = StdDocs::for_toolchain().map(Arc::new).map_err(|e| e.to_string());
-        if let Ok(docs) = &std_docs {
-            // The index takes a moment; build it before anyone presses Shift-Tab.
-            let docs = docs.clone();
-            std::thread::spawn(move || docs.warm_up());
-        }
+        let std_docs: Arc<OnceLock<Result<StdDocs, String>>> = Arc::default();
+        let warming = std_docs.clone();
+        // The index takes a moment; build it before anyone presses Shift-Tab.
+        std::thread::spawn(move || {
+            if let Ok(docs) = warming.get_or_init(std_docs_of_toolchain) {
+                docs.warm_up();
+            }
+        });
         Engine { session, address, token, notes, publisher, control, runtime: None, std_docs }
     }
 
@@ -478,6 +481,11 @@ impl Engine {
         }
     }
 
+    /// The std docs, waiting for the background search if it is still going.
+    fn std_docs(&self) -> &Result<StdDocs, String> {
+        self.std_docs.get_or_init(std_docs_of_toolchain)
+    }
+
     /// The docs of `method` on the type of the session's variable `variable`.
     fn method_of_variable(&self, variable: &str, method: &str) -> Option<Bundle> {
         let session = self.session.as_ref().ok()?;
@@ -485,7 +493,7 @@ impl Engine {
         // `&mut std::collections::HashMap<K, V>` is looked up as `HashMap`.
         let ty = ty.trim_start_matches('&').trim_start_matches("mut ").trim();
         let base = ty.split('<').next()?.rsplit("::").next()?;
-        let doc = self.std_docs.as_ref().ok()?.lookup(&format!("{base}::{method}"))?;
+        let doc = self.std_docs().as_ref().ok()?.lookup(&format!("{base}::{method}"))?;
         Some(std_doc_media(&doc))
     }
 
@@ -505,13 +513,17 @@ impl Engine {
         if let Some((c, what)) = COMMANDS.iter().find(|(c, _)| *c == name) {
             return Some(format!("{c}: {what}"));
         }
-        match &self.std_docs {
+        match self.std_docs() {
             Ok(docs) => docs.lookup(name).map(|doc| doc.to_text()),
             // A std-looking name, and no sources to read its docs from: say how.
             Err(why) if name.starts_with(char::is_uppercase) || name.starts_with("std::") => Some(why.clone()),
             Err(_) => None,
         }
     }
+}
+
+fn std_docs_of_toolchain() -> Result<StdDocs, String> {
+    StdDocs::for_toolchain().map_err(|e| e.to_string())
 }
 
 /// A std item's docs, as plain text and as Markdown.

@@ -147,12 +147,13 @@ impl StdDocs {
     fn best_definition(&self, name: &str, modules: &[&str]) -> Option<&Definition> {
         let found = self.index().get(name)?;
         let modules: Vec<&str> = modules.iter().copied().filter(|m| !CRATES.contains(m)).collect();
-        found.iter().max_by_key(|d| {
+        let best = found.iter().enumerate().max_by_key(|(i, d)| {
             let path = d.file.to_string_lossy();
             let matching = modules.iter().filter(|m| path.contains(&format!("/{m}"))).count();
             // More matching modules first, then the first one indexed (`std` before `core`).
-            (matching, std::cmp::Reverse(found.iter().position(|o| std::ptr::eq(o, *d))))
-        })
+            (matching, std::cmp::Reverse(*i))
+        });
+        best.map(|(_, d)| d)
     }
 
     /// A method or associated item of a type or trait.

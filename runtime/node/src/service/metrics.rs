@@ -49,6 +49,15 @@ fn label(name: &str, value: &str) -> Labels {
     vec![(name.to_string(), value.to_string())]
 }
 
+/// How many of `values` there are of each, labelled `name`.
+fn count_by<'a>(name: &str, values: impl Iterator<Item = &'a str>) -> Family<Labels, Gauge> {
+    let counts = Family::<Labels, Gauge>::default();
+    for value in values {
+        counts.get_or_create(&label(name, value)).inc();
+    }
+    counts
+}
+
 impl Shared {
     /// The node's own numbers, now.
     fn register_node_metrics(&self, registry: &mut Registry) {
@@ -109,25 +118,19 @@ impl Shared {
     async fn register_cluster_metrics(&self, registry: &mut Registry) -> Result<(), tonic::Status> {
         let mut head = self.head.clone();
         let info = head.get_cluster_info(Empty {}).await?.into_inner();
-        let nodes = Family::<Labels, Gauge>::default();
-        for n in &info.nodes {
-            nodes.get_or_create(&label("State", n.state().as_str_name())).inc();
-        }
-        registry.register("ray_cluster_nodes", "Nodes the head knows, by state", nodes);
-        let jobs = Family::<Labels, Gauge>::default();
-        for j in head.list_jobs(Empty {}).await?.into_inner().jobs {
-            jobs.get_or_create(&label("Status", j.status().as_str_name())).inc();
-        }
+        let nodes = info.nodes.iter().map(|n| n.state().as_str_name());
+        registry.register("ray_cluster_nodes", "Nodes the head knows, by state", count_by("State", nodes));
+        let jobs = head.list_jobs(Empty {}).await?.into_inner().jobs;
+        let jobs = count_by("Status", jobs.iter().map(|j| j.status().as_str_name()));
         registry.register("ray_cluster_jobs", "Jobs (drivers) by status", jobs);
-        let actors = Family::<Labels, Gauge>::default();
-        for a in head.list_actors(Empty {}).await?.into_inner().actors {
-            actors.get_or_create(&label("State", a.state().as_str_name())).inc();
-        }
-        registry.register("ray_actors", "Actors by state", actors);
-        let groups = Family::<Labels, Gauge>::default();
-        for g in head.list_placement_groups(Empty {}).await?.into_inner().groups {
-            groups.get_or_create(&label("State", g.state().as_str_name())).inc();
-        }
+        let actors = head.list_actors(Empty {}).await?.into_inner().actors;
+        registry.register(
+            "ray_actors",
+            "Actors by state",
+            count_by("State", actors.iter().map(|a| a.state().as_str_name())),
+        );
+        let groups = head.list_placement_groups(Empty {}).await?.into_inner().groups;
+        let groups = count_by("State", groups.iter().map(|g| g.state().as_str_name()));
         registry.register("ray_placement_groups", "Placement groups by state", groups);
         // One record, and the head's counts of all of them.
         let tasks = head.list_tasks(ListTasksRequest { limit: 1, newest: true, counts: true }).await?.into_inner();
