@@ -193,8 +193,13 @@ impl Control {
     }
 }
 
+/// How long the engine must go without a job before it warms rust-analyzer up: a
+/// notebook's "run all" sends its cells together, and they run first.
+const IDLE_BEFORE_WARM_UP: Duration = Duration::from_millis(300);
+
 /// Starts the engine thread; it starts the cluster and the session at once, so
 /// the first cell finds them ready, and then serves jobs until the sender drops.
+/// Work that only speeds later requests up waits until no job is waiting.
 pub(crate) fn spawn(
     options: KernelOptions,
     publisher: Publisher,
@@ -205,7 +210,18 @@ pub(crate) fn spawn(
         .name("kernel-engine".into())
         .spawn(move || {
             let mut engine = Engine::start(options, publisher, control);
-            for job in receiver {
+            let mut warmed = false;
+            loop {
+                let job = match receiver.recv_timeout(IDLE_BEFORE_WARM_UP) {
+                    Ok(job) => job,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) if !warmed => {
+                        engine.warm_up();
+                        warmed = true;
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                };
                 engine.serve(job);
             }
         })
@@ -255,21 +271,25 @@ impl Engine {
             Err(e) => (String::new(), String::new(), Err(e)),
         };
         match &mut session {
-            Ok(session) => {
-                control.state().interrupter = Some(session.interrupter());
-                session.warm_up();
-            }
+            Ok(session) => control.state().interrupter = Some(session.interrupter()),
             Err(e) => tracing::error!("the kernel has no session: {e}"),
         }
-        let std_docs: Arc<OnceLock<Result<StdDocs, String>>> = Arc::default();
-        let warming = std_docs.clone();
-        // The index takes a moment; build it before anyone presses Shift-Tab.
+        Engine { session, address, token, notes, publisher, control, runtime: None, std_docs: Arc::default() }
+    }
+
+    /// Does while nobody waits what the first completion, inspect or `let` would
+    /// otherwise wait for: rust-analyzer's view of the `ray` crate's impls, and the
+    /// index of std's docs (on a thread of its own).
+    fn warm_up(&mut self) {
+        let warming = self.std_docs.clone();
         std::thread::spawn(move || {
             if let Ok(docs) = warming.get_or_init(std_docs_of_toolchain) {
                 docs.warm_up();
             }
         });
-        Engine { session, address, token, notes, publisher, control, runtime: None, std_docs }
+        if let Ok(session) = &mut self.session {
+            session.warm_up();
+        }
     }
 
     fn serve(&mut self, job: Job) {

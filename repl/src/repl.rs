@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use ratatui::style::{Color, Style};
 use ray_runtime::cluster::{LocalCluster, NodeResources};
 use ray_session::protocol::ChildEvent;
-use ray_session::{CellObserver, Enter, Session, SessionEvent, SessionOptions};
+use ray_session::{CellObserver, Enter, Session, SessionEvent, SessionOptions, SharedSession};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -24,7 +24,6 @@ use rustyline::{Config, Editor, Helper};
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The REPL's own commands; evcxr's (`:dep`, `:vars`, ...) work too.
@@ -39,14 +38,23 @@ const COMMANDS: &[(&str, &str)] = &[
     (":quit", "leave the REPL and stop the local cluster (also Ctrl-D)"),
 ];
 
+/// A cell that waits this long for a starting session says why it waits.
+const SAY_STARTING_AFTER: Duration = Duration::from_millis(300);
+
 /// How long a cell may ignore an interrupt before a second Ctrl-C kills it.
 const KILL_AFTER: Duration = Duration::from_secs(2);
 
 /// Starts the REPL on a new local cluster, or on the cluster at `address`.
 pub fn run(address: Option<String>) -> anyhow::Result<()> {
+    // `RAYREPL_LOG=ray_session=info` shows where start-up and each cell spend time.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RAYREPL_LOG") {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
     let (cluster, head_address, token) = match address {
         None => {
+            let started = Instant::now();
             let cluster = LocalCluster::start(&NodeResources::default()).context("cannot start a local cluster")?;
+            tracing::info!(took = ?started.elapsed(), "local cluster started");
             let address = cluster.head.address.clone();
             let token = cluster.token.clone();
             (Some(cluster), address, token)
@@ -73,16 +81,19 @@ pub fn run(address: Option<String>) -> anyhow::Result<()> {
 fn run_on(local: bool, head_address: &str, token: &str, dashboard: Option<&str>) -> anyhow::Result<()> {
     let options = SessionOptions::new(head_address.to_string(), token.to_string());
     let started = Instant::now();
-    let session = Session::start(&options, |status| eprintln!("{status}")).context("cannot start the session")?;
+    let reserved = Session::reserve(&options).context("cannot start the session")?;
+    let session = if reserved.builds_ray_crate() {
+        // Once per build directory, and cargo's progress is worth watching.
+        SharedSession::ready(reserved.start(|status| eprintln!("{status}")).context("cannot start the session")?)
+    } else {
+        // The prompt comes at once; the first cell waits for what is still starting.
+        SharedSession::start(reserved)
+    };
     let greeting = greeting(local, head_address, token, started.elapsed());
     println!("{greeting}");
     if let Some(link) = dashboard {
         println!("Dashboard: {link}");
     }
-    let session = Arc::new(Mutex::new(session));
-    // While the person reads the greeting and types, not during their first cell.
-    let warming = session.clone();
-    std::thread::spawn(move || warming.lock().unwrap_or_else(|p| p.into_inner()).warm_up());
     let mut editor = editor(session.clone())?;
     let history = history_path();
     if let Some(path) = &history {
@@ -206,11 +217,40 @@ const KEY_POLL: Duration = Duration::from_millis(40);
 
 /// Runs a cell while drawing its output and progress and watching for Ctrl-C.
 /// Returns keys typed ahead that the viewport read (the rest wait in the terminal).
-fn run_cell(session: &Arc<Mutex<Session>>, cell: &str) -> String {
-    // The terminal is the cell's before the lock, which warming up may hold for
-    // seconds: keys typed meanwhile wait in raw mode, Enters intact.
+fn run_cell(session: &SharedSession, cell: &str) -> String {
+    // The terminal is the cell's while it waits for the session, which may still be
+    // starting or warming up: keys typed meanwhile wait in raw mode, Enters intact.
     let mut view = CellView::begin();
-    let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
+    let waiting_since = Instant::now();
+    let mut said_starting = false;
+    let waited = session.wait(KEY_POLL, || {
+        if !said_starting && waiting_since.elapsed() >= SAY_STARTING_AFTER && session.is_starting() {
+            view.line(
+                "(the evaluator is still starting; the cell runs once it is up)",
+                Style::default().fg(Color::DarkGray),
+            );
+            said_starting = true;
+        }
+        !view.interrupted()
+    });
+    let mut session = match waited {
+        Ok(Some(session)) => session,
+        Ok(None) => {
+            view.line(
+                "Interrupted before the evaluator was up; the cell did not run.",
+                Style::default().fg(Color::Yellow),
+            );
+            return view.end();
+        }
+        Err(e) => {
+            view.line(&format!("The session could not start: {e}"), Style::default().fg(Color::Red));
+            view.line(
+                "Leave with Ctrl-D; `RAYREPL_LOG=ray_session=info rayrepl` shows each step of the start.",
+                Style::default(),
+            );
+            return view.end();
+        }
+    };
     // Output left over from an earlier cell (late worker lines) comes first.
     for event in session.pending_events() {
         show_event(&mut view, event);
@@ -340,7 +380,7 @@ fn show_event(view: &mut CellView, event: SessionEvent) {
 
 /// rustyline's helper: completion, and continuation while a cell is unfinished.
 struct ReplHelper {
-    session: Arc<Mutex<Session>>,
+    session: SharedSession,
 }
 
 impl Helper for ReplHelper {}
@@ -380,7 +420,7 @@ impl Completer for ReplHelper {
                 .collect();
             return Ok((start_of_word, pairs));
         }
-        let Ok(mut session) = self.session.try_lock() else { return Ok((pos, Vec::new())) };
+        let Some(mut session) = self.session.try_now() else { return Ok((pos, Vec::new())) };
         let Some(found) = session.completions(line, pos) else { return Ok((pos, Vec::new())) };
         let pairs =
             found.completions.into_iter().map(|c| Pair { display: c.code.clone(), replacement: c.code }).collect();
@@ -388,7 +428,7 @@ impl Completer for ReplHelper {
     }
 }
 
-fn editor(session: Arc<Mutex<Session>>) -> anyhow::Result<Editor<ReplHelper, rustyline::history::DefaultHistory>> {
+fn editor(session: SharedSession) -> anyhow::Result<Editor<ReplHelper, rustyline::history::DefaultHistory>> {
     let config = Config::builder()
         .auto_add_history(false)
         .max_history_size(10_000)?

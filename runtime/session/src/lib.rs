@@ -13,6 +13,7 @@ pub mod child;
 mod errors;
 mod expand;
 mod input;
+mod starting;
 pub mod std_docs;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -29,6 +30,7 @@ pub use expand::{Expanded, SourceMap, expand_cell, expand_cell_mapped};
 pub use input::{Completeness, Enter, completeness, on_enter, typed_cells};
 /// The side channel from the evaluation process, shared with cell code's `ray`.
 pub use ray_abi::side_channel as protocol;
+pub use starting::{SessionGuard, SharedSession};
 
 /// Why a session could not start or a cell could not run.
 #[derive(Debug, thiserror::Error)]
@@ -169,23 +171,33 @@ fn prelude(ray_crate: &std::path::Path) -> String {
     )
 }
 
-impl Session {
-    /// Starts evcxr with the driver attached to `options.address`. `status` hears
-    /// about slow steps, such as the first build of the `ray` crate.
-    pub fn start(options: &SessionOptions, mut status: impl FnMut(&str)) -> Result<Session, SessionError> {
-        let slot = BuildSlot::acquire(&options.cache_dir)?;
+/// A build directory held for a session that has not started yet: it tells the
+/// front-end, before the seconds of starting, whether this start also builds the
+/// `ray` crate (once per build directory), which the person should watch.
+pub struct Reserved {
+    options: SessionOptions,
+    slot: BuildSlot,
+}
+
+impl Reserved {
+    /// Whether starting also builds the `ray` crate, which takes a minute or two.
+    pub fn builds_ray_crate(&self) -> bool {
+        !self.slot.is_warm()
+    }
+
+    /// Starts evcxr with the driver attached to the cluster. `status` hears about
+    /// slow steps, such as the first build of the `ray` crate.
+    pub fn start(self, mut status: impl FnMut(&str)) -> Result<Session, SessionError> {
+        let Reserved { options, slot } = self;
         let cold = !slot.is_warm();
         if cold {
             status(
                 "Building the ray crate for cells; this happens once per build directory and takes a minute or two…",
             );
         }
-        // evcxr reads its build directory from this process's environment.
-        // SAFETY: Rust's own environment accesses are serialized by std; no C code
-        // that reads the environment runs on another thread while the session
-        // starts (the front-ends start sessions before their own worker threads).
-        unsafe { std::env::set_var("EVCXR_TMPDIR", slot.path()) };
+        let started = Instant::now();
         let libdir = check_toolchain()?;
+        tracing::info!(took = ?started.elapsed(), "toolchain checked");
         let library_path = match std::env::var("LD_LIBRARY_PATH") {
             Ok(p) if !p.is_empty() => format!("{libdir}:{p}"),
             _ => libdir,
@@ -203,8 +215,11 @@ impl Session {
         // Its own process group: a terminal's Ctrl-C goes to the front-end, which
         // decides what the evaluation process gets.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let started = Instant::now();
         let (eval, outputs) =
             EvalContext::with_subprocess_command(command).map_err(|e| SessionError::Evaluator(e.to_string()))?;
+        // Most of this is rust-analyzer reading std, in evcxr's first evaluation.
+        tracing::info!(took = ?started.elapsed(), "evaluator started");
         let mut context = CommandContext::with_eval_context(eval);
         let started = Instant::now();
         // evcxr returns only once its stdout lines are taken; the prelude's one line
@@ -217,6 +232,8 @@ impl Session {
             running.join().unwrap_or_else(|_| Err(evcxr::Error::Message("the evaluator thread panicked".into())))
         });
         prelude.map_err(|e| SessionError::Evaluator(e.to_string()))?;
+        // Most of this is rust-analyzer reading the `ray` crate's dependencies.
+        tracing::info!(took = ?started.elapsed(), "prelude compiled");
         if cold {
             slot.mark_warm();
             status(&format!(
@@ -236,6 +253,28 @@ impl Session {
         session.await_driver()?;
         Ok(session)
     }
+}
+
+impl Session {
+    /// Takes a build directory for a session on `options`, to start it later.
+    /// Call it before the front-end starts threads of its own: it sets the
+    /// process's environment.
+    pub fn reserve(options: &SessionOptions) -> Result<Reserved, SessionError> {
+        let slot = BuildSlot::acquire(&options.cache_dir)?;
+        // evcxr reads its build directory from this process's environment.
+        // SAFETY: Rust's own environment accesses are serialized by std, and the
+        // front-ends reserve before any thread of theirs could call C code that
+        // reads the environment (the REPL before its prompt, the kernel's engine
+        // before it serves anything).
+        unsafe { std::env::set_var("EVCXR_TMPDIR", slot.path()) };
+        Ok(Reserved { options: options.clone(), slot })
+    }
+
+    /// Starts evcxr with the driver attached to `options.address`. `status` hears
+    /// about slow steps, such as the first build of the `ray` crate.
+    pub fn start(options: &SessionOptions, status: impl FnMut(&str)) -> Result<Session, SessionError> {
+        Session::reserve(options)?.start(status)
+    }
 
     /// Waits for the evaluation process's driver to report in.
     fn await_driver(&self) -> Result<(), SessionError> {
@@ -254,8 +293,10 @@ impl Session {
     /// `let` waits seconds for rust-analyzer to load the `ray` crate and its
     /// dependencies. A front-end calls this while it would be idle anyway.
     pub fn warm_up(&mut self) {
+        let started = Instant::now();
         let code = "let rayrepl_warm_up = 0u8;\nrayrepl_warm_up.";
         let _ = self.context.completions(code, code.len());
+        tracing::info!(took = ?started.elapsed(), "rust-analyzer warmed up");
     }
 
     /// Output that arrived between cells, such as late worker lines.
@@ -291,6 +332,7 @@ impl Session {
         let (context, code) = (&mut self.context, &self.last_code);
         let (mut stdout, mut stderr) = (self.stdout.clone(), self.stderr.clone());
         let mut marks = OutputMarks::default();
+        let started = Instant::now();
         let result = std::thread::scope(|scope| {
             let (done_tx, done) = crossbeam_channel::bounded(1);
             scope.spawn(move || {
@@ -324,6 +366,7 @@ impl Session {
         for line in self.stdout.try_iter() {
             marks.stdout(stdout_event(line), observer);
         }
+        let evaluated = started.elapsed();
         // The cell ran: its worker output is on stderr, before the mark.
         if let Some(mark) = marks.announced {
             let deadline = Instant::now() + OUTPUT_MARK_PATIENCE;
@@ -338,6 +381,12 @@ impl Session {
         for line in self.stderr.try_iter() {
             marks.stderr(stderr_event(line), observer);
         }
+        tracing::debug!(
+            ?evaluated,
+            output_complete = ?started.elapsed(),
+            phases = ?result.as_ref().map(|o| &o.phases).ok(),
+            "cell ran"
+        );
         result
     }
 
