@@ -2,7 +2,8 @@
 //! seed 000's walkthrough cell by cell, its `wait` loop typed line by line, keys
 //! typed while a cell runs, compile errors shown on the cell, the live progress
 //! viewport, Ctrl-C during a cell (one message, and none of it reaching the
-//! compiler), `:top`, and Ctrl-D leaving no process behind.
+//! compiler), `:top`, and Ctrl-D leaving no process behind, even while the
+//! evaluator is still starting behind the first prompt.
 //!
 //! The sessions run one at a time: each compiles cells with rustc, and they share
 //! one evcxr build directory so only the first compiles the `ray` crate.
@@ -459,4 +460,24 @@ fn typing_line_by_line_and_ahead_and_errors_in_the_cell() {
     for added in ["__ray", "::ray::", "__private", "evcxr", "use ray::prelude"] {
         assert!(!out.contains(added), "{added:?} in {out}");
     }
+}
+
+#[test]
+fn leaving_while_the_evaluator_starts_leaves_no_process_behind() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut repl = Repl::start();
+    // The prompt comes before the evaluator is up; what starting runs (the
+    // evaluation process, cargo, rustc, the cluster) is gathered while it runs.
+    let repl_pid = repl.term.pid() as i32;
+    let mut seen = std::collections::HashSet::new();
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        seen.extend(support::descendants(repl_pid));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(seen.len() >= 3, "expected the evaluator, head and node under the REPL: {seen:?}");
+    repl.term.ctrl('d');
+    assert_eq!(repl.term.wait_exit(Duration::from_secs(30)), Some(true), "{}", repl.term.screen());
+    let left = support::wait_gone(&seen, Duration::from_secs(15));
+    assert!(left.is_empty(), "processes left behind: {left:?}");
 }
