@@ -38,8 +38,9 @@ const COMMANDS: &[(&str, &str)] = &[
     (":quit", "leave the REPL and stop the local cluster (also Ctrl-D)"),
 ];
 
-/// A cell that waits this long for a starting session says why it waits.
-const SAY_STARTING_AFTER: Duration = Duration::from_millis(300);
+/// A cell that waits this long for the session (starting, or rust-analyzer warming
+/// up) says why it waits.
+const SAY_WHY_AFTER: Duration = Duration::from_millis(300);
 
 /// How long a cell may ignore an interrupt before a second Ctrl-C kills it.
 const KILL_AFTER: Duration = Duration::from_secs(2);
@@ -222,14 +223,14 @@ fn run_cell(session: &SharedSession, cell: &str) -> String {
     // starting or warming up: keys typed meanwhile wait in raw mode, Enters intact.
     let mut view = CellView::begin();
     let waiting_since = Instant::now();
-    let mut said_starting = false;
+    let mut said_why = false;
     let waited = session.wait(KEY_POLL, || {
-        if !said_starting && waiting_since.elapsed() >= SAY_STARTING_AFTER && session.is_starting() {
-            view.line(
-                "(the evaluator is still starting; the cell runs once it is up)",
-                Style::default().fg(Color::DarkGray),
-            );
-            said_starting = true;
+        if !said_why
+            && waiting_since.elapsed() >= SAY_WHY_AFTER
+            && let Some(why) = session.waiting_for()
+        {
+            view.line(&format!("({why}; the cell runs once it is done)"), Style::default().fg(Color::DarkGray));
+            said_why = true;
         }
         !view.interrupted()
     });
@@ -237,7 +238,7 @@ fn run_cell(session: &SharedSession, cell: &str) -> String {
         Ok(Some(session)) => session,
         Ok(None) => {
             view.line(
-                "Interrupted before the evaluator was up; the cell did not run.",
+                "Interrupted while waiting for the evaluator; the cell did not run.",
                 Style::default().fg(Color::Yellow),
             );
             return view.end();

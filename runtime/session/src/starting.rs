@@ -11,8 +11,8 @@
 //! session for a moment, so it never holds up a cell that was already typed.
 
 use crate::{Reserved, Session};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 /// How long the session must go unwanted before the warm-up takes it: a cell
@@ -30,6 +30,8 @@ struct Shared {
     changed: Condvar,
     /// Callers blocked in [`SharedSession::wait`]: the warm-up yields to them.
     waiting: AtomicUsize,
+    /// Whether the warm-up holds the session (readable without the lock it holds).
+    warming: AtomicBool,
 }
 
 enum State {
@@ -76,11 +78,7 @@ impl SharedSession {
     /// Starts the reserved session on a thread of its own, then warms rust-analyzer
     /// up once the session has gone unwanted for a moment.
     pub fn start(reserved: Reserved) -> SharedSession {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::Starting),
-            changed: Condvar::new(),
-            waiting: AtomicUsize::new(0),
-        });
+        let shared = Arc::new(Shared::new(State::Starting));
         let starting = shared.clone();
         std::thread::Builder::new()
             .name("session-start".into())
@@ -100,8 +98,7 @@ impl SharedSession {
     /// A session that has already started.
     pub fn ready(session: Session) -> SharedSession {
         let state = State::Ready { session: Box::new(session), last_used: Instant::now() };
-        let shared =
-            Arc::new(Shared { state: Mutex::new(state), changed: Condvar::new(), waiting: AtomicUsize::new(0) });
+        let shared = Arc::new(Shared::new(state));
         let warming = shared.clone();
         std::thread::Builder::new()
             .name("session-warm-up".into())
@@ -118,7 +115,7 @@ impl SharedSession {
         let _waiting = Decrement(&self.shared.waiting);
         loop {
             // Held by a cell or the warm-up for a while: ask again after a tick.
-            if let Ok(state) = self.shared.state.try_lock() {
+            if let Some(state) = self.shared.try_lock() {
                 let (state, _) = self
                     .shared
                     .changed
@@ -141,19 +138,46 @@ impl SharedSession {
     /// The session if it is ready and nobody holds it (for completion, which must
     /// not keep a person waiting).
     pub fn try_now(&self) -> Option<SessionGuard<'_>> {
-        let state = self.shared.state.try_lock().ok()?;
+        let state = self.shared.try_lock()?;
         matches!(*state, State::Ready { .. }).then_some(SessionGuard { state })
     }
 
-    /// Whether the session is still starting.
-    pub fn is_starting(&self) -> bool {
-        matches!(*self.shared.lock(), State::Starting)
+    /// What a caller of [`SharedSession::wait`] is waiting for, in words for a
+    /// person, or None when the session is free or held by another cell. Never
+    /// blocks.
+    pub fn waiting_for(&self) -> Option<&'static str> {
+        if self.shared.warming.load(Ordering::SeqCst) {
+            return Some("rust-analyzer is finishing loading the ray crate");
+        }
+        match self.shared.try_lock().as_deref() {
+            Some(State::Starting) => Some("the evaluator is still starting"),
+            _ => None,
+        }
     }
 }
 
 impl Shared {
+    fn new(state: State) -> Shared {
+        Shared {
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+            warming: AtomicBool::new(false),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The state unless another thread holds it. A cell that panicked while
+    /// holding it left the session as it was, which is still usable.
+    fn try_lock(&self) -> Option<MutexGuard<'_, State>> {
+        match self.state.try_lock() {
+            Ok(state) => Some(state),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Warms rust-analyzer up once nobody has waited for or used the session for
@@ -164,10 +188,12 @@ impl Shared {
             if self.waiting.load(Ordering::SeqCst) > 0 {
                 continue;
             }
-            let Ok(mut state) = self.state.try_lock() else { continue };
+            let Some(mut state) = self.try_lock() else { continue };
             match &mut *state {
                 State::Ready { session, last_used } if last_used.elapsed() >= IDLE_BEFORE_WARM_UP => {
+                    self.warming.store(true, Ordering::SeqCst);
                     session.warm_up();
+                    self.warming.store(false, Ordering::SeqCst);
                     return;
                 }
                 State::Ready { .. } | State::Starting => {}
