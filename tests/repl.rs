@@ -369,15 +369,18 @@ while !object_references.is_empty() {
 
 print_runtime(&all_data, start);";
 
-/// The items of each `Runtime:` block in `out`, with the block's seconds.
+/// The items of each `Runtime:` block in `out`, with the block's seconds. A line
+/// printed above the progress viewport follows the viewport's last frame in the
+/// transcript, on the same line once escapes are stripped, so both are looked for
+/// anywhere in a line.
 fn runtime_blocks(out: &str) -> Vec<(f64, Vec<usize>)> {
     let mut blocks: Vec<(f64, Vec<usize>)> = Vec::new();
     for line in out.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("Runtime: ") {
+        if let Some(rest) = line.split_once("Runtime: ").map(|(_, rest)| rest) {
             let seconds = rest.split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
             blocks.push((seconds, Vec::new()));
         } else if let (Some(block), Some(item)) =
-            (blocks.last_mut(), line.strip_prefix('(').and_then(|l| l.split(',').next()?.parse().ok()))
+            (blocks.last_mut(), line.rsplit_once('(').and_then(|(_, l)| l.split(',').next()?.parse().ok()))
         {
             block.1.push(item);
         }
