@@ -210,18 +210,15 @@ pub(crate) fn spawn(
         .name("kernel-engine".into())
         .spawn(move || {
             let mut engine = Engine::start(options, publisher, control);
-            let mut warmed = false;
+            // Jobs first; the first pause of IDLE_BEFORE_WARM_UP warms up, once.
             loop {
-                let job = match receiver.recv_timeout(IDLE_BEFORE_WARM_UP) {
-                    Ok(job) => job,
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) if !warmed => {
-                        engine.warm_up();
-                        warmed = true;
-                        continue;
-                    }
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-                };
+                match receiver.recv_timeout(IDLE_BEFORE_WARM_UP) {
+                    Ok(job) => engine.serve(job),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => break engine.warm_up(),
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            for job in receiver {
                 engine.serve(job);
             }
         })
@@ -338,11 +335,8 @@ impl Engine {
             observer.event(event);
         }
         self.control.cell_started();
-        let started = Instant::now();
+        // The session logs the cell's phases (`RAYREPL_LOG=ray_session=debug`).
         let result = session.execute_observed(&job.code, FLUSH_EVERY, &mut observer);
-        if let Ok(outputs) = &result {
-            tracing::debug!(total = ?started.elapsed(), phases = ?outputs.phases, "cell done");
-        }
         let interrupted = self.control.cell_finished();
         observer.finish(if interrupted { Ending::Interrupted } else { Ending::Finished });
         match result {
