@@ -281,6 +281,73 @@ fn kill_node_and_wait_dead(cluster: &ThreeNodes, ip: &str) {
     }
 }
 
+/// Issue 21: a head stopped (SIGSTOP) for 2, 5 and 10 times the node timeout,
+/// then resumed, used to mark every node dead and so bring the cluster down.
+/// Every node must stay alive, or come back, and work running across the stall
+/// must finish with the right results.
+#[test]
+fn a_stalled_head_keeps_its_nodes_and_the_work_across_them_finishes() {
+    let cluster = ThreeNodes::start();
+    let head_pid: i32 = std::fs::read_to_string(cluster.root(0).join("session_latest/pids"))
+        .unwrap()
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("the head's pid is the first recorded");
+    let mut driver = LiveDriver::start(&cluster, "through_head_stall");
+    driver.say("go");
+    let warm = driver.value("round").expect("a first round before any stall");
+    assert!(warm.contains("correct=true"), "{warm}");
+    for (round, times) in [2u32, 5, 10].into_iter().enumerate() {
+        // The round's tasks are in flight when the head stops.
+        driver.say("go");
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: kill(2) on the head daemon this test started.
+        unsafe { libc::kill(head_pid, libc::SIGSTOP) };
+        std::thread::sleep(ray_head::NODE_TIMEOUT * times);
+        // SAFETY: as above.
+        unsafe { libc::kill(head_pid, libc::SIGCONT) };
+        let result =
+            driver.value("round").unwrap_or_else(|| panic!("round {} did not finish after the stall", round + 2));
+        assert!(result.contains("correct=true"), "{times}x stall: {result}");
+        assert!(result.contains("ips=127.0.0.1,127.0.0.2,127.0.0.3"), "{times}x stall: {result}");
+        assert!(result.ends_with(&format!("actor_count={}", round + 2)), "{times}x stall: {result}");
+        // Give a node that was wrongly given up the time to come back, then
+        // check that none is dead.
+        std::thread::sleep(ray_head::NODE_TIMEOUT / 2);
+        let nodes = cluster.nodes();
+        assert_eq!(count_alive(&nodes), 3, "{times}x stall: {nodes:?}");
+    }
+    driver.say("stop");
+}
+
+/// A node that was stopped for longer than the timeout is marked dead; once it
+/// runs again it is told so, registers again, and takes work.
+#[test]
+fn a_node_marked_dead_while_stopped_rejoins_when_it_runs_again() {
+    let cluster = ThreeNodes::start();
+    let (pid, _) = cluster.node("127.0.0.3");
+    // SAFETY: kill(2) on a node daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let stopped = Instant::now();
+    while cluster.node("127.0.0.3").1 != "DEAD" {
+        assert!(stopped.elapsed() < Duration::from_secs(20), "a stopped node was not marked dead");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let resumed = Instant::now();
+    while cluster.node("127.0.0.3") != (pid, "ALIVE".to_string()) {
+        assert!(resumed.elapsed() < Duration::from_secs(15), "the node did not come back: {:?}", cluster.nodes());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut driver = LiveDriver::start(&cluster, "through_head_stall");
+    driver.say("go");
+    let round = driver.value("round").expect("work runs on the node that came back");
+    assert!(round.contains("correct=true ips=127.0.0.1,127.0.0.2,127.0.0.3"), "{round}");
+    driver.say("stop");
+}
+
 #[test]
 fn a_task_on_a_killed_node_is_retried_on_another() {
     let cluster = ThreeNodes::start();

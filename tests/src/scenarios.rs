@@ -100,6 +100,13 @@ fn where_am_i(ms: u64) -> String {
     ip
 }
 
+/// `x + y` after `ms`, with the IP of the node that computed it.
+#[ray::remote]
+fn slow_sum(ms: u64, x: i64, y: i64) -> (String, i64) {
+    sleep(Duration::from_millis(ms));
+    (std::env::var("RAYREPL_NODE_IP").unwrap_or_default(), x + y)
+}
+
 /// A `len`-byte blob with a marker every 4 KiB, so a reader can tell whether the
 /// chunks of a transfer arrived whole and in order.
 #[ray::remote]
@@ -837,6 +844,33 @@ fn actor_on_node_death() -> Result<(), RayError> {
     Ok(())
 }
 
+fn through_head_stall() -> Result<(), RayError> {
+    // Rounds of work across every node and an actor on .2, each started by the
+    // test's "go" on stdin; the test stops the head during rounds.
+    ray::init()?;
+    let counter = Counter::options().resource("b", 0.5).max_restarts(0).remote()?;
+    let mut rounds = 0i64;
+    loop {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| RayError::Internal(e.to_string()))?;
+        if line.trim() != "go" {
+            break;
+        }
+        rounds += 1;
+        let on = |resource: &str, i: i64| slow_sum.options().resource(resource, 0.25).remote(300, i, rounds);
+        let refs: Vec<_> = (0..6).flat_map(|i| [slow_sum.remote(300, i, rounds), on("b", i), on("c", i)]).collect();
+        let results = ray::get(&refs)?;
+        let total: i64 = results.iter().map(|(_, v)| v).sum();
+        let expected: i64 = 3 * (0..6).map(|i| i + rounds).sum::<i64>();
+        let mut ips: Vec<&str> = results.iter().map(|(ip, _)| ip.as_str()).collect();
+        ips.sort_unstable();
+        ips.dedup();
+        let count = ray::get(&counter.increment())?;
+        println!("round={rounds} correct={} ips={} actor_count={count}", total == expected, ips.join(","));
+    }
+    Ok(())
+}
+
 fn retry_on_node_death() -> Result<(), RayError> {
     // Resource `bc` is on nodes .2 and .3; the test kills the node this
     // task starts on, and the task must finish on the other.
@@ -1137,6 +1171,7 @@ const SCENARIOS: &[(&str, fn() -> Result<(), RayError>)] = &[
     ("owner_dies", owner_dies),
     ("lineage", lineage),
     ("actor_on_node_death", actor_on_node_death),
+    ("through_head_stall", through_head_stall),
     ("retry_on_node_death", retry_on_node_death),
     ("attach", attach),
     ("attach_elsewhere", attach_elsewhere),

@@ -11,10 +11,13 @@
 mod actors;
 pub mod artifacts;
 mod bundle_placement;
+pub mod liveness;
 mod placement_groups;
 
 use actors::Actors;
 use artifacts::Artifacts;
+pub use liveness::NODE_TIMEOUT;
+use liveness::{AwakeClock, CHECK_EVERY};
 use placement_groups::PlacementGroups;
 use ray_abi::PlacementGroupId;
 use ray_abi::ids::hex;
@@ -28,8 +31,6 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-/// A node that sends no heartbeat for this long is marked dead.
-pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most a driver's flush waits on any one node.
 const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(3);
 /// How many task records the head keeps; the oldest finished ones go first.
@@ -37,12 +38,15 @@ const MAX_TASKS: usize = 100_000;
 
 struct NodeEntry {
     info: NodeInfo,
-    last_heartbeat: Instant,
+    /// When the head last heard from it, on `Tables::clock`.
+    last_heartbeat: Duration,
 }
 
 #[derive(Default)]
 struct Tables {
     nodes: BTreeMap<Vec<u8>, NodeEntry>,
+    /// The head's awake time, which node silence is measured on.
+    clock: AwakeClock,
     jobs: BTreeMap<u32, JobInfo>,
     submissions: BTreeMap<String, JobSubmission>,
     next_job: u32,
@@ -195,10 +199,19 @@ impl HeadService {
     /// elsewhere. Returns the ids newly marked.
     pub fn check_node_liveness(&self) -> Vec<Vec<u8>> {
         let dead: Vec<Vec<u8>> = {
-            let mut t = self.lock();
+            let now = Instant::now();
+            let mut guard = self.lock();
+            let t = &mut *guard;
+            if let Some(stall) = t.clock.check(now) {
+                tracing::warn!(
+                    "the head could not run for {:.1}s (stopped, swapped out or starved); \
+                     that time does not count against the nodes' heartbeats",
+                    stall.as_secs_f64()
+                );
+            }
             let mut dead = Vec::new();
             for (id, n) in t.nodes.iter_mut() {
-                if n.info.is_alive() && n.last_heartbeat.elapsed() > NODE_TIMEOUT {
+                if n.info.is_alive() && t.clock.is_silent(n.last_heartbeat, now) {
                     n.info.set_state(NodeState::Dead);
                     dead.push(id.clone());
                 }
@@ -226,8 +239,21 @@ impl Head for HeadService {
     async fn register_node(&self, req: Request<RegisterNodeRequest>) -> Result<Response<RegisterNodeReply>, Status> {
         let mut info = req.into_inner().node.ok_or_else(|| Status::invalid_argument("missing node"))?;
         info.set_state(NodeState::Alive);
-        tracing::info!("node {} registered at {}", hex(&info.node_id), info.address);
-        self.lock().nodes.insert(info.node_id.to_vec(), NodeEntry { info, last_heartbeat: Instant::now() });
+        let mut t = self.lock();
+        match t.nodes.get(info.node_id.as_ref()).map(|n| n.info.state()) {
+            // It has already dropped what was moved off it (see the node's `rejoin`).
+            Some(NodeState::Dead) => tracing::warn!(
+                "node {} at {} came back after it was marked dead; its actors and bundles were moved, \
+                 and it takes new work again",
+                hex(&info.node_id),
+                info.address
+            ),
+            Some(_) => tracing::info!("node {} at {} registered again", hex(&info.node_id), info.address),
+            None => tracing::info!("node {} registered at {}", hex(&info.node_id), info.address),
+        }
+        let heard = t.clock.at(Instant::now());
+        t.nodes.insert(info.node_id.to_vec(), NodeEntry { info, last_heartbeat: heard });
+        drop(t);
         // A new node may be what a pending placement group waits for.
         self.groups.kick();
         Ok(Response::new(RegisterNodeReply {}))
@@ -235,16 +261,17 @@ impl Head for HeadService {
 
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {
         let hb = req.into_inner();
-        let mut t = self.lock();
+        let mut guard = self.lock();
+        let t = &mut *guard;
         match t.nodes.get_mut(hb.node_id.as_ref()) {
-            // A node marked dead stays dead: its work has been given up on or moved,
-            // and a node that comes back from a partition must not take new work
-            // under the old id.
+            // Its actors and bundles have been moved: it must drop them before it
+            // takes new work, so it registers again (the node's `rejoin`).
             Some(n) if !n.info.is_alive() => Err(Status::failed_precondition(
-                "this node was marked dead after missing heartbeats; start it again with `rayrepl start --address`",
+                "this node was marked dead after missing heartbeats; its actors and placement-group bundles \
+                 were moved to other nodes. Stop them here and register again",
             )),
             Some(n) => {
-                n.last_heartbeat = Instant::now();
+                n.last_heartbeat = t.clock.at(Instant::now());
                 n.info.update_resources(hb.resource_version, hb.total, hb.available);
                 n.info.object_store_used = hb.object_store_used;
                 n.info.num_workers = hb.num_workers;
@@ -566,7 +593,9 @@ pub async fn serve(
     let reserver = tokio::spawn(service.groups.clone().run());
     let liveness = service.clone();
     let monitor = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(CHECK_EVERY);
+        // After a stall, one check, not a burst: the clock counts the gap once.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             for id in liveness.check_node_liveness() {
@@ -680,18 +709,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_node_that_misses_heartbeats_is_dead_for_good() {
+    async fn a_node_marked_dead_is_refused_until_it_registers_again() {
         let head = service();
-        let node = NodeInfo { node_id: vec![7; 16].into(), state: NodeState::Dead.into(), ..NodeInfo::default() };
-        head.register_node(Request::new(RegisterNodeRequest { node: Some(node) })).await.unwrap();
-        let state = |head: &HeadService| head.lock().nodes[&vec![7; 16]].info.state();
+        let id = vec![7; 16];
+        let node = NodeInfo { node_id: id.clone().into(), state: NodeState::Dead.into(), ..NodeInfo::default() };
+        head.register_node(Request::new(RegisterNodeRequest { node: Some(node.clone()) })).await.unwrap();
+        let state = |head: &HeadService| head.lock().nodes[&id].info.state();
         assert_eq!(state(&head), NodeState::Alive, "registering makes a node alive");
-        head.lock().nodes.get_mut(&vec![7; 16]).unwrap().last_heartbeat -= NODE_TIMEOUT * 2;
-        assert_eq!(head.check_node_liveness(), vec![vec![7; 16]]);
+        // The head has been running, checking, for twice the timeout since it heard.
+        let start = Instant::now() - NODE_TIMEOUT * 2;
+        let mut clock = AwakeClock::new(start);
+        let mut t = start;
+        while t + CHECK_EVERY < Instant::now() {
+            t += CHECK_EVERY;
+            clock.check(t);
+        }
+        head.lock().clock = clock;
+        head.lock().nodes.get_mut(&id).unwrap().last_heartbeat = Duration::ZERO;
+        assert_eq!(head.check_node_liveness(), vec![id.clone()]);
         assert_eq!(state(&head), NodeState::Dead);
-        let beat = HeartbeatRequest { node_id: vec![7; 16].into(), ..HeartbeatRequest::default() };
-        let err = head.heartbeat(Request::new(beat)).await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        let beat = HeartbeatRequest { node_id: id.clone().into(), ..HeartbeatRequest::default() };
+        let err = head.heartbeat(Request::new(beat.clone())).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "a dead node must register again first");
         assert_eq!(state(&head), NodeState::Dead);
+        head.register_node(Request::new(RegisterNodeRequest { node: Some(node) })).await.unwrap();
+        head.heartbeat(Request::new(beat)).await.unwrap();
+        assert_eq!(state(&head), NodeState::Alive, "it came back");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_head_does_not_kill_the_nodes_it_could_not_hear() {
+        let head = service();
+        let node = NodeInfo { node_id: vec![8; 16].into(), ..NodeInfo::default() };
+        head.register_node(Request::new(RegisterNodeRequest { node: Some(node) })).await.unwrap();
+        // The head's last check, and the node's last heartbeat, were a minute ago.
+        head.lock().clock = AwakeClock::new(Instant::now() - Duration::from_secs(60));
+        assert!(head.check_node_liveness().is_empty());
+        assert_eq!(head.lock().nodes[&vec![8; 16]].info.state(), NodeState::Alive);
     }
 }

@@ -284,6 +284,24 @@ impl Pool {
         doomed
     }
 
+    /// The head marked this node dead and moved its actors and bundles to other
+    /// nodes: gives every bundle back and returns the pids of the workers that
+    /// must stop (actors, and tasks inside bundles). Plain tasks keep running:
+    /// their owners still wait for them.
+    pub fn drop_moved_work(&mut self) -> Vec<u32> {
+        let groups: HashSet<PlacementGroupId> = self.bundles.keys().map(|(g, _)| *g).collect();
+        let mut doomed: Vec<u32> = groups.into_iter().flat_map(|g| self.return_bundles(g, None, false)).collect();
+        doomed.extend(
+            self.leases
+                .iter()
+                .filter(|(id, _)| self.actor_leases.contains(id))
+                .filter_map(|(_, l)| self.workers.get(&l.worker_id).map(|w| w.pid)),
+        );
+        doomed.sort_unstable();
+        doomed.dedup();
+        doomed
+    }
+
     /// Whether the head removed `group`.
     pub fn group_removed(&self, group: &PlacementGroupId) -> bool {
         self.removed_groups.contains(group)
@@ -828,6 +846,46 @@ mod tests {
         let mut late = request_res(&mut pool, groups::in_group(&res(1.0), &g, None));
         pool.return_bundles(g, None, true);
         assert!(matches!(late.try_recv().map(|r| r.result), Ok(Some(lease_reply::Result::Unschedulable(_)))));
+    }
+
+    #[test]
+    fn a_node_given_up_stops_its_actors_and_bundles_but_not_its_tasks() {
+        let mut pool = Pool::new(vec![1], res(4.0));
+        for (id, pid) in [(10u8, 100u32), (11, 101), (12, 102)] {
+            pool.worker_spawned(vec![id], pid, 1);
+            pool.worker_registered(&[id], format!("w{id}"), String::new());
+        }
+        let g = group(1);
+        pool.prepare_bundles(g, &[(0, res(1.0))]).unwrap();
+        pool.commit_bundles(g, &[0]).unwrap();
+        let mut task = request(&mut pool, 1, 1.0);
+        let mut in_bundle = request_res(&mut pool, groups::in_group(&res(1.0), &g, Some(0)));
+        let (tx, mut actor) = oneshot::channel();
+        pool.enqueue(PendingLease {
+            job: 1,
+            resources: res(1.0),
+            reply: tx,
+            for_actor: true,
+            detached: false,
+            may_spill: false,
+            owner: "owner".into(),
+            request_id: 1,
+        });
+        pool.dispatch();
+        let task = granted(&mut task).expect("the task runs");
+        let in_bundle = granted(&mut in_bundle).expect("the bundle's task runs");
+        let actor = granted(&mut actor).expect("the actor runs");
+        let pid = |lease: &Lease| pool.lease_worker_pid(lease.lease_id).unwrap();
+        let mut expected = vec![pid(&in_bundle), pid(&actor)];
+        expected.sort_unstable();
+        let task_pid = pid(&task);
+        assert_eq!(pool.drop_moved_work(), expected);
+        assert!(pool.total().keys().all(|k| groups::is_plain(k)), "no bundle is left: {:?}", pool.total());
+        assert_eq!(pool.lease_worker_pid(task.lease_id), Some(task_pid), "the plain task keeps its worker");
+        for lease in [&in_bundle, &actor, &task] {
+            pool.return_lease(lease.lease_id);
+        }
+        assert_eq!(pool.available()["CPU"], 4.0, "every CPU comes back once the workers are gone");
     }
 
     proptest! {

@@ -3,6 +3,7 @@
 //! noticing when a job's driver is gone so its workers can go too.
 
 mod executables;
+mod head_link;
 mod logs;
 mod metrics;
 mod output;
@@ -106,6 +107,9 @@ struct Shared {
     executables: executables::Executables,
     /// Spread requests this node has placed, for taking turns.
     spread_turns: std::sync::atomic::AtomicUsize,
+    /// What this node told the head when it registered; resources are current
+    /// ones when it registers again.
+    registration: NodeInfo,
 }
 
 impl Shared {
@@ -291,6 +295,54 @@ impl Shared {
                 tracing::debug!("freed {freed} objects of {owner}, which is gone");
             }
         });
+    }
+
+    /// This node's heartbeat: its resources, store use, workers and queue.
+    fn heartbeat(&self) -> HeartbeatRequest {
+        let (view, workers, pending) = {
+            let mut pool = self.pool();
+            let pending = pool
+                .pending_demands()
+                .into_iter()
+                .map(|(shape, count)| ResourceDemand { shape: resources_from_map(&shape), count })
+                .collect();
+            (resource_view(pool.snapshot()), pool.workers().count() as u32, pending)
+        };
+        HeartbeatRequest {
+            node_id: self.node_id.clone().into(),
+            available: view.available,
+            total: view.total,
+            resource_version: view.version,
+            object_store_used: self.store().used(),
+            num_workers: workers,
+            pending,
+        }
+    }
+
+    /// Registers (again) with the head, with the resources this node has now.
+    async fn register(&self) -> Result<(), Status> {
+        let hb = self.heartbeat();
+        let node = NodeInfo {
+            total: hb.total,
+            available: hb.available,
+            resource_version: hb.resource_version,
+            object_store_used: hb.object_store_used,
+            num_workers: hb.num_workers,
+            ..self.registration.clone()
+        };
+        self.head.clone().register_node(RegisterNodeRequest { node: Some(node) }).await.map(|_| ())
+    }
+
+    /// Stops the workers whose work the head moved to other nodes when it gave
+    /// this one up, and gives their bundles back.
+    fn drop_moved_work(&self) {
+        let doomed = self.pool().drop_moved_work();
+        if !doomed.is_empty() {
+            tracing::warn!("stopping {} workers whose actors or bundles were moved to other nodes", doomed.len());
+        }
+        for pid in doomed {
+            kill(pid);
+        }
     }
 
     fn kill_all_workers(&self) {
@@ -698,39 +750,58 @@ impl Node for NodeService {
     }
 }
 
+/// Heartbeats, and keeps the node registered through head outages (see
+/// [`head_link`]).
 async fn heartbeat_loop(shared: Arc<Shared>) {
-    // Often enough that other nodes' placement sees this node's free resources.
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    use head_link::{ANSWER_TIMEOUT, Answer, Call, HeadLink, Say};
+    let mut link = HeadLink::default();
+    let mut call = Call::Heartbeat;
     loop {
-        tick.tick().await;
-        let (view, workers, pending) = {
-            let mut pool = shared.pool();
-            let pending = pool
-                .pending_demands()
-                .into_iter()
-                .map(|(shape, count)| ResourceDemand { shape: resources_from_map(&shape), count })
-                .collect();
-            (resource_view(pool.snapshot()), pool.workers().count() as u32, pending)
-        };
-        let used = shared.store().used();
-        let hb = HeartbeatRequest {
-            node_id: shared.node_id.clone().into(),
-            available: view.available,
-            total: view.total,
-            resource_version: view.version,
-            object_store_used: used,
-            num_workers: workers,
-            pending,
-        };
-        match shared.head.clone().heartbeat(hb).await {
-            Ok(_) => {}
-            Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-                tracing::error!("the head gave this node up: {}", e.message());
-                shared.shutdown.notify_one();
-                return;
+        let sent = async {
+            match call {
+                Call::Heartbeat => shared.head.clone().heartbeat(shared.heartbeat()).await.map(|_| ()),
+                Call::Register => shared.register().await,
+                Call::Rejoin => {
+                    shared.drop_moved_work();
+                    shared.register().await
+                }
             }
-            Err(e) => tracing::debug!("heartbeat failed: {e}"),
+        };
+        let answer = match tokio::time::timeout(ANSWER_TIMEOUT, sent).await {
+            Ok(Ok(())) => Answer::Ok,
+            Ok(Err(e)) if e.code() == tonic::Code::NotFound => Answer::Unknown,
+            Ok(Err(e)) if e.code() == tonic::Code::FailedPrecondition => Answer::GivenUp(e.message().to_string()),
+            Ok(Err(e)) => Answer::Failed(ray_proto::from_status(&e, "the head").to_string()),
+            Err(_) => Answer::Failed(format!("no answer within {ANSWER_TIMEOUT:?}")),
+        };
+        let decision = link.on_answer(call, answer, std::time::Instant::now());
+        let head = &shared.config.head_address;
+        match decision.say {
+            None => {}
+            Some(Say::Lost(why)) => tracing::warn!(
+                "lost the head at {head}: {why}. Running work goes on; retrying every {:?} at most",
+                head_link::MAX_BACKOFF
+            ),
+            Some(Say::StillLost(after, why)) => {
+                tracing::warn!(
+                    "the head at {head} has not answered for {:.0}s: {why}; still retrying",
+                    after.as_secs_f64()
+                )
+            }
+            Some(Say::Back(after)) => {
+                tracing::warn!("the head at {head} answers again after {:.1}s", after.as_secs_f64())
+            }
+            Some(Say::Unknown) => {
+                tracing::warn!("the head at {head} does not know this node (it restarted?); registering again")
+            }
+            Some(Say::GivenUp(why)) => tracing::warn!(
+                "the head at {head} gave this node up ({why}); stopping the actors and placement-group tasks it moved, \
+                 then registering again"
+            ),
+            Some(Say::Registered) => tracing::info!("registered with the head at {head} again"),
         }
+        call = decision.next;
+        tokio::time::sleep(decision.wait).await;
     }
 }
 
@@ -870,6 +941,25 @@ pub async fn run(
         .map_err(|e| NodeError::Head { address: config.head_address.clone(), detail: e.to_string() })?;
     let head = head_client(channel);
     let (log_tx, log_rx) = mpsc::unbounded_channel();
+    let registration = NodeInfo {
+        node_id: node_id.to_vec().into(),
+        address: address.clone(),
+        ip: config.ip.clone(),
+        total: resources_from_map(&config.resources),
+        available: resources_from_map(&config.resources),
+        state: NodeState::Alive.into(),
+        session_dir: config.session_dir.display().to_string(),
+        object_store_capacity: config.object_store_memory,
+        object_store_used: 0,
+        pid: std::process::id(),
+        start_time_ms: now_ms(),
+        num_workers: 0,
+        hostname: std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default(),
+        is_head: config.is_head,
+        pending: Vec::new(),
+        host_id: host_id(),
+        resource_version: 0,
+    };
     let shared = Arc::new(Shared {
         pool: Mutex::new(Pool::new(node_id.to_vec(), config.resources.clone())),
         store: Mutex::new(store),
@@ -883,41 +973,18 @@ pub async fn run(
         cluster: Mutex::new(None),
         pulls: Default::default(),
         channels: Mutex::new(HashMap::new()),
-        host_id: host_id(),
+        host_id: registration.host_id.clone(),
         executables: Default::default(),
         spread_turns: Default::default(),
         node_id: node_id.to_vec(),
         address: address.clone(),
         config: config.clone(),
+        registration,
     });
-    let hostname = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
-    head.clone()
-        .register_node(RegisterNodeRequest {
-            node: Some(NodeInfo {
-                node_id: node_id.to_vec().into(),
-                address: address.clone(),
-                ip: config.ip.clone(),
-                total: resources_from_map(&config.resources),
-                available: resources_from_map(&config.resources),
-                state: NodeState::Alive.into(),
-                session_dir: config.session_dir.display().to_string(),
-                object_store_capacity: config.object_store_memory,
-                object_store_used: 0,
-                pid: std::process::id(),
-                start_time_ms: now_ms(),
-                num_workers: 0,
-                hostname,
-                is_head: config.is_head,
-                pending: Vec::new(),
-                host_id: shared.host_id.clone(),
-                resource_version: 0,
-            }),
-        })
-        .await
-        .map_err(|e| NodeError::Head {
-            address: config.head_address.clone(),
-            detail: ray_proto::from_status(&e, "the head").to_string(),
-        })?;
+    shared.register().await.map_err(|e| NodeError::Head {
+        address: config.head_address.clone(),
+        detail: ray_proto::from_status(&e, "the head").to_string(),
+    })?;
     on_ready(&address, &node_id);
     let mut background = vec![
         tokio::spawn(heartbeat_loop(shared.clone())),
