@@ -36,9 +36,14 @@ pub struct StartArgs {
     /// Custom resources as JSON, e.g. '{"Custom1": 4}'.
     #[arg(long)]
     resources: Option<String>,
-    /// Object store capacity in bytes.
+    /// Object store capacity in bytes (default: 30% of memory, shrunk to fit
+    /// the free space of the store's filesystem).
     #[arg(long)]
     object_store_memory: Option<u64>,
+    /// Where the object store's shared-memory files live (default /dev/shm); a
+    /// tmpfs is fastest.
+    #[arg(long, value_name = "DIR")]
+    plasma_directory: Option<std::path::PathBuf>,
     /// The IP other machines reach this node at (default 127.0.0.1: loopback only).
     #[arg(long, default_value = "127.0.0.1")]
     node_ip_address: String,
@@ -220,6 +225,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         num_gpus: args.num_gpus,
         custom: parse_resources(args.resources.as_deref())?,
         object_store_memory: args.object_store_memory,
+        plasma_directory: args.plasma_directory.clone(),
     };
     // A node joins only a head that answers and takes its token: both are
     // checked before anything is created here.

@@ -871,6 +871,19 @@ fn through_head_stall() -> Result<(), RayError> {
     Ok(())
 }
 
+fn put_sized() -> Result<(), RayError> {
+    // Puts RAYREPL_TEST_PUT_BYTES bytes into the store of the cluster at
+    // RAYREPL_ADDRESS and says how it went.
+    ray::init()?;
+    let len: usize = std::env::var("RAYREPL_TEST_PUT_BYTES").ok().and_then(|n| n.parse().ok()).unwrap_or(1 << 20);
+    match ray::put(&vec![7u8; len]) {
+        Ok(r) => println!("put=ok len={}", ray::get(&r)?.len()),
+        Err(RayError::ObjectStoreFull { requested, .. }) => println!("put=full requested={requested}"),
+        Err(e) => println!("put=error {}", one_line(&e)),
+    }
+    Ok(())
+}
+
 fn retry_on_node_death() -> Result<(), RayError> {
     // Resource `bc` is on nodes .2 and .3; the test kills the node this
     // task starts on, and the task must finish on the other.
@@ -1172,6 +1185,7 @@ const SCENARIOS: &[(&str, fn() -> Result<(), RayError>)] = &[
     ("lineage", lineage),
     ("actor_on_node_death", actor_on_node_death),
     ("through_head_stall", through_head_stall),
+    ("put_sized", put_sized),
     ("retry_on_node_death", retry_on_node_death),
     ("attach", attach),
     ("attach_elsewhere", attach_elsewhere),

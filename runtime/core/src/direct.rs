@@ -275,6 +275,7 @@ impl DirectServer {
     /// Listens on `ip`, port chosen by the system.
     pub(crate) fn bind(ip: &str) -> std::io::Result<(Self, JobWaker)> {
         let addr = std::net::SocketAddr::new(ip.parse().map_err(std::io::Error::other)?, 0);
+        ray_proto::gate::raise_fd_limit();
         let mut listener = mio::net::TcpListener::bind(addr)?;
         let poll = mio::Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, mio::Interest::READABLE)?;
@@ -345,6 +346,7 @@ impl DirectServer {
                     let token = mio::Token(*next_token);
                     *next_token += 1;
                     let _ = stream.set_nodelay(true);
+                    make_room(connections);
                     if self.poll.registry().register(&mut stream, token, mio::Interest::READABLE).is_ok() {
                         connections.insert(
                             token,
@@ -367,6 +369,20 @@ impl DirectServer {
                 }
             }
         }
+    }
+}
+
+/// Closes the oldest connection that has not presented the token if
+/// [`ray_proto::gate::MAX_WAITING`] wait, so a flood of idle connections cannot
+/// use up the worker's descriptors (the gRPC listeners do the same).
+fn make_room(connections: &mut HashMap<mio::Token, Connection>) {
+    use ray_proto::gate::MAX_WAITING;
+    if connections.len() < MAX_WAITING || connections.values().filter(|c| c.caller.is_none()).count() < MAX_WAITING {
+        return;
+    }
+    let oldest = connections.iter().filter(|(_, c)| c.caller.is_none()).min_by_key(|(_, c)| c.opened).map(|(t, _)| *t);
+    if let Some(oldest) = oldest {
+        connections.remove(&oldest);
     }
 }
 

@@ -147,6 +147,44 @@ fn wants_page(req: &Request) -> bool {
         && req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("text/html"))
 }
 
+/// The dashboard's listener: connections that never present the token are
+/// closed, as on every listener (see [`ray_proto::gate`]). The sign-in page is
+/// served without a token, so a browser that stays on it reconnects to sign in.
+pub struct Listener(pub ray_proto::gate::GatedListener);
+
+impl axum::serve::Listener for Listener {
+    type Io = ray_proto::gate::Gated;
+    type Addr = Option<std::net::SocketAddr>;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let io = self.0.accept().await;
+        let addr = io.peer().remote;
+        (io, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr().map(Some)
+    }
+}
+
+/// The connection a request came on, so that presenting the token keeps it open.
+#[derive(Clone, Debug)]
+pub struct Client(ray_proto::gate::Peer);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>> for Client {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Listener>) -> Self {
+        Client(stream.io().peer().clone())
+    }
+}
+
+/// Keeps the request's connection open: it presented the token.
+fn admit(req: &Request) {
+    if let Some(axum::extract::ConnectInfo(Client(peer))) = req.extensions().get::<axum::extract::ConnectInfo<Client>>()
+    {
+        peer.authenticated();
+    }
+}
+
 /// Middleware: lets requests with the token through and answers the rest.
 pub async fn require_token(State(gate): State<TokenGate>, req: Request, next: Next) -> Response {
     if req.uri().path() == LOGIN_PATH {
@@ -156,13 +194,17 @@ pub async fn require_token(State(gate): State<TokenGate>, req: Request, next: Ne
         && let Some((presented, clean)) = token_in_query(req.uri())
     {
         return if same(presented.as_bytes(), gate.token.as_bytes()) {
+            admit(&req);
             signed_in(&gate.token, &clean)
         } else {
             (StatusCode::FORBIDDEN, sign_in_page(Some("That token is not this cluster's."))).into_response()
         };
     }
     match check(req.headers(), &gate.token) {
-        Access::Granted => next.run(req).await,
+        Access::Granted => {
+            admit(&req);
+            next.run(req).await
+        }
         Access::Missing if wants_page(&req) => (StatusCode::UNAUTHORIZED, sign_in_page(None)).into_response(),
         Access::Missing => (StatusCode::UNAUTHORIZED, gate.missing_text()).into_response(),
         Access::Wrong if wants_page(&req) => {

@@ -118,7 +118,8 @@ pub async fn serve(
         },
         head.clone(),
     );
-    let app = router(&config, head, jobs.clone());
+    let app = router(&config, head, jobs.clone()).into_make_service_with_connect_info::<auth::Client>();
+    let listener = auth::Listener(ray_proto::gate::GatedListener::new(listener));
     // Not a graceful shutdown: a followed log or a live page never ends by itself.
     let result = tokio::select! {
         served = axum::serve(listener, app).into_future() => served,

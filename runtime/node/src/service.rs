@@ -47,6 +47,14 @@ pub enum NodeError {
     /// The object store could not be set up.
     #[error(transparent)]
     Store(#[from] ray_object_store::StoreError),
+    /// The object store's directory cannot be used.
+    #[error("cannot keep the object store in {}: {detail}; pass an existing directory to --plasma-directory", dir.display())]
+    PlasmaDirectory {
+        /// The directory.
+        dir: PathBuf,
+        /// Why not.
+        detail: String,
+    },
     /// The gRPC server failed.
     #[error("node service failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -63,8 +71,12 @@ pub struct NodeConfig {
     pub ip: String,
     /// What this node offers (`CPU`, `GPU`, custom).
     pub resources: Resources,
-    /// Object store capacity in bytes.
-    pub object_store_memory: u64,
+    /// Object store capacity in bytes; `None` for 30% of memory, shrunk to fit
+    /// the filesystem the store lives on.
+    pub object_store_memory: Option<u64>,
+    /// Where the store's files live (Ray's `--plasma-directory`); `None` for
+    /// `/dev/shm`.
+    pub plasma_directory: Option<PathBuf>,
     /// The session directory (logs live under it).
     pub session_dir: PathBuf,
     /// Whether this node runs beside the head.
@@ -907,6 +919,38 @@ async fn ask_to_exit(shared: Arc<Shared>, worker_id: Vec<u8>, pid: u32, address:
     }
 }
 
+/// Sizes the node's object store for the room its filesystem has (see
+/// [`ray_object_store::sizing`]) and creates it, after removing stores left by
+/// dead nodes.
+fn open_store(config: &NodeConfig, node_id: &[u8]) -> Result<StoreIndex, NodeError> {
+    use ray_object_store::sizing::{StoreSize, default_size, free_space, size_store};
+    let base = ray_object_store::store_base(config.plasma_directory.as_deref());
+    let unusable = |detail: String| NodeError::PlasmaDirectory { dir: base.clone(), detail };
+    if !base.is_dir() {
+        return Err(unusable("it is not a directory".into()));
+    }
+    let stale = ray_object_store::remove_stale_stores(&base);
+    if stale > 0 {
+        tracing::info!("removed {stale} object stores left by node daemons that died");
+    }
+    let free = free_space(&base).map_err(|e| unusable(e.to_string()))?;
+    let size = size_store(config.object_store_memory, default_size(), free, &base)?;
+    if let StoreSize::Shrunk { from, to } = size {
+        tracing::warn!(
+            "{} has only {} free, less than the default object store of {}: the store is {}. Give {} more room \
+             (for Docker, `--shm-size`), or choose with --object-store-memory and --plasma-directory",
+            base.display(),
+            format_bytes(free),
+            format_bytes(from),
+            format_bytes(to),
+            base.display()
+        );
+    }
+    let session_name = config.session_dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let root = ray_object_store::store_root(&base, &session_name, &hex(&node_id[..4]));
+    Ok(StoreIndex::new(root, size.bytes())?)
+}
+
 /// Runs a node daemon on `listener` until `stop` resolves or it is told to stop.
 /// `on_ready(address, node_id)` runs once the node is registered with the head.
 pub async fn run(
@@ -917,15 +961,8 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let address = format!("{}:{}", config.ip, listener.local_addr().map(|a| a.port()).unwrap_or(0));
     let node_id: [u8; 16] = rand::random();
-    let stale = ray_object_store::remove_stale_stores();
-    if stale > 0 {
-        tracing::info!("removed {stale} object stores left by node daemons that died");
-    }
-    let session_name = config.session_dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let store = StoreIndex::new(
-        ray_object_store::default_root(&session_name, &hex(&node_id[..4])),
-        config.object_store_memory,
-    )?;
+    let store = open_store(&config, &node_id)?;
+    let store_capacity = store.capacity();
     std::fs::create_dir_all(config.session_dir.join("logs")).ok();
     // Bound before the node registers, so a port that is taken fails the start.
     let metrics_listener = match config.metrics_export_port {
@@ -949,7 +986,7 @@ pub async fn run(
         available: resources_from_map(&config.resources),
         state: NodeState::Alive.into(),
         session_dir: config.session_dir.display().to_string(),
-        object_store_capacity: config.object_store_memory,
+        object_store_capacity: store_capacity,
         object_store_used: 0,
         pid: std::process::id(),
         start_time_ms: now_ms(),

@@ -207,6 +207,8 @@ impl Drop for PinnedSpan {
 
 /// The node's side of the arena: the file, its allocator and slot table.
 pub struct Arena {
+    /// The arena file, kept open to back ranges with memory as they are reserved.
+    file: std::fs::File,
     map: Arc<ArenaMap>,
     allocator: Allocator,
     allocations: HashMap<u32, Allocation>,
@@ -248,9 +250,12 @@ impl Arena {
             .open(&path)
             .map_err(io_err(&path))?;
         file.set_len(DATA_START + blocks * BLOCK).map_err(io_err(&path))?;
-        drop(file);
+        // The slot table is written before any object; it is the only part
+        // backed up front.
+        allocate_space(&file, 0, DATA_START).map_err(io_err(&path))?;
         let map = Arc::new(ArenaMap::open(&path)?);
         Ok(Arena {
+            file,
             map,
             allocator: Allocator::with_max_allocs(blocks as u32, SLOTS.saturating_mul(2)),
             allocations: HashMap::new(),
@@ -288,6 +293,14 @@ impl Arena {
         self.allocations.insert(slot, allocation);
         self.touched = true;
         Some(Span { offset: DATA_START + allocation.offset as u64 * BLOCK, len, slot, generation })
+    }
+
+    /// Gives `span`'s range memory now, so that writing it cannot fault: the file
+    /// is sparse, and a page that tmpfs cannot back when first written kills the
+    /// writer with SIGBUS. Fails (`ENOSPC`) when the filesystem is full. Pages
+    /// already backed cost nothing.
+    pub fn back(&self, span: &Span) -> std::io::Result<()> {
+        allocate_space(&self.file, span.offset, span.len)
     }
 
     /// Frees a span once no reader pins it; until then it waits in `pending`.
@@ -350,6 +363,28 @@ impl Arena {
                 tracing::debug!("could not give the idle object arena's memory back: {e}");
                 false
             }
+        }
+    }
+}
+
+/// Backs `len` bytes of `file` from `offset` with storage (fallocate(2), which
+/// also extends the file if needed); `ENOSPC` when the filesystem has no room.
+pub(crate) fn allocate_space(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return Ok(());
+    }
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "range beyond the largest file offset"));
+    };
+    loop {
+        // SAFETY: fallocate(2) on a descriptor we own; it touches no memory of ours.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
@@ -419,7 +454,8 @@ mod tests {
         arena.release(span);
         assert!(!arena.trim_if_idle(Duration::from_secs(60)), "trimmed before the arena was idle long");
         assert!(arena.trim_if_idle(Duration::ZERO));
-        assert!(std::fs::metadata(&file).unwrap().blocks() * 512 < 1 << 20, "the pages stayed");
+        let kept = std::fs::metadata(&file).unwrap().blocks() * 512;
+        assert!(kept < DATA_START + (1 << 20), "the pages stayed: {kept} bytes, the slot table is {DATA_START}");
         assert!(!arena.trim_if_idle(Duration::ZERO), "trimmed twice");
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -16,6 +16,7 @@
 //! owner frees them.
 
 pub mod arena;
+pub mod sizing;
 
 use arena::{Arena, PinnedSpan};
 pub use arena::{ArenaMap, Span};
@@ -48,6 +49,21 @@ pub enum StoreError {
     /// The object is not in the store.
     #[error("object {0} is not in the store")]
     Missing(ObjectId),
+    /// The filesystem the store lives on has too little free space for it.
+    #[error(
+        "the object store needs {} but {} has only {} free; start the node with a smaller \
+         --object-store-memory, put the store on a larger filesystem with --plasma-directory, \
+         or give {} more room (for Docker, `--shm-size`)",
+        mib(*wanted), dir.display(), mib(*free), dir.display()
+    )]
+    NoRoom {
+        /// Where the store would live.
+        dir: PathBuf,
+        /// The size it needs.
+        wanted: u64,
+        /// The free space there.
+        free: u64,
+    },
     /// A file operation failed.
     #[error("object store I/O on {path}: {source}")]
     Io {
@@ -70,18 +86,28 @@ impl From<StoreError> for RayError {
     }
 }
 
+/// `n` bytes in MiB, for messages.
+fn mib(n: u64) -> String {
+    format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
-fn store_base() -> PathBuf {
+/// The directory node stores live in: `plasma_directory` (Ray's
+/// `--plasma-directory`) if given, else tmpfs when the machine has it.
+pub fn store_base(plasma_directory: Option<&Path>) -> PathBuf {
+    if let Some(dir) = plasma_directory {
+        return dir.to_path_buf();
+    }
     let shm = Path::new("/dev/shm");
     if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() }
 }
 
-/// Where a node keeps its objects: tmpfs when the machine has it.
-pub fn default_root(session: &str, node: &str) -> PathBuf {
-    store_base().join(format!("rayrepl-{session}-{node}"))
+/// Where a node of `session` keeps its objects, in `base` (see [`store_base`]).
+pub fn store_root(base: &Path, session: &str, node: &str) -> PathBuf {
+    base.join(format!("rayrepl-{session}-{node}"))
 }
 
 /// The file in a store's directory naming the process that keeps it.
@@ -101,8 +127,8 @@ fn process_identity(pid: &str) -> Option<String> {
 /// namespace (true on one machine, and for network namespaces). A store whose
 /// keeper cannot be read as `pid start-time` is left alone. Returns how many
 /// were removed.
-pub fn remove_stale_stores() -> usize {
-    let Ok(entries) = std::fs::read_dir(store_base()) else { return 0 };
+pub fn remove_stale_stores(base: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(base) else { return 0 };
     let mut removed = 0;
     for dir in entries.flatten().map(|e| e.path()) {
         let is_store = dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("rayrepl-"));
@@ -163,7 +189,11 @@ pub struct StoreIndex {
 impl StoreIndex {
     /// A store under `root` holding at most `capacity` bytes. Creates `root`.
     pub fn new(root: PathBuf, capacity: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // Private: its objects are the cluster's data.
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&root).map_err(io_err(&root))?;
+        }
         // Names this process as the store's keeper, for `remove_stale_stores`. The
         // file appears whole (write, then rename): a sweep that read it half
         // written would take a live store for a dead one.
@@ -225,6 +255,14 @@ impl StoreIndex {
     pub fn reserve(&mut self, id: ObjectId, size: u64, owner: &str) -> Result<Location, StoreError> {
         self.reserve_as(id, size, owner, true)?;
         let span = self.arena.as_mut().and_then(|a| a.allocate(size));
+        if let (Some(span), Some(arena)) = (span, self.arena.as_mut())
+            && let Err(e) = arena.back(&span)
+        {
+            arena.release(span);
+            self.used -= size;
+            self.objects.remove(&id);
+            return Err(self.cannot_back(size, e));
+        }
         if let Some(o) = self.objects.get_mut(&id) {
             o.span = span;
         }
@@ -268,6 +306,23 @@ impl StoreIndex {
         };
         self.objects.insert(id, object);
         Ok(())
+    }
+
+    /// The error for an object whose memory the filesystem could not give: the
+    /// store is full as far as the caller can tell, whatever its own count says.
+    fn cannot_back(&self, size: u64, e: io::Error) -> StoreError {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            tracing::warn!(
+                "the filesystem of the object store ({}) is full, below the store's {} capacity: \
+                 a {size}-byte object was refused. Free space there, or restart the node with a smaller \
+                 --object-store-memory or a --plasma-directory on a larger filesystem",
+                self.root.display(),
+                mib(self.capacity)
+            );
+            StoreError::Full { requested: size, used: self.used, capacity: self.capacity }
+        } else {
+            StoreError::Io { path: self.root.clone(), source: e }
+        }
     }
 
     /// Frees sealed secondary copies, least recently used first, until `needed`
@@ -390,7 +445,12 @@ impl ObjectWriter {
     pub fn create(path: &Path, size: u64) -> Result<Self, StoreError> {
         let file =
             OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path).map_err(io_err(path))?;
-        file.set_len(size).map_err(io_err(path))?;
+        // Backed now, not sparse: a page tmpfs could not back would be SIGBUS
+        // when written through the map.
+        if let Err(e) = arena::allocate_space(&file, 0, size) {
+            let _ = std::fs::remove_file(path);
+            return Err(StoreError::Io { path: path.to_path_buf(), source: e });
+        }
         let map = if size == 0 {
             None
         } else {
@@ -587,18 +647,18 @@ mod tests {
     fn stores_whose_keeper_died_are_removed_and_live_ones_kept() {
         let live = std::env::temp_dir().join(format!("rayrepl-store-live-{}", std::process::id()));
         let store = StoreIndex::new(live.clone(), 100).unwrap();
-        let dead = store_base().join(format!("rayrepl-test-dead-{}", std::process::id()));
+        let dead = store_base(None).join(format!("rayrepl-test-dead-{}", std::process::id()));
         std::fs::create_dir_all(&dead).unwrap();
         // A pid that cannot be running: above the kernel's maximum.
         std::fs::write(dead.join(KEEPER_FILE), "4194305 1").unwrap();
         std::fs::write(dead.join("object"), b"bytes").unwrap();
-        let mine = store_base().join(format!("rayrepl-test-mine-{}", std::process::id()));
+        let mine = store_base(None).join(format!("rayrepl-test-mine-{}", std::process::id()));
         let _mine = StoreIndex::new(mine.clone(), 100).unwrap();
         // A keeper caught while being written, or not ours to judge.
-        let unreadable = store_base().join(format!("rayrepl-test-unreadable-{}", std::process::id()));
+        let unreadable = store_base(None).join(format!("rayrepl-test-unreadable-{}", std::process::id()));
         std::fs::create_dir_all(&unreadable).unwrap();
         std::fs::write(unreadable.join(KEEPER_FILE), "").unwrap();
-        assert!(remove_stale_stores() >= 1);
+        assert!(remove_stale_stores(&store_base(None)) >= 1);
         assert!(!dead.exists(), "a dead node's store was kept");
         assert!(mine.exists(), "a live node's store was removed");
         assert!(unreadable.exists(), "a store with an unreadable keeper was removed");

@@ -16,6 +16,7 @@ mod generated {
 }
 pub use generated::*;
 
+pub mod gate;
 pub mod groups;
 pub mod session;
 
@@ -102,7 +103,12 @@ impl CheckToken {
 impl Interceptor for CheckToken {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         match token_rejection(self.0.as_bytes(), req.metadata().get(TOKEN_HEADER).map(|v| v.as_bytes())) {
-            None => Ok(req),
+            None => {
+                if let Some(peer) = req.extensions().get::<gate::Peer>() {
+                    peer.authenticated();
+                }
+                Ok(req)
+            }
             Some(why) => Err(Status::unauthenticated(why)),
         }
     }
@@ -198,10 +204,12 @@ pub async fn serve_until(
     }
 }
 
-/// Accepts connections on `listener` with Nagle's algorithm off: every message
-/// here is latency-bound, and a delayed ACK would cost 40 ms a call.
-pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+/// Accepts connections on `listener` through a [`gate::Gate`], which closes
+/// those that do not present the token in time, with Nagle's algorithm off.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<gate::Gated>> + Send + 'static {
+    gate::gated(listener)
 }
 
 /// A channel that connects on first use (it never fails here).

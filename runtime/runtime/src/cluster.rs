@@ -29,6 +29,8 @@ pub struct NodeResources {
     pub custom: BTreeMap<String, f64>,
     /// Object store bytes.
     pub object_store_memory: Option<u64>,
+    /// Where the object store's files live (default `/dev/shm`).
+    pub plasma_directory: Option<std::path::PathBuf>,
 }
 
 impl NodeResources {
@@ -214,6 +216,9 @@ pub fn node_env(
     ];
     if let Some(m) = resources.object_store_memory {
         env.push(("RAYREPL_OBJECT_STORE_MEMORY".into(), m.to_string()));
+    }
+    if let Some(dir) = &resources.plasma_directory {
+        env.push(("RAYREPL_PLASMA_DIRECTORY".into(), dir.display().to_string()));
     }
     env
 }

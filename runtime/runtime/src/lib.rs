@@ -127,6 +127,7 @@ pub fn init_driver(config: InitConfig) -> Result<Arc<Host>, RayError> {
                 num_gpus: config.num_gpus,
                 custom: config.resources.clone(),
                 object_store_memory: config.object_store_memory,
+                plasma_directory: None,
             };
             let cluster = LocalCluster::start(&resources)?;
             let connection = Connection {

@@ -237,9 +237,13 @@ fn run_node() -> Result<(), RayError> {
         token: env("RAYREPL_TOKEN")?,
         ip: env_or("RAYREPL_NODE_IP", "127.0.0.1"),
         resources,
-        object_store_memory: env_or("RAYREPL_OBJECT_STORE_MEMORY", &default_store_memory().to_string())
-            .parse()
-            .map_err(|_| RayError::Startup("bad RAYREPL_OBJECT_STORE_MEMORY".into()))?,
+        object_store_memory: match std::env::var("RAYREPL_OBJECT_STORE_MEMORY").ok().filter(|m| !m.is_empty()) {
+            Some(m) => {
+                Some(m.parse().map_err(|_| RayError::Startup(format!("bad RAYREPL_OBJECT_STORE_MEMORY {m:?}")))?)
+            }
+            None => None,
+        },
+        plasma_directory: std::env::var_os("RAYREPL_PLASMA_DIRECTORY").filter(|d| !d.is_empty()).map(PathBuf::from),
         session_dir: PathBuf::from(env("RAYREPL_SESSION_DIR")?),
         is_head: env_or("RAYREPL_IS_HEAD", "0") == "1",
         idle_worker_timeout: std::time::Duration::from_millis(
@@ -266,16 +270,6 @@ fn run_node() -> Result<(), RayError> {
         .await
         .map_err(|e| RayError::Startup(e.to_string()))
     })
-}
-
-/// Default object store size: 30% of memory, as Ray does, at most 200 GiB.
-pub fn default_store_memory() -> u64 {
-    // SAFETY: sysconf has no memory-safety requirements.
-    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
-    // SAFETY: as above.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let total = (pages.max(0) as u64).saturating_mul(page.max(0) as u64);
-    (total / 10 * 3).clamp(64 << 20, 200 << 30)
 }
 
 /// The bytes of the hex id in environment variable `name`.

@@ -185,20 +185,18 @@ impl Shared {
     }
 }
 
-/// Serves `/metrics` on `listener` until the task is dropped.
+/// Serves `/metrics` on `listener` until the task is dropped. Scrapers carry no
+/// token, so a connection counts as admitted once it asks for something; one that
+/// never does is closed, as on every listener (see [`ray_proto::gate`]).
 pub(super) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let listener = ray_proto::gate::GatedListener::new(listener);
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!("the metrics server cannot accept a connection: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let stream = listener.accept().await;
         let shared = shared.clone();
         tokio::spawn(async move {
+            let peer = stream.peer().clone();
             let service = hyper::service::service_fn(move |req| {
+                peer.authenticated();
                 let shared = shared.clone();
                 async move { Ok::<_, std::convert::Infallible>(shared.answer_metrics(req).await) }
             });
