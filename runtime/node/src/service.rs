@@ -855,7 +855,9 @@ pub async fn run(
         ray_object_store::default_root(&session_name, &hex(&node_id[..4])),
         config.object_store_memory,
     )?;
-    std::fs::create_dir_all(config.session_dir.join("logs")).ok();
+    if let Err(e) = ray_proto::private::create_dir(&config.session_dir.join("logs")) {
+        tracing::warn!("workers' logs are not kept: {e}");
+    }
     // Bound before the node registers, so a port that is taken fails the start.
     let metrics_listener = match config.metrics_export_port {
         Some(port) => Some(

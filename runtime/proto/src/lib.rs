@@ -17,6 +17,7 @@ mod generated {
 pub use generated::*;
 
 pub mod groups;
+pub mod private;
 pub mod session;
 
 // States are enums on the wire, each nested in the message that carries it (as
