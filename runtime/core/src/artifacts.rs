@@ -6,8 +6,9 @@
 //! library once, under its sha256, to the head; a worker fetches it on first use,
 //! keeps it in the node's session directory, checks it (its hash and its mark,
 //! each time it loads it: see [`crate::cell_library`]), loads it and looks the
-//! trampoline up by symbol. Libraries are never unloaded: code in them may still be running on
-//! other threads, and a recycled worker is the safe way to drop them.
+//! trampoline up by symbol. Libraries are never unloaded: code in them may still
+//! be running on other threads, and a recycled worker is the safe way to drop
+//! them.
 //!
 //! Workers of a compiled program run that program. A node on the driver's machine
 //! runs it by path; a node elsewhere asks the driver for it ([`executable_chunks`])

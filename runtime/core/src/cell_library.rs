@@ -12,8 +12,9 @@
 //!    ([`ray_proto::private`]).
 //! 2. Its bytes, read through the file descriptor that was checked, must hash
 //!    (sha256, as the driver computed when it published the library) to the name
-//!    it is loaded by. A cached file that changed is refused, never re-fetched
-//!    silently: something wrote to a private cache.
+//!    it is loaded by. A cached file that changed is refused, never replaced
+//!    silently: something wrote to a private cache. (On the head's machine the
+//!    head keeps its copy in the same file.)
 //! 3. The same bytes must parse as an ELF shared object whose dynamic symbol
 //!    table exports [`ray_abi::cell_marker::SYMBOL`], holding this build's mark
 //!    (the project's name and the ABI key). A system library such as `libz.so`,
@@ -59,8 +60,8 @@ pub(crate) enum Refused {
     /// The file's bytes do not hash to its name.
     #[error(
         "its cached code library {} does not match its sha256 (expected {expected}, found {found}): it was \
-         changed after this node fetched it, so the worker refused to load it. Delete the file (the worker then \
-         fetches the library again from the head) and find out what else writes to {}",
+         changed after it was stored, so the worker refused to load it. Find out what else writes to {}, delete \
+         the file, and run the driver that defined the function again: it uploads the library anew",
         path.display(),
         path.parent().unwrap_or(Path::new("/")).display()
     )]
@@ -260,7 +261,7 @@ mod tests {
         std::fs::write(&file, &tampered).unwrap();
         let err = check(&file, &hash).unwrap_err().to_string();
         assert!(err.contains("does not match its sha256"), "{err}");
-        assert!(err.contains("Delete the file"), "{err}");
+        assert!(err.contains("delete the file, and run the driver"), "{err}");
 
         std::fs::write(&file, &lib).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();

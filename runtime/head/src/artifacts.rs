@@ -49,7 +49,9 @@ impl Artifacts {
         if first.hash.len() != 64 || !first.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Status::invalid_argument("an artifact is named by its sha256 in hex"));
         }
-        if self.lookup(&first.hash).is_some() {
+        // Stored already, unless its file was deleted (as a worker's refusal of
+        // a changed copy advises): then this upload puts it back.
+        if self.lookup(&first.hash).is_some_and(|s| s.path.exists()) {
             return Ok(false);
         }
         // A mkdir and a stat: quick enough for the head's one thread.
