@@ -126,7 +126,7 @@ fn parse_resources(json: Option<&str>) -> anyhow::Result<BTreeMap<String, f64>> 
 
 fn record_pid(dir: &Path, pid: u32) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("pids"))?;
+    let mut f = ray_proto::private::create_file(&dir.join("pids"), true)?;
     writeln!(f, "{pid}")?;
     Ok(())
 }

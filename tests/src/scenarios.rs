@@ -1161,6 +1161,38 @@ fn not_initialized() -> Result<(), RayError> {
     Ok(())
 }
 
+/// Submits a task whose code is the function `SYMBOL` of the shared library
+/// `LIBRARY`, the way a REPL cell's task is submitted: the driver has the
+/// library loaded, publishes it to the head by hash, and a worker fetches and
+/// loads it. Its one argument is 42 (the test's library hands it back). Prints
+/// `result=` what `get` returned.
+fn foreign_library() -> Result<(), RayError> {
+    init_default()?;
+    let var = |name: &str| std::env::var(name).map_err(|_| RayError::InvalidArgument(format!("{name} is not set")));
+    let library = std::ffi::CString::new(var("LIBRARY")?).map_err(|e| RayError::InvalidArgument(e.to_string()))?;
+    let symbol = var("SYMBOL")?;
+    let c_symbol = std::ffi::CString::new(symbol.clone()).map_err(|e| RayError::InvalidArgument(e.to_string()))?;
+    // SAFETY: the test built this library for this; its constructor does
+    // something only in a worker, and nothing else in it runs here.
+    let handle = unsafe { libc::dlopen(library.as_ptr(), libc::RTLD_NOW) };
+    if handle.is_null() {
+        return Err(RayError::InvalidArgument(format!("cannot load {library:?}")));
+    }
+    // SAFETY: `handle` is a library loaded above; dlsym only reads it.
+    let address = unsafe { libc::dlsym(handle, c_symbol.as_ptr()) } as usize;
+    if address == 0 {
+        return Err(RayError::InvalidArgument(format!("{library:?} has no {symbol}")));
+    }
+    let function = ray::__private::descriptor("foreign", "", &symbol, address);
+    let args = vec![ray::IntoArg::<u64>::into_arg(42u64)];
+    let result: ObjectRef<u64> = ray::__private::submit(function, args, ray::__private::default_options(&[], &[], &[]));
+    match ray::get(&result) {
+        Ok(v) => println!("result=ok {v}"),
+        Err(e) => println!("result={}", one_line(&e)),
+    }
+    Ok(())
+}
+
 /// Every scenario, by the name the tests pass on the command line.
 const SCENARIOS: &[(&str, fn() -> Result<(), RayError>)] = &[
     ("pids", pids),
@@ -1203,6 +1235,7 @@ const SCENARIOS: &[(&str, fn() -> Result<(), RayError>)] = &[
     ("owned_actor", owned_actor),
     ("owned_actor_gone", owned_actor_gone),
     ("not_initialized", not_initialized),
+    ("foreign_library", foreign_library),
     ("pg_basics", placement_groups::pg_basics),
     ("pg_bad_input", placement_groups::pg_bad_input),
     ("pg_strategies", placement_groups::pg_strategies),

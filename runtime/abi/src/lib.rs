@@ -8,6 +8,7 @@
 //! identifiers and error types both sides agree on, and the registry through which a
 //! compiled program's workers find its remote functions.
 
+pub mod cell_marker;
 pub mod error;
 pub mod ids;
 pub mod placement;
@@ -27,6 +28,11 @@ pub use spec::{
     TaskOptions, TaskSubmission,
 };
 pub use table::*;
+
+/// The compiler and target this crate was built with (`rustc -vV`'s version line
+/// and the target triple; see build.rs). Cell libraries carry it in their mark
+/// ([`cell_marker`]); a worker refuses one built for another ABI.
+pub const ABI_KEY: &str = env!("RAYREPL_ABI_KEY");
 
 /// A remote function compiled into the current executable.
 ///

@@ -4,15 +4,17 @@
 //! A function defined in a REPL cell exists only in that cell's shared library,
 //! in a build directory private to the driver's session. The driver publishes each
 //! library once, under its sha256, to the head; a worker fetches it on first use,
-//! keeps it in the node's session directory, loads it and looks the trampoline up
-//! by symbol. Libraries are never unloaded: code in them may still be running on
-//! other threads, and a recycled worker is the safe way to drop them.
+//! keeps it in the node's session directory, checks it (its hash and its mark,
+//! each time it loads it: see [`crate::cell_library`]), loads it and looks the
+//! trampoline up by symbol. Libraries are never unloaded: code in them may still
+//! be running on other threads, and a recycled worker is the safe way to drop
+//! them.
 //!
 //! Workers of a compiled program run that program. A node on the driver's machine
 //! runs it by path; a node elsewhere asks the driver for it ([`executable_chunks`])
 //! on its first worker for the job.
 
-use crate::{CoreWorker, block_on, lock};
+use crate::{CoreWorker, block_on, cell_library, lock};
 use ray_abi::ids::hex;
 use ray_abi::{RayError, TaskFn};
 use ray_proto::{ArtifactChunk, GetArtifactRequest, from_status};
@@ -21,8 +23,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// The compiler and target this runtime was built with (see build.rs).
-pub const ABI_KEY: &str = env!("RAYREPL_ABI_KEY");
+/// The compiler and target this runtime was built with (see ray-abi's build.rs).
+pub const ABI_KEY: &str = ray_abi::ABI_KEY;
 const CHUNK: usize = 1 << 20;
 
 /// What this process has published and loaded.
@@ -36,6 +38,9 @@ pub(crate) struct ArtifactCache {
     by_address: Mutex<HashMap<u64, String>>,
     /// Hash → the loaded library, leaked on purpose (see the module docs).
     loaded: Mutex<HashMap<String, &'static libloading::Library>>,
+    /// The path each loaded library was loaded by (what `dladdr` reports for
+    /// its code) → its hash, so a task it submits needs no second upload.
+    loaded_paths: Mutex<HashMap<PathBuf, String>>,
     /// This program's bytes and hash, read when a node first asks for them.
     executable: tokio::sync::OnceCell<(bytes::Bytes, String)>,
 }
@@ -56,7 +61,11 @@ impl CoreWorker {
             return Ok(Some(hash.clone()));
         }
         let Some(path) = library_of() else { return Ok(None) };
-        let hash = self.publish_artifact(&path)?;
+        let loaded = lock(&self.0.artifacts.loaded_paths).get(&path).cloned();
+        let hash = match loaded {
+            Some(hash) => hash,
+            None => self.publish_artifact(&path)?,
+        };
         lock(&self.0.artifacts.by_address).insert(address, hash.clone());
         Ok(Some(hash))
     }
@@ -104,27 +113,26 @@ impl CoreWorker {
         if let Some(lib) = lock(&self.0.artifacts.loaded).get(hash) {
             return Ok(lib);
         }
-        let dir = std::env::var_os("RAYREPL_SESSION_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir)
-            .join("artifacts");
-        let path = dir.join(format!("{hash}.so"));
-        if path.exists() {
-            let abi = std::fs::read_to_string(dir.join(format!("{hash}.abi"))).unwrap_or_default();
-            check_abi(function, &abi)?;
-        } else {
-            self.fetch_artifact(function, hash, &dir, &path)?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(unavailable(function, format!("{hash:?} does not name a code library (a sha256 in hex)")));
         }
-        // SAFETY: the library was built by a rayrepl session for this ABI (checked
-        // when fetched) and its initializers are those of ordinary Rust code.
-        let lib = unsafe { libloading::Library::new(&path) }
-            .map_err(|e| unavailable(function, format!("cannot load its code library {}: {e}", path.display())))?;
-        let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+        let dir = artifacts_dir();
+        ray_proto::private::create_dir(&dir)
+            .map_err(|e| unavailable(function, format!("cannot keep its code library: {e}")))?;
+        let path = dir.join(format!("{hash}.so"));
+        if !path.exists() {
+            self.fetch_artifact(function, hash, &path)?;
+        }
+        // Checked every time it is loaded, not only when fetched: the cache
+        // outlives this worker (see `cell_library`).
+        let checked = cell_library::check(&path, hash).map_err(|e| unavailable(function, e.to_string()))?;
+        let (lib, loaded_as) = checked.load().map_err(|e| unavailable(function, e))?;
         lock(&self.0.artifacts.loaded).insert(hash.to_string(), lib);
+        lock(&self.0.artifacts.loaded_paths).insert(loaded_as, hash.to_string());
         Ok(lib)
     }
 
-    fn fetch_artifact(&self, function: &str, hash: &str, dir: &Path, path: &Path) -> Result<(), RayError> {
+    fn fetch_artifact(&self, function: &str, hash: &str, path: &Path) -> Result<(), RayError> {
         let mut head = self.0.head.clone();
         let request = GetArtifactRequest { hash: hash.to_string() };
         let chunks = block_on(&self.0.rt, async move {
@@ -138,6 +146,8 @@ impl CoreWorker {
         .map_err(|s| from_status(&s, "the head"))?;
         let first =
             chunks.first().ok_or_else(|| unavailable(function, format!("artifact {} is empty", short(hash))))?;
+        // What the uploader declared, for an early, plain refusal; the mark in the
+        // library itself is what counts (checked at every load).
         check_abi(function, &first.abi_key)?;
         let mut bytes = Vec::with_capacity(first.size as usize);
         for c in &chunks {
@@ -146,13 +156,17 @@ impl CoreWorker {
         if hex(&Sha256::digest(&bytes)) != hash {
             return Err(unavailable(function, format!("artifact {} arrived corrupted", short(hash))));
         }
-        let io = |e: std::io::Error| unavailable(function, format!("cannot store its code library: {e}"));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".{hash}.{}.part", std::process::id()));
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::write(dir.join(format!("{hash}.abi")), ABI_KEY).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        Ok(())
+        ray_proto::private::write_file_atomically(path, &bytes, ray_proto::private::FILE_MODE)
+            .map_err(|e| unavailable(function, format!("cannot store its code library: {e}")))
+    }
+}
+
+/// Where this worker keeps the cell libraries it fetched: its node's session
+/// directory, else a directory of this user's in the temporary directory.
+fn artifacts_dir() -> PathBuf {
+    match std::env::var_os("RAYREPL_SESSION_DIR") {
+        Some(dir) => PathBuf::from(dir).join("artifacts"),
+        None => std::env::temp_dir().join(format!("rayrepl-artifacts-{}", ray_proto::private::euid())),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod actor;
 mod artifacts;
 mod blocking;
 mod call_stream;
+mod cell_library;
 mod direct;
 pub mod execute;
 mod groups;

@@ -32,6 +32,9 @@ pub enum DashboardError {
         #[source]
         source: std::io::Error,
     },
+    /// A private directory or file of the session cannot be used (500).
+    #[error(transparent)]
+    Private(#[from] ray_proto::private::PrivateError),
 }
 
 impl DashboardError {
@@ -39,6 +42,11 @@ impl DashboardError {
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DashboardError {
         let what = what.into();
         move |source| DashboardError::Io { what, source }
+    }
+
+    /// A private directory or file that cannot be used.
+    pub fn private(e: ray_proto::private::PrivateError) -> DashboardError {
+        DashboardError::Private(e)
     }
 
     /// A blocking task for `what` that panicked or was cancelled (500).
@@ -53,7 +61,7 @@ impl DashboardError {
             DashboardError::NotFound(_) => StatusCode::NOT_FOUND,
             DashboardError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             DashboardError::Head(_) => StatusCode::SERVICE_UNAVAILABLE,
-            DashboardError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            DashboardError::Io { .. } | DashboardError::Private(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -513,10 +513,9 @@ impl Jobs {
                 None => session,
             };
             if let Some(dir) = log_path.parent() {
-                std::fs::create_dir_all(dir).map_err(DashboardError::io("cannot create the log directory"))?;
+                ray_proto::private::create_dir(dir).map_err(DashboardError::private)?;
             }
-            let log = std::fs::File::create(&log_path)
-                .map_err(DashboardError::io(format!("cannot create {}", log_path.display())))?;
+            let log = ray_proto::private::create_file(&log_path, false).map_err(DashboardError::private)?;
             Ok((cwd, log))
         })
         .await

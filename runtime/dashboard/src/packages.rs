@@ -12,6 +12,7 @@
 //! [`MAX_UNPACKED_BYTES`] unpacked, so a small zip cannot fill the disk.
 
 use crate::error::DashboardError;
+use ray_proto::private;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
@@ -87,12 +88,10 @@ impl Packages {
     pub fn store(&self, protocol: &str, name: &str, bytes: &[u8]) -> Result<(), DashboardError> {
         checked(protocol, name)?;
         inspect(bytes)?;
-        std::fs::create_dir_all(&self.stored).map_err(DashboardError::io("cannot create the package directory"))?;
+        private::create_dir(&self.stored).map_err(DashboardError::private)?;
         // Written aside and renamed, so a half-written package is never found.
-        let partial = self.stored.join(format!(".{name}.{}", rand::random::<u64>()));
-        std::fs::write(&partial, bytes).map_err(DashboardError::io(format!("cannot store package {name}")))?;
-        std::fs::rename(&partial, self.stored.join(name))
-            .map_err(DashboardError::io(format!("cannot store package {name}")))
+        private::write_file_atomically(&self.stored.join(name), bytes, private::FILE_MODE)
+            .map_err(DashboardError::private)
     }
 
     /// The directory package `name` unpacks to, unpacking it the first time.
@@ -111,7 +110,8 @@ impl Packages {
             _ => DashboardError::Io { what: format!("cannot read package {name}"), source: e },
         })?;
         let partial = self.unpacked.join(format!(".{stem}.{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&partial).map_err(DashboardError::io("cannot create the working directory"))?;
+        // Private: the directory, and so all that is unpacked into it.
+        private::create_dir(&partial).map_err(DashboardError::private)?;
         let result = unpack(&bytes, &partial).and_then(|()| {
             std::fs::rename(&partial, &dir).or_else(|e| {
                 // Another job unpacked the same package meanwhile: use theirs.
@@ -227,7 +227,7 @@ fn unpack(bytes: &[u8], into: &Path) -> Result<(), DashboardError> {
                     return Err(DashboardError::BadRequest("the package unpacks to more than it declares".into()));
                 }
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&at, std::fs::Permissions::from_mode(mode & 0o755 | 0o600))
+                std::fs::set_permissions(&at, std::fs::Permissions::from_mode(mode & 0o700 | 0o600))
                     .map_err(io(&path))?;
             }
         }

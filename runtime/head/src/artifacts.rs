@@ -49,16 +49,17 @@ impl Artifacts {
         if first.hash.len() != 64 || !first.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Status::invalid_argument("an artifact is named by its sha256 in hex"));
         }
-        if self.lookup(&first.hash).is_some() {
+        // Stored already, unless its file was deleted (as a worker's refusal of
+        // a changed copy advises): then this upload puts it back.
+        if self.lookup(&first.hash).is_some_and(|s| s.path.exists()) {
             return Ok(false);
         }
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .map_err(|e| Status::internal(format!("cannot create {}: {e}", self.dir.display())))?;
+        // A mkdir and a stat: quick enough for the head's one thread.
+        ray_proto::private::create_dir(&self.dir).map_err(|e| Status::internal(e.to_string()))?;
         let final_path = self.dir.join(format!("{}.so", first.hash));
         let tmp_path = self.dir.join(format!(".{}.{}.part", first.hash, std::process::id()));
         let io = |e: std::io::Error| Status::internal(format!("cannot store artifact: {e}"));
-        let mut file = tokio::fs::File::create(&tmp_path).await.map_err(io)?;
+        let mut file = private_file(&tmp_path).await.map_err(io)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut chunk = Some(first.clone());
@@ -82,7 +83,9 @@ impl Artifacts {
         }
         // The ABI file first: a worker on this machine that finds the library
         // checks it without asking the head.
-        tokio::fs::write(self.dir.join(format!("{}.abi", first.hash)), &first.abi_key).await.map_err(io)?;
+        let mut abi = private_file(&self.dir.join(format!("{}.abi", first.hash))).await.map_err(io)?;
+        abi.write_all(first.abi_key.as_bytes()).await.map_err(io)?;
+        abi.flush().await.map_err(io)?;
         tokio::fs::rename(&tmp_path, &final_path).await.map_err(io)?;
         let stored = Stored { abi_key: first.abi_key, size, path: final_path };
         self.stored.lock().unwrap_or_else(|p| p.into_inner()).insert(first.hash, stored);
@@ -113,4 +116,16 @@ impl Artifacts {
         }
         Ok(out)
     }
+}
+
+/// A new file readable by this user only (workers on this machine load what is
+/// kept here, so nobody else may write it; see `ray_proto::private`).
+async fn private_file(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(ray_proto::private::FILE_MODE)
+        .open(path)
+        .await
 }

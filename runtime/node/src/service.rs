@@ -963,7 +963,9 @@ pub async fn run(
     let node_id: [u8; 16] = rand::random();
     let store = open_store(&config, &node_id)?;
     let store_capacity = store.capacity();
-    std::fs::create_dir_all(config.session_dir.join("logs")).ok();
+    if let Err(e) = ray_proto::private::create_dir(&config.session_dir.join("logs")) {
+        tracing::warn!("workers' logs are not kept: {e}");
+    }
     // Bound before the node registers, so a port that is taken fails the start.
     let metrics_listener = match config.metrics_export_port {
         Some(port) => Some(

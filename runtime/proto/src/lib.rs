@@ -18,6 +18,7 @@ pub use generated::*;
 
 pub mod gate;
 pub mod groups;
+pub mod private;
 pub mod session;
 
 // States are enums on the wire, each nested in the message that carries it (as

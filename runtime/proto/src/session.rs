@@ -15,7 +15,7 @@
 use ray_abi::RayError;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,11 +45,15 @@ pub fn latest() -> PathBuf {
     root().join("session_latest")
 }
 
-/// A new, empty session directory.
+/// A new, empty session directory (0700, as is its `logs`), in a root that
+/// belongs to this user and that nobody else can write to (see
+/// [`crate::private::check_root`]).
 pub fn create() -> Result<PathBuf, RayError> {
+    let root = root();
+    crate::private::check_root(&root).map_err(|e| RayError::Startup(e.to_string()))?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    let dir = root().join(format!("session_{stamp}_{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("logs"))
+    let dir = root.join(format!("session_{stamp}_{}", std::process::id()));
+    crate::private::create_dir(&dir.join("logs"))
         .map_err(|e| RayError::Startup(format!("cannot create session directory {}: {e}", dir.display())))?;
     Ok(dir)
 }
@@ -63,13 +67,7 @@ pub fn new_token() -> String {
 /// Writes `contents` to `dir/name` readable only by this user (0600).
 pub fn write_private(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, RayError> {
     let path = dir.join(name);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| RayError::Startup(format!("cannot write {}: {e}", path.display())))?;
+    let mut f = crate::private::create_file(&path, false).map_err(|e| RayError::Startup(e.to_string()))?;
     f.write_all(contents.as_bytes()).map_err(|e| RayError::Startup(format!("cannot write {}: {e}", path.display())))?;
     Ok(path)
 }
@@ -91,8 +89,10 @@ pub struct KnownCluster {
 }
 
 /// Every session directory under [`root`] that names a head, the latest first,
-/// each directory once.
+/// each directory once. Only this user's sessions count: another user's could
+/// name a head of theirs, which a driver would then send its code to.
 pub fn known_clusters() -> Vec<KnownCluster> {
+    let me = crate::private::euid();
     let latest_dir = std::fs::canonicalize(latest()).ok();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root())
         .into_iter()
@@ -101,6 +101,7 @@ pub fn known_clusters() -> Vec<KnownCluster> {
         .map(|e| e.path())
         .filter(|p| {
             p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("session_") && n != "session_latest")
+                && std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.uid() == me)
         })
         .collect();
     // Newest first: the names carry their start time.

@@ -60,6 +60,15 @@ pub mod prelude {
     pub use crate::{ActorHandle, IntoArg, ObjectRef, RayError, RayResult, remote};
 }
 
+/// The mark of a rayrepl cell library: every library that links this crate
+/// exports it, and a worker loads a cell library only if the file's dynamic
+/// symbol table has it, with this build's ABI key (see `ray_abi::cell_marker`;
+/// the name must be `ray_abi::cell_marker::SYMBOL`).
+#[doc(hidden)]
+#[unsafe(no_mangle)]
+#[used]
+pub static RAYREPL_CELL_LIBRARY_V1: [u8; ray_abi::cell_marker::LEN] = ray_abi::cell_marker::MARK;
+
 /// Used by code that `#[ray::remote]` generates; not part of the API.
 #[doc(hidden)]
 pub mod __private {

@@ -101,11 +101,7 @@ pub struct DaemonSpec<'a> {
 /// Starts a daemon and waits for its ready line.
 pub fn spawn_daemon(spec: DaemonSpec<'_>) -> Result<Daemon, RayError> {
     let exe = std::env::current_exe().map_err(|e| RayError::Startup(format!("cannot find this executable: {e}")))?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log)
-        .map_err(|e| RayError::Startup(format!("cannot open {}: {e}", spec.log.display())))?;
+    let log = ray_proto::private::create_file(&spec.log, true).map_err(|e| RayError::Startup(e.to_string()))?;
     let mut cmd = Command::new(exe);
     // rayrepl allocates with mimalloc, whose eager arena commit keeps ~12 MiB
     // resident per idle process; daemons and their workers commit as they go.

@@ -128,7 +128,14 @@ impl WorkerOutput {
     }
 
     async fn open_log(&self) -> Option<tokio::fs::File> {
-        match tokio::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).await {
+        match tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(ray_proto::private::FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.log_path)
+            .await
+        {
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::warn!("worker {}'s output is not kept in {}: {e}", self.pid, self.log_path.display());

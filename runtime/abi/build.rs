@@ -1,6 +1,8 @@
-//! Records the ABI key: the compiler and target this runtime was built with. REPL
-//! cell libraries carry the key of the session that compiled them, and a worker
-//! refuses a library built for another ABI instead of crashing in it.
+//! Records the ABI key: the compiler and target this crate was built with. The
+//! runtime compares it with the key a REPL cell library carries in its marker
+//! (`cell_library`), and refuses a library built for another ABI instead of
+//! crashing in it. Cells and the runtime both build this crate, so both sides
+//! compute the key the same way.
 
 use std::process::Command;
 
