@@ -6,6 +6,7 @@
 //! there. `status` asks the head, like `ray status`.
 
 use anyhow::{Context, bail};
+use ray_proto::tls;
 use ray_proto::{Empty, NodeInfo, PlacementGroupInfo, format_bytes, format_resources, resources_to_map};
 use ray_runtime::cluster::{DaemonSpec, NodeResources, head_env, node_env, spawn_daemon};
 use ray_runtime::session;
@@ -40,6 +41,16 @@ pub struct StartArgs {
     /// the free space of the store's filesystem).
     #[arg(long)]
     object_store_memory: Option<u64>,
+    /// TLS for every connection of the cluster: this node's certificate (PEM),
+    /// as `rayrepl tls init` writes. Needs --tls-key and --tls-ca too.
+    #[arg(long, value_name = "PEM", env = "RAYREPL_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "PEM", env = "RAYREPL_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<std::path::PathBuf>,
+    /// The cluster CA's certificate (PEM), which every peer must be signed by.
+    #[arg(long, value_name = "PEM", env = "RAYREPL_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<std::path::PathBuf>,
     /// Where the object store's shared-memory files live (default /dev/shm); a
     /// tmpfs is fastest.
     #[arg(long, value_name = "DIR")]
@@ -216,9 +227,23 @@ fn check_join(address: &str, args: &StartArgs) -> anyhow::Result<(String, String
     }
 }
 
+/// `path` made absolute: daemons do not run in this directory.
+fn absolute(path: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
 pub fn start(args: StartArgs) -> anyhow::Result<()> {
     if !args.head && args.address.is_none() {
         bail!("say --head to start a new cluster, or --address HEAD:PORT to join one");
+    }
+    // This command and the daemons it starts use the same files.
+    let mut tls_env: Vec<(String, String)> = Vec::new();
+    if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        let (cert, key, ca) = (absolute(cert)?, absolute(key)?, absolute(ca)?);
+        ray_proto::tls::configure(cert.clone(), key.clone(), ca.clone())?;
+        for (name, path) in [(tls::CERT_ENV, cert), (tls::KEY_ENV, key), (tls::CA_ENV, ca)] {
+            tls_env.push((name.into(), path.display().to_string()));
+        }
     }
     let resources = NodeResources {
         num_cpus: args.num_cpus,
@@ -246,6 +271,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             if let Some(port) = args.dashboard_port {
                 env.push(("RAYREPL_DASHBOARD_PORT".into(), port.to_string()));
             }
+            env.extend(tls_env.iter().cloned());
             let head = spawn_daemon(DaemonSpec {
                 role: "head",
                 env,
@@ -267,6 +293,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     if let Some(port) = args.metrics_export_port {
         env.push(("RAYREPL_METRICS_EXPORT_PORT".into(), port.to_string()));
     }
+    env.extend(tls_env);
     let node = spawn_daemon(DaemonSpec {
         role: "node",
         env,

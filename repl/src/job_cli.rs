@@ -113,11 +113,16 @@ pub struct SubmitArgs {
 }
 
 /// A Jobs API endpoint, with the token to send.
+/// A byte stream to the Jobs API, plain or TLS.
+trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
+
 struct Api {
     host: String,
     port: u16,
     token: Option<String>,
     rt: tokio::runtime::Runtime,
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl Api {
@@ -127,15 +132,13 @@ impl Api {
             .clone()
             .or_else(|| std::env::var("RAY_API_SERVER_ADDRESS").ok().filter(|a| !a.is_empty()))
             .or_else(|| session::read(&session::latest(), session::DASHBOARD_URL))
-            .or_else(|| std::env::var("RAY_ADDRESS").ok().filter(|a| a.starts_with("http://")))
+            .or_else(|| std::env::var("RAY_ADDRESS").ok().filter(|a| a.starts_with("http")))
             .unwrap_or_else(|| "http://127.0.0.1:8265".to_string());
+        let tls = ray_proto::tls::config()?;
         let rest = match address.split_once("://") {
             None => address.as_str(),
-            Some(("http", rest)) => rest,
-            Some((scheme, _)) => bail!(
-                "{address}: rayrepl's job client speaks http only, not {scheme}; reach a remote head over an SSH \
-                 tunnel, or use Ray's `ray job` with TLS"
-            ),
+            Some(("http" | "https", rest)) => rest,
+            Some((scheme, _)) => bail!("{address}: rayrepl's job client speaks http and https, not {scheme}"),
         };
         let authority = rest.trim_end_matches('/');
         let (host, port) = match authority.rsplit_once(':') {
@@ -144,23 +147,41 @@ impl Api {
         };
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(Api { token: find_token(&format!("http://{authority}")), host, port, rt })
+        let tls = tls.map(|t| t.http_client()).transpose()?;
+        Ok(Api { token: find_token(authority), host, port, rt, tls })
     }
 
     fn url(&self) -> String {
-        format!("http://{}:{}", self.host, self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
+
+    /// A connection to the Jobs API: TLS when the cluster uses it (the
+    /// dashboard's certificate is checked against the cluster CA).
+    async fn connect(&self) -> anyhow::Result<Box<dyn Connection>> {
+        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.with_context(|| {
+            format!(
+                "cannot reach the Jobs API at {}: is the head running (`rayrepl status`), and is this its \
+                 dashboard address?",
+                self.url()
+            )
+        })?;
+        match &self.tls {
+            None => Ok(Box::new(stream)),
+            Some(tls) => {
+                let stream = tls
+                    .connect(ray_proto::tls::server_name(), stream)
+                    .await
+                    .with_context(|| format!("TLS with the Jobs API at {} failed", self.url()))?;
+                Ok(Box::new(stream))
+            }
+        }
     }
 
     /// One request; the reply's status and body.
     fn call(&self, method: Method, path: &str, body: Option<(Bytes, &str)>) -> anyhow::Result<(StatusCode, Bytes)> {
         self.rt.block_on(async {
-            let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.with_context(|| {
-                format!(
-                    "cannot reach the Jobs API at {}: is the head running (`rayrepl status`), and is this its \
-                     dashboard address?",
-                    self.url()
-                )
-            })?;
+            let stream = self.connect().await?;
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
             tokio::spawn(conn);
@@ -212,7 +233,8 @@ impl Api {
 
 /// The token for the dashboard at `url`: Ray's variables, then rayrepl's, then
 /// the session on this machine whose dashboard it is, then the latest session.
-fn find_token(url: &str) -> Option<String> {
+fn find_token(authority: &str) -> Option<String> {
+    let same = |url: &str| url.trim_end_matches('/').split_once("://").is_some_and(|(_, at)| at == authority);
     let from_file = |path: String| std::fs::read_to_string(path).ok().map(|t| t.trim().to_string());
     let nonempty = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     nonempty("RAY_AUTH_TOKEN")
@@ -223,7 +245,7 @@ fn find_token(url: &str) -> Option<String> {
             let sessions = std::fs::read_dir(session::root()).into_iter().flatten().flatten().map(|e| e.path());
             std::iter::once(session::latest())
                 .chain(sessions)
-                .find(|dir| session::read(dir, session::DASHBOARD_URL).is_some_and(|u| u.trim_end_matches('/') == url))
+                .find(|dir| session::read(dir, session::DASHBOARD_URL).is_some_and(|u| same(&u)))
                 .and_then(|dir| session::read(&dir, "token"))
         })
         .or_else(|| session::read(&session::latest(), "token"))
@@ -277,9 +299,7 @@ fn follow(api: &Api, id: &str) -> anyhow::Result<()> {
         if let Some(token) = &api.token {
             request.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
         }
-        let stream = tokio::net::TcpStream::connect((api.host.as_str(), api.port))
-            .await
-            .with_context(|| format!("cannot reach the Jobs API at {}", api.url()))?;
+        let stream = api.connect().await?;
         let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
             .await
             .with_context(|| format!("cannot follow the logs of job {id}"))?;

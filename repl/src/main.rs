@@ -16,6 +16,7 @@ mod job_cli;
 mod microbenchmark;
 mod repl;
 mod state_cli;
+mod tls_cli;
 mod top;
 mod viewport;
 
@@ -56,6 +57,9 @@ enum Command {
     Top(top::TopArgs),
     /// Ray's microbenchmark suite on a local cluster, with Ray's metric names.
     Microbenchmark(MicrobenchmarkArgs),
+    /// TLS for a cluster: `tls init DIR` writes a CA and a certificate.
+    #[command(subcommand)]
+    Tls(tls_cli::TlsCommand),
     /// The Jupyter kernel: `kernel install` registers it with Jupyter.
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -166,17 +170,28 @@ fn run_microbenchmark(args: MicrobenchmarkArgs) -> anyhow::Result<()> {
 }
 
 /// Commands that print end quietly when their reader goes away
-/// (`rayrepl status | head -3`), as Unix tools do: SIGPIPE's default action ends
-/// the process with status 141, where Rust's default (ignoring it) would make
-/// the next `println!` panic. Only these commands do this: the REPL and the
-/// daemons keep SIGPIPE ignored. Sockets are written with `MSG_NOSIGNAL` where
-/// the standard library can, so a head that hangs up is an error as before; a
-/// vectored write to one that hangs up mid-request may end the command this way.
+/// (`rayrepl status | head -3`), as Unix tools do: ended by SIGPIPE's default
+/// action (status 141), where Rust's default (ignoring it) would make the next
+/// `println!` panic. A broken socket raises SIGPIPE too, though (a plain-text
+/// client's writev to a TLS head that hangs up, say), and must stay an error
+/// the command reports; so SIGPIPE gets a handler that ends the process only if
+/// stdout is the pipe that broke. The REPL and the daemons keep it ignored.
 fn end_quietly_when_stdout_closes() {
+    extern "C" fn on_sigpipe(_: libc::c_int) {
+        let mut stdout = libc::pollfd { fd: libc::STDOUT_FILENO, events: 0, revents: 0 };
+        // SAFETY: poll, signal and raise are async-signal-safe; `stdout` lives
+        // for the call. A pipe whose reader has gone polls as POLLERR.
+        unsafe {
+            if libc::poll(&mut stdout, 1, 0) == 1 && stdout.revents & libc::POLLERR != 0 {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+        }
+    }
     // SAFETY: this runs on the main thread before the command starts any other
-    // thread, and SIG_DFL is a valid disposition for SIGPIPE; no handler runs.
+    // thread; the handler only makes async-signal-safe calls.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGPIPE, on_sigpipe as *const () as libc::sighandler_t);
     }
 }
 
@@ -213,6 +228,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Job(command)) => job_cli::run(command),
         Some(Command::Top(args)) => top::run(args.address),
         Some(Command::Kernel(command)) => run_kernel(command),
+        Some(Command::Tls(command)) => tls_cli::run(command),
         None => repl::run(cli.address),
     }
 }

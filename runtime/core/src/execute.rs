@@ -81,9 +81,14 @@ impl CoreWorker {
         let rx = Arc::new(Mutex::new(rx));
         // Owners push tasks straight to this thread; without a listener, everything
         // comes on call streams.
-        let direct = DirectServer::bind(&self.0.conn.ip)
-            .inspect_err(|e| tracing::warn!("this worker takes tasks on its call streams only: {e}"))
-            .ok();
+        // The direct socket is plain TCP: under TLS, calls take the gRPC streams.
+        let direct = (!ray_proto::tls::enabled())
+            .then(|| {
+                DirectServer::bind(&self.0.conn.ip)
+                    .inspect_err(|e| tracing::warn!("this worker takes tasks on its call streams only: {e}"))
+                    .ok()
+            })
+            .flatten();
         {
             let mut ex = lock(&self.0.executor);
             ex.table = Some(table);

@@ -152,7 +152,11 @@ pub(crate) fn serve(cw: CoreWorker, listener: tokio::net::TcpListener) {
     let token = cw.0.conn.token.clone();
     let server = ray_proto::authed_server!(CoreWorkerServer, Service(cw), &token);
     tokio::spawn(async move {
-        let result = ray_proto::server().add_service(server).serve_with_incoming(ray_proto::incoming(listener)).await;
+        let mut grpc = match ray_proto::server() {
+            Ok(grpc) => grpc,
+            Err(e) => return tracing::error!("core worker service cannot start: {e}"),
+        };
+        let result = grpc.add_service(server).serve_with_incoming(ray_proto::incoming(listener)).await;
         if let Err(e) = result {
             tracing::error!("core worker service stopped: {e}");
         }

@@ -148,22 +148,136 @@ fn wants_page(req: &Request) -> bool {
 }
 
 /// The dashboard's listener: connections that never present the token are
-/// closed, as on every listener (see [`ray_proto::gate`]). The sign-in page is
+/// closed, as on every listener (see [`ray_proto::gate`]), and, when the cluster
+/// uses TLS, connections are TLS ([`ray_proto::tls`]). The sign-in page is
 /// served without a token, so a browser that stays on it reconnects to sign in.
-pub struct Listener(pub ray_proto::gate::GatedListener);
+pub struct Listener {
+    connections: tokio::sync::mpsc::Receiver<Io>,
+    local: std::net::SocketAddr,
+}
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Listener {
+    /// Accepts on `listener`, with TLS if `tls` is given. Handshakes run beside
+    /// the accept loop, so a slow one holds nobody else up.
+    pub fn new(
+        listener: tokio::net::TcpListener,
+        tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let listener = ray_proto::gate::GatedListener::new(listener);
+        let (tx, connections) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let io = tokio::select! {
+                    io = listener.accept() => io,
+                    () = tx.closed() => return,
+                };
+                let Some(tls) = tls.clone() else {
+                    if tx.send(Io::Plain(io)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                    match tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(io)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send(Io::Tls(Box::new(stream))).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!("a dashboard TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!("a dashboard TLS handshake took longer than {HANDSHAKE_LIMIT:?}"),
+                    }
+                });
+            }
+        });
+        Ok(Listener { connections, local })
+    }
+}
+
+/// A dashboard connection, plain or TLS.
+pub enum Io {
+    /// Plain TCP.
+    Plain(ray_proto::gate::Gated),
+    /// TLS over TCP.
+    Tls(Box<tokio_rustls::server::TlsStream<ray_proto::gate::Gated>>),
+}
+
+impl Io {
+    fn peer(&self) -> &ray_proto::gate::Peer {
+        match self {
+            Io::Plain(io) => io.peer(),
+            Io::Tls(io) => io.get_ref().0.peer(),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Io {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            Io::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Io {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            Io::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => std::pin::Pin::new(io).poll_flush(cx),
+            Io::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            Io::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 impl axum::serve::Listener for Listener {
-    type Io = ray_proto::gate::Gated;
+    type Io = Io;
     type Addr = Option<std::net::SocketAddr>;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let io = self.0.accept().await;
-        let addr = io.peer().remote;
-        (io, addr)
+        match self.connections.recv().await {
+            Some(io) => {
+                let addr = io.peer().remote;
+                (io, addr)
+            }
+            // The accept loop ends only when this listener is dropped.
+            None => std::future::pending().await,
+        }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr().map(Some)
+        Ok(Some(self.local))
     }
 }
 

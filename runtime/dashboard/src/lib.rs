@@ -119,7 +119,12 @@ pub async fn serve(
         head.clone(),
     );
     let app = router(&config, head, jobs.clone()).into_make_service_with_connect_info::<auth::Client>();
-    let listener = auth::Listener(ray_proto::gate::GatedListener::new(listener));
+    let tls = match ray_proto::tls::config() {
+        Ok(Some(tls)) => Some(tls.http_server().map_err(std::io::Error::other)?),
+        Ok(None) => None,
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
+    let listener = auth::Listener::new(listener, tls)?;
     // Not a graceful shutdown: a followed log or a live page never ends by itself.
     let result = tokio::select! {
         served = axum::serve(listener, app).into_future() => served,

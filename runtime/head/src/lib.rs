@@ -587,7 +587,8 @@ pub async fn serve(
     token: &str,
     session_dir: String,
     stop: impl std::future::Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ray_proto::ServeError> {
+    let mut grpc = ray_proto::server()?;
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let service = HeadService::new(address, session_dir, token);
     let reserver = tokio::spawn(service.groups.clone().run());
@@ -611,10 +612,10 @@ pub async fn serve(
             () = shutdown.shutdown_requested() => {}
         }
     };
-    let result = ray_proto::serve_until(ray_proto::server().add_service(server), listener, stop).await;
+    let result = ray_proto::serve_until(grpc.add_service(server), listener, stop).await;
     monitor.abort();
     reserver.abort();
-    result
+    Ok(result?)
 }
 
 #[cfg(test)]

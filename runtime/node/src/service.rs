@@ -55,6 +55,9 @@ pub enum NodeError {
         /// Why not.
         detail: String,
     },
+    /// The service could not be set up (TLS, say).
+    #[error("cannot serve the node: {0}")]
+    Setup(ray_abi::RayError),
     /// The gRPC server failed.
     #[error("node service failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -1042,7 +1045,10 @@ pub async fn run(
             () = stopper.shutdown.notified() => {}
         }
     };
-    let result = ray_proto::serve_until(ray_proto::server().add_service(server), listener, stop).await;
+    let result = match ray_proto::server() {
+        Ok(mut grpc) => ray_proto::serve_until(grpc.add_service(server), listener, stop).await.map_err(NodeError::from),
+        Err(e) => Err(NodeError::Setup(e)),
+    };
     for task in background {
         task.abort();
     }
@@ -1055,5 +1061,5 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     shared.store().destroy();
-    result.map_err(NodeError::from)
+    result
 }

@@ -156,6 +156,9 @@ impl Gate {
             let due = {
                 let mut state = gate.lock();
                 let overdue = state.admission.overdue(now);
+                if !overdue.is_empty() {
+                    tracing::debug!("closing {} connections that did not present the token in time", overdue.len());
+                }
                 shut_down(&state, &overdue);
                 state.admission.next_due()
             };

@@ -20,6 +20,7 @@ pub mod gate;
 pub mod groups;
 pub mod private;
 pub mod session;
+pub mod tls;
 
 // States are enums on the wire, each nested in the message that carries it (as
 // Ray nests its actor and node states), so value names like ALIVE can repeat.
@@ -105,7 +106,10 @@ impl Interceptor for CheckToken {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         match token_rejection(self.0.as_bytes(), req.metadata().get(TOKEN_HEADER).map(|v| v.as_bytes())) {
             None => {
-                if let Some(peer) = req.extensions().get::<gate::Peer>() {
+                let extensions = req.extensions();
+                let tls_peer =
+                    || extensions.get::<tonic::transport::server::TlsConnectInfo<gate::Peer>>().map(|t| t.get_ref());
+                if let Some(peer) = extensions.get::<gate::Peer>().or_else(tls_peer) {
                     peer.authenticated();
                 }
                 Ok(req)
@@ -153,7 +157,9 @@ const MAX_FRAME_BYTES: u32 = 1 << 20;
 pub const OBJECT_CHUNK_BYTES: usize = 4 << 20;
 
 fn endpoint(addr: &str) -> Result<Endpoint, RayError> {
-    Endpoint::from_shared(format!("http://{addr}"))
+    let tls = tls::config().map_err(|e| RayError::InvalidArgument(e.to_string()))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map(|e| {
             e.tcp_nodelay(true)
                 .connect_timeout(Duration::from_secs(5))
@@ -163,17 +169,40 @@ fn endpoint(addr: &str) -> Result<Endpoint, RayError> {
                 .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
                 .max_frame_size(MAX_FRAME_BYTES)
         })
-        .map_err(|e| RayError::InvalidArgument(format!("bad address {addr:?}: {e}")))
+        .map_err(|e| RayError::InvalidArgument(format!("bad address {addr:?}: {e}")))?;
+    match tls {
+        Some(tls) => endpoint
+            .tls_config(tls.grpc_client())
+            .map_err(|e| RayError::InvalidArgument(format!("cannot use TLS to reach {addr}: {e}"))),
+        None => Ok(endpoint),
+    }
 }
 
-/// A server configured as every rayrepl service is: Nagle off (see [`incoming`])
-/// and the same flow-control windows as clients.
-pub fn server() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
+/// A server configured as every rayrepl service is: Nagle off (see [`incoming`]),
+/// the same flow-control windows as clients, and TLS if configured ([`tls`]).
+pub fn server() -> Result<tonic::transport::Server, RayError> {
+    let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES);
+    match tls::config().map_err(|e| RayError::Startup(e.to_string()))? {
+        Some(tls) => {
+            server.tls_config(tls.grpc_server()).map_err(|e| RayError::Startup(format!("cannot serve TLS: {e}")))
+        }
+        None => Ok(server),
+    }
+}
+
+/// Why a service could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// It could not be set up (TLS, say).
+    #[error(transparent)]
+    Setup(#[from] RayError),
+    /// The server failed.
+    #[error("the service failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
 }
 
 /// How long a stopping service lets calls in flight finish. A fully graceful
@@ -295,6 +324,28 @@ pub fn core_worker_client(channel: AuthChannel) -> CoreWorkerClient {
     client!(CoreWorkerClient, channel)
 }
 
+/// What to say when one end speaks TLS and the other does not: a plain HTTP/2
+/// client sees a protocol error from a TLS server, and a TLS client sees bytes
+/// that are not TLS from a plain one.
+fn tls_mismatch(s: &Status) -> Option<String> {
+    let mut text = s.message().to_string();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        text.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    let vars = format!("{}, {} and {}", tls::CERT_ENV, tls::KEY_ENV, tls::CA_ENV);
+    let plain_to_tls = ["h2 protocol error", "frame with invalid size", "broken pipe", "connection reset"];
+    let tls_to_plain = ["InvalidContentType", "corrupt message"];
+    if !tls::enabled() && plain_to_tls.iter().any(|t| text.contains(t)) {
+        Some(format!("if the cluster uses TLS, set {vars} to its files"))
+    } else if tls::enabled() && tls_to_plain.iter().any(|t| text.contains(t)) {
+        Some(format!("it does not speak TLS, while this process has {vars} set; unset them for this cluster"))
+    } else {
+        None
+    }
+}
+
 /// Maps a runtime error onto a gRPC status; the error travels in the details so the
 /// caller gets the same typed error back.
 pub fn to_status(e: &RayError) -> Status {
@@ -339,6 +390,13 @@ pub fn parse_task_id(b: &[u8]) -> Result<ray_abi::TaskId, Status> {
 pub fn from_status(s: &Status, what: &str) -> RayError {
     if !s.details().is_empty() {
         return RayError::from_bytes(s.details());
+    }
+    if let Some(hint) = tls_mismatch(s) {
+        let detail = match std::error::Error::source(s) {
+            Some(source) => session::plain_transport_error(source),
+            None => s.message().to_string(),
+        };
+        return RayError::Connection { what: what.to_string(), detail: format!("{detail}; {hint}") };
     }
     match s.code() {
         tonic::Code::Unauthenticated => RayError::Unauthenticated {

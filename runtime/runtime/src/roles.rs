@@ -56,6 +56,11 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// Stops a daemon at once, with the reason, when its TLS settings cannot be used.
+fn check_tls() -> Result<(), RayError> {
+    ray_proto::tls::config().map(drop).map_err(|e| RayError::Startup(e.to_string()))
+}
+
 fn daemon_runtime(threads: usize) -> Result<tokio::runtime::Runtime, RayError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -123,6 +128,7 @@ fn announce(line: &str) {
 
 fn run_head() -> Result<(), RayError> {
     init_tracing();
+    check_tls()?;
     let rt = daemon_runtime(1)?;
     let token = env("RAYREPL_TOKEN")?;
     let ip = env_or("RAYREPL_NODE_IP", "127.0.0.1");
@@ -146,7 +152,9 @@ fn run_head() -> Result<(), RayError> {
         let dashboard = match dashboard {
             Some(settings) => {
                 let listener = settings.bind().await?;
-                let url = format!("http://{}", listener.local_addr().map_err(|e| RayError::Startup(e.to_string()))?);
+                let scheme = if ray_proto::tls::enabled() { "https" } else { "http" };
+                let url =
+                    format!("{scheme}://{}", listener.local_addr().map_err(|e| RayError::Startup(e.to_string()))?);
                 if !session.is_empty() {
                     crate::session::write_private(std::path::Path::new(&session), crate::session::DASHBOARD_URL, &url)?;
                 }
@@ -229,6 +237,7 @@ impl DashboardSettings {
 
 fn run_node() -> Result<(), RayError> {
     init_tracing();
+    check_tls()?;
     let rt = daemon_runtime(2)?;
     let resources: BTreeMap<String, f64> = serde_json::from_str(&env_or("RAYREPL_RESOURCES", "{}"))
         .map_err(|e| RayError::Startup(format!("bad RAYREPL_RESOURCES: {e}")))?;
@@ -278,6 +287,7 @@ fn env_id(name: &str) -> Result<Bytes, RayError> {
 }
 
 fn run_worker() -> Result<(), RayError> {
+    check_tls()?;
     let rt = daemon_runtime(1)?;
     let connection = Connection {
         head_address: env("RAYREPL_HEAD_ADDRESS")?,
