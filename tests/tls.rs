@@ -60,10 +60,26 @@ fn a_tls_cluster_serves_its_members_and_refuses_everyone_else() {
     let root = session_root();
     // The flags, not the environment: the command passes them to its daemons.
     let [cert, key, ca] = files.clone().map(|p| p.display().to_string());
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     let started = rayrepl_tls(
         root.path(),
         None,
-        &["start", "--head", "--port", "0", "--num-cpus", "1", "--tls-cert", &cert, "--tls-key", &key, "--tls-ca", &ca],
+        &[
+            "start",
+            "--head",
+            "--port",
+            "0",
+            "--num-cpus",
+            "1",
+            "--metrics-export-port",
+            &metrics_port,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-ca",
+            &ca,
+        ],
     );
     assert!(started.status.success(), "{}", text(&started));
     let address = std::fs::read_to_string(root.path().join("session_latest/head_address")).unwrap().trim().to_string();
@@ -98,6 +114,16 @@ fn a_tls_cluster_serves_its_members_and_refuses_everyone_else() {
     let run = run_bounded(driver, Duration::from_secs(60));
     assert!(!run.status.success() && !text(&run).contains("sum=42"), "{}", text(&run));
 
+    // Metrics are https, for a scraper that trusts the cluster CA, and nothing else.
+    let metrics = https_get(&files, &format!("127.0.0.1:{metrics_port}"), "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200") && metrics.contains("ray_node_workers"), "{metrics}");
+    let mut plain = std::net::TcpStream::connect(format!("127.0.0.1:{metrics_port}")).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    plain.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("ray_node_workers"), "metrics served in clear");
+
     // The head's port answers an HTTP/2 preface with TLS, not with HTTP/2.
     let mut raw = std::net::TcpStream::connect(&address).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -105,6 +131,26 @@ fn a_tls_cluster_serves_its_members_and_refuses_everyone_else() {
     let mut first = [0u8; 9];
     let n = raw.read(&mut first).unwrap_or(0);
     assert!(n == 0 || first[0] == 0x15, "a plain HTTP/2 answer, {:?}, from a TLS head", &first[..n]);
+}
+
+/// `GET path` over TLS to `address`, trusting the cluster CA in `files`; the
+/// whole answer, headers first.
+fn https_get(files: &[PathBuf; 3], address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = ray_proto::tls::Tls::from_files(Some(files[0].clone()), Some(files[1].clone()), Some(files[2].clone()))
+        .unwrap()
+        .expect("TLS files");
+    let connector = tls.http_client().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut stream = connector.connect(ray_proto::tls::server_name(), tcp).await.expect("a TLS handshake");
+        let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    })
 }
 
 #[test]

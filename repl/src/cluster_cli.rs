@@ -336,7 +336,8 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         println!("  This node joined the cluster at {head_address}.");
     }
     if let Some(port) = args.metrics_export_port {
-        println!("  Prometheus metrics are at http://{ip}:{port}/metrics");
+        let scheme = if tls::enabled() { "https" } else { "http" };
+        println!("  Prometheus metrics are at {scheme}://{ip}:{port}/metrics");
     }
     println!("  To see the cluster, run\n    rayrepl status");
     println!("  To terminate the processes started here, run\n    rayrepl stop");

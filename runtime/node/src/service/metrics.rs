@@ -185,14 +185,24 @@ impl Shared {
     }
 }
 
-/// Serves `/metrics` on `listener` until the task is dropped. Scrapers carry no
-/// token, so a connection counts as admitted once it asks for something; one that
-/// never does is closed, as on every listener (see [`ray_proto::gate`]).
+/// Serves `/metrics` on `listener` until the task is dropped, over https when
+/// the cluster uses TLS (scrapers need the cluster CA, not a certificate of
+/// their own). Scrapers carry no token, so a connection counts as admitted once
+/// it asks for something; one that never does is closed, as on every listener
+/// (see [`ray_proto::gate`]).
 pub(super) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let tls = match ray_proto::tls::config() {
+        Ok(Some(tls)) => match tls.http_server() {
+            Ok(config) => Some(tokio_rustls::TlsAcceptor::from(config)),
+            Err(e) => return tracing::error!("the metrics server cannot serve TLS: {e}"),
+        },
+        _ => None,
+    };
     let listener = ray_proto::gate::GatedListener::new(listener);
     loop {
         let stream = listener.accept().await;
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let peer = stream.peer().clone();
             let service = hyper::service::service_fn(move |req| {
@@ -200,10 +210,26 @@ pub(super) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>
                 let shared = shared.clone();
                 async move { Ok::<_, std::convert::Infallible>(shared.answer_metrics(req).await) }
             });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+            let served = match tls {
+                None => hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Some(tls) => match tokio::time::timeout(HANDSHAKE_LIMIT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+                    Err(_) => Err(format!("no TLS handshake within {HANDSHAKE_LIMIT:?}")),
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!("a metrics connection ended: {e}");
             }
         });
     }
 }
+
+/// How long a scraper's TLS handshake may take.
+const HANDSHAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
