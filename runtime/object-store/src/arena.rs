@@ -45,6 +45,9 @@ const FREED: u64 = 1 << 63;
 /// Set in the reader count when the object is freed while readers still hold it:
 /// no new pin, and the range is freed when the count drops to zero.
 const DOOMED: u64 = 1 << 62;
+/// The unit in which the data region is backed with memory (see [`Arena::back`]):
+/// a put into a range already backed then costs no system call.
+const BACKED_CHUNK: u64 = 2 << 20;
 /// The largest data region the allocator addresses, in blocks of `BLOCK`.
 const MAX_BLOCKS: u64 = u32::MAX as u64;
 
@@ -220,6 +223,11 @@ pub struct Arena {
     empty_since: Instant,
     /// Whether objects were written since the memory was last given back.
     touched: bool,
+    /// Which [`BACKED_CHUNK`]s of the data region have memory (a bit each);
+    /// giving the memory back clears them.
+    backed: Vec<u64>,
+    /// The data region's length in bytes.
+    data_len: u64,
 }
 
 impl std::fmt::Debug for Arena {
@@ -264,6 +272,8 @@ impl Arena {
             pending: Vec::new(),
             empty_since: Instant::now(),
             touched: false,
+            backed: vec![0; (blocks * BLOCK).div_ceil(BACKED_CHUNK).div_ceil(64) as usize],
+            data_len: blocks * BLOCK,
         })
     }
 
@@ -297,10 +307,44 @@ impl Arena {
 
     /// Gives `span`'s range memory now, so that writing it cannot fault: the file
     /// is sparse, and a page that tmpfs cannot back when first written kills the
-    /// writer with SIGBUS. Fails (`ENOSPC`) when the filesystem is full. Pages
-    /// already backed cost nothing.
-    pub fn back(&self, span: &Span) -> std::io::Result<()> {
-        allocate_space(&self.file, span.offset, span.len)
+    /// writer with SIGBUS. Fails (`ENOSPC`) when the filesystem is full. Memory
+    /// is taken in [`BACKED_CHUNK`]s and kept until the arena gives it back, so
+    /// most puts find their range backed and make no system call.
+    pub fn back(&mut self, span: &Span) -> std::io::Result<()> {
+        if span.len == 0 {
+            return Ok(());
+        }
+        let start = span.offset - DATA_START;
+        let (first, last) = (start / BACKED_CHUNK, (start + span.len - 1) / BACKED_CHUNK);
+        let is_backed = |backed: &[u64], c: u64| backed[(c / 64) as usize] & (1 << (c % 64)) != 0;
+        let mut chunk = first;
+        while chunk <= last {
+            if is_backed(&self.backed, chunk) {
+                chunk += 1;
+                continue;
+            }
+            let run_start = chunk;
+            while chunk <= last && !is_backed(&self.backed, chunk) {
+                chunk += 1;
+            }
+            let from = run_start * BACKED_CHUNK;
+            let to = (chunk * BACKED_CHUNK).min(self.data_len);
+            match allocate_space(&self.file, DATA_START + from, to - from) {
+                Ok(()) => {
+                    for c in run_start..chunk {
+                        self.backed[(c / 64) as usize] |= 1 << (c % 64);
+                    }
+                }
+                // Whole chunks may not fit where the span itself does: back
+                // just the span's part of them, unmarked.
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    let (from, to) = (from.max(start), to.min(start + span.len));
+                    allocate_space(&self.file, DATA_START + from, to - from)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Frees a span once no reader pins it; until then it waits in `pending`.
@@ -357,6 +401,7 @@ impl Arena {
         match removed {
             Ok(()) => {
                 self.touched = false;
+                self.backed.fill(0);
                 true
             }
             Err(e) => {
@@ -369,6 +414,7 @@ impl Arena {
 
 /// Backs `len` bytes of `file` from `offset` with storage (fallocate(2), which
 /// also extends the file if needed); `ENOSPC` when the filesystem has no room.
+/// (The arena's callers stay inside its length, which they set first.)
 pub(crate) fn allocate_space(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     if len == 0 {
@@ -420,6 +466,29 @@ mod tests {
         let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         arena.map().write(&span, 0, &bytes).unwrap();
         assert!(arena.map().pin(span).unwrap().bytes() == bytes.as_slice());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_reserved_range_is_backed_once_and_again_after_a_trim() {
+        use std::os::unix::fs::MetadataExt;
+        let (mut arena, dir) = arena("back", 8 << 20);
+        let file = dir.join(ARENA_FILE);
+        let held = || std::fs::metadata(&file).unwrap().blocks() * 512;
+        let table = held();
+        let span = arena.allocate(3 << 20).unwrap();
+        arena.back(&span).unwrap();
+        let backed = held() - table;
+        assert!(backed >= 3 << 20, "only {backed} bytes backed for a 3 MiB span");
+        assert!(backed <= (3 << 20) + 2 * BACKED_CHUNK, "{backed} bytes backed for a 3 MiB span");
+        arena.back(&span).unwrap();
+        assert_eq!(held() - table, backed, "backing a backed range takes nothing more");
+        arena.release(span);
+        assert!(arena.trim_if_idle(Duration::ZERO));
+        assert!(held() - table < BACKED_CHUNK, "the memory went back");
+        let span = arena.allocate(1 << 20).unwrap();
+        arena.back(&span).unwrap();
+        assert!(held() - table >= 1 << 20, "a trimmed range is backed again");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -200,7 +200,9 @@ pub struct Peer {
 impl Peer {
     /// A call on this connection presented the token: it may stay open.
     pub fn authenticated(&self) {
-        if !self.ticket.authenticated.swap(true, Ordering::Relaxed)
+        // Every call comes here: a load first keeps the common case a read.
+        if !self.ticket.authenticated.load(Ordering::Relaxed)
+            && !self.ticket.authenticated.swap(true, Ordering::Relaxed)
             && let Some(gate) = self.ticket.gate.upgrade()
         {
             gate.lock().admission.authenticated(self.ticket.id);
