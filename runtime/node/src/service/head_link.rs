@@ -56,7 +56,8 @@ pub enum Say {
     Lost(String),
     /// It still does not answer after this long (warn).
     StillLost(Duration, String),
-    /// It answers again after this long (warn: the outage is worth a line).
+    /// It answers again after this long without answering (warn: the outage is
+    /// worth a line).
     Back(Duration),
     /// It does not know this node; registering again (warn).
     Unknown,
@@ -82,6 +83,8 @@ pub struct Decision {
 pub struct HeadLink {
     /// Since when, and how many tries in a row, the head has not answered.
     outage: Option<Outage>,
+    /// When the head last answered.
+    last_answer: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -97,6 +100,7 @@ impl HeadLink {
         match answer {
             Answer::Failed(error) => self.failed(call, error, now),
             answered => {
+                self.last_answer = Some(now);
                 let back = self.outage.take().map(|o| Say::Back(now.saturating_duration_since(o.since)));
                 let (next, say) = match answered {
                     Answer::Ok if call == Call::Heartbeat => (Call::Heartbeat, back),
@@ -114,7 +118,9 @@ impl HeadLink {
     fn failed(&mut self, call: Call, error: String, now: Instant) -> Decision {
         let say = match &mut self.outage {
             None => {
-                self.outage = Some(Outage { since: now, failures: 1, last_said: now });
+                // Silent since its last answer, not since the call that timed out.
+                let since = self.last_answer.unwrap_or(now);
+                self.outage = Some(Outage { since, failures: 1, last_said: now });
                 Some(Say::Lost(error))
             }
             Some(o) => {
