@@ -113,10 +113,6 @@ pub struct SubmitArgs {
 }
 
 /// A Jobs API endpoint, with the token to send.
-/// A byte stream to the Jobs API, plain or TLS.
-trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
-
 struct Api {
     host: String,
     port: u16,
@@ -158,7 +154,7 @@ impl Api {
 
     /// A connection to the Jobs API: TLS when the cluster uses it (the
     /// dashboard's certificate is checked against the cluster CA).
-    async fn connect(&self) -> anyhow::Result<Box<dyn Connection>> {
+    async fn connect(&self) -> anyhow::Result<Box<dyn ray_proto::tls::Stream>> {
         let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.with_context(|| {
             format!(
                 "cannot reach the Jobs API at {}: is the head running (`rayrepl status`), and is this its \

@@ -152,9 +152,15 @@ fn wants_page(req: &Request) -> bool {
 /// uses TLS, connections are TLS ([`ray_proto::tls`]). The sign-in page is
 /// served without a token, so a browser that stays on it reconnects to sign in.
 pub struct Listener {
-    connections: tokio::sync::mpsc::Receiver<Io>,
+    connections: tokio::sync::mpsc::Receiver<Connection>,
     local: std::net::SocketAddr,
 }
+
+use ray_proto::gate::Peer;
+use ray_proto::tls::Stream;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::ReadBuf;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -175,8 +181,9 @@ impl Listener {
                     io = listener.accept() => io,
                     () = tx.closed() => return,
                 };
+                let peer = io.peer().clone();
                 let Some(tls) = tls.clone() else {
-                    if tx.send(Io::Plain(io)).await.is_err() {
+                    if tx.send(Connection { stream: Box::new(io), peer }).await.is_err() {
                         return;
                     }
                     continue;
@@ -186,7 +193,7 @@ impl Listener {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                     match tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(io)).await {
                         Ok(Ok(stream)) => {
-                            let _ = tx.send(Io::Tls(Box::new(stream))).await;
+                            let _ = tx.send(Connection { stream: Box::new(stream), peer }).await;
                         }
                         Ok(Err(e)) => tracing::debug!("a dashboard TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!("a dashboard TLS handshake took longer than {HANDSHAKE_LIMIT:?}"),
@@ -198,78 +205,41 @@ impl Listener {
     }
 }
 
-/// A dashboard connection, plain or TLS.
-pub enum Io {
-    /// Plain TCP.
-    Plain(ray_proto::gate::Gated),
-    /// TLS over TCP.
-    Tls(Box<tokio_rustls::server::TlsStream<ray_proto::gate::Gated>>),
+/// A dashboard connection: its bytes, plain or TLS, and who it is at the gate.
+pub struct Connection {
+    stream: Box<dyn Stream>,
+    peer: Peer,
 }
 
-impl Io {
-    fn peer(&self) -> &ray_proto::gate::Peer {
-        match self {
-            Io::Plain(io) => io.peer(),
-            Io::Tls(io) => io.get_ref().0.peer(),
-        }
+impl tokio::io::AsyncRead for Connection {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.stream).poll_read(cx, buf)
     }
 }
 
-impl tokio::io::AsyncRead for Io {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(io) => std::pin::Pin::new(io).poll_read(cx, buf),
-            Io::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for Io {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(io) => std::pin::Pin::new(io).poll_write(cx, buf),
-            Io::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_write(cx, buf),
-        }
+impl tokio::io::AsyncWrite for Connection {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.stream).poll_write(cx, buf)
     }
 
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(io) => std::pin::Pin::new(io).poll_flush(cx),
-            Io::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_flush(cx),
-        }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.stream).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(io) => std::pin::Pin::new(io).poll_shutdown(cx),
-            Io::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_shutdown(cx),
-        }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.stream).poll_shutdown(cx)
     }
 }
 
 impl axum::serve::Listener for Listener {
-    type Io = Io;
+    type Io = Connection;
     type Addr = Option<std::net::SocketAddr>;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.connections.recv().await {
-            Some(io) => {
-                let addr = io.peer().remote;
-                (io, addr)
+            Some(connection) => {
+                let addr = connection.peer.remote;
+                (connection, addr)
             }
             // The accept loop ends only when this listener is dropped.
             None => std::future::pending().await,
@@ -283,11 +253,11 @@ impl axum::serve::Listener for Listener {
 
 /// The connection a request came on, so that presenting the token keeps it open.
 #[derive(Clone, Debug)]
-pub struct Client(ray_proto::gate::Peer);
+pub struct Client(Peer);
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>> for Client {
     fn connect_info(stream: axum::serve::IncomingStream<'_, Listener>) -> Self {
-        Client(stream.io().peer().clone())
+        Client(stream.io().peer.clone())
     }
 }
 

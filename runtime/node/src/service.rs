@@ -116,8 +116,6 @@ struct Shared {
     pulls: transfer::Pulls,
     /// Channels to other nodes and to owners, by address.
     channels: Mutex<HashMap<String, AuthChannel>>,
-    /// This machine, as [`host_id`] names it.
-    host_id: String,
     /// Programs fetched from drivers on other machines, by job.
     executables: executables::Executables,
     /// Spread requests this node has placed, for taking turns.
@@ -861,7 +859,7 @@ async fn reaper_loop(shared: Arc<Shared>) {
             let info = shared.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(&job).cloned();
             let Some(info) = info else { continue };
             // A driver on this machine is judged by its pid; others by the head.
-            let local_driver = !info.host_id.is_empty() && info.host_id == shared.host_id;
+            let local_driver = !info.host_id.is_empty() && info.host_id == shared.registration.host_id;
             let mut gone = local_driver && !pid_alive(info.driver_pid);
             if !gone {
                 gone = match shared.head.clone().get_job(GetJobRequest { job_id: job }).await {
@@ -1015,7 +1013,6 @@ pub async fn run(
         cluster: Mutex::new(None),
         pulls: Default::default(),
         channels: Mutex::new(HashMap::new()),
-        host_id: registration.host_id.clone(),
         executables: Default::default(),
         spread_turns: Default::default(),
         node_id: node_id.to_vec(),

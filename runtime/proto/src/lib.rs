@@ -324,6 +324,15 @@ pub fn core_worker_client(channel: AuthChannel) -> CoreWorkerClient {
     client!(CoreWorkerClient, channel)
 }
 
+/// What went wrong on the wire: a call on a channel that could not connect
+/// carries the transport error as its source; say what happened, not the layers.
+fn transport_detail(s: &Status) -> String {
+    match std::error::Error::source(s) {
+        Some(source) => session::plain_transport_error(source),
+        None => s.message().to_string(),
+    }
+}
+
 /// What to say when one end speaks TLS and the other does not: a plain HTTP/2
 /// client sees a protocol error from a TLS server, and a TLS client sees bytes
 /// that are not TLS from a plain one.
@@ -392,11 +401,7 @@ pub fn from_status(s: &Status, what: &str) -> RayError {
         return RayError::from_bytes(s.details());
     }
     if let Some(hint) = tls_mismatch(s) {
-        let detail = match std::error::Error::source(s) {
-            Some(source) => session::plain_transport_error(source),
-            None => s.message().to_string(),
-        };
-        return RayError::Connection { what: what.to_string(), detail: format!("{detail}; {hint}") };
+        return RayError::Connection { what: what.to_string(), detail: format!("{}; {hint}", transport_detail(s)) };
     }
     match s.code() {
         tonic::Code::Unauthenticated => RayError::Unauthenticated {
@@ -408,13 +413,7 @@ pub fn from_status(s: &Status, what: &str) -> RayError {
                 .to_string(),
         },
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
-            // A call on a channel that could not connect carries the transport
-            // error as its source; say what happened, not the layers.
-            let detail = match std::error::Error::source(s) {
-                Some(source) => session::plain_transport_error(source),
-                None => s.message().to_string(),
-            };
-            RayError::Connection { what: what.to_string(), detail }
+            RayError::Connection { what: what.to_string(), detail: transport_detail(s) }
         }
         _ => RayError::Internal(format!("{what}: {}", s.message())),
     }

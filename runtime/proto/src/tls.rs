@@ -28,6 +28,11 @@ pub const CA_ENV: &str = "RAYREPL_TLS_CA";
 /// The name every cluster certificate carries and every peer is checked for.
 pub const SERVER_NAME: &str = "rayrepl-cluster";
 
+/// A byte stream, plain TCP or TLS over it, as a server or client holds it once
+/// any handshake is done.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// TLS settings that cannot be used.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TlsError {
@@ -118,21 +123,10 @@ impl Tls {
         let (ca_pem, ca_path) = read("the CA certificate", ca)?;
         let tls = Tls { cert_pem, key_pem, ca_pem };
         let bad = |what, path: PathBuf| move |detail: String| TlsError::File { what, path, detail };
-        tls.certs(&tls.cert_pem).map_err(bad("the certificate", cert_path))?;
+        certs(&tls.cert_pem).map_err(bad("the certificate", cert_path))?;
         tls.key().map_err(bad("the private key", key_path))?;
-        tls.certs(&tls.ca_pem).map_err(bad("the CA certificate", ca_path))?;
+        certs(&tls.ca_pem).map_err(bad("the CA certificate", ca_path))?;
         Ok(Some(tls))
-    }
-
-    fn certs(&self, pem: &[u8]) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
-        use rustls_pki_types::pem::PemObject;
-        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("not PEM certificates: {e}"))?;
-        if certs.is_empty() {
-            return Err("it holds no certificate".into());
-        }
-        Ok(certs)
     }
 
     fn key(&self) -> Result<rustls_pki_types::PrivateKeyDer<'static>, String> {
@@ -167,7 +161,7 @@ impl Tls {
             .map_err(rejected)?
             .with_no_client_auth()
             .with_single_cert(
-                self.certs(&self.cert_pem).map_err(TlsError::Rejected)?,
+                certs(&self.cert_pem).map_err(TlsError::Rejected)?,
                 self.key().map_err(TlsError::Rejected)?,
             )
             .map_err(rejected)?;
@@ -177,7 +171,7 @@ impl Tls {
     /// A client of the dashboard (the `rayrepl job` commands).
     pub fn http_client(&self) -> Result<tokio_rustls::TlsConnector, TlsError> {
         let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-        for cert in self.certs(&self.ca_pem).map_err(TlsError::Rejected)? {
+        for cert in certs(&self.ca_pem).map_err(TlsError::Rejected)? {
             roots.add(cert).map_err(rejected)?;
         }
         let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider())
@@ -191,6 +185,17 @@ impl Tls {
 
 fn rejected(e: tokio_rustls::rustls::Error) -> TlsError {
     TlsError::Rejected(e.to_string())
+}
+
+fn certs(pem: &[u8]) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err("it holds no certificate".into());
+    }
+    Ok(certs)
 }
 
 /// rustls on ring, as tonic's `tls-ring` uses for gRPC. rustls deprecates it

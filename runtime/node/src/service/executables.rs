@@ -34,7 +34,7 @@ impl Shared {
     /// first time if the driver runs on another machine, and checked against its
     /// hash every time.
     pub(crate) async fn worker_executable(&self, job: &JobInfo) -> Result<PathBuf, String> {
-        if job.host_id.is_empty() || job.host_id == self.host_id {
+        if job.host_id.is_empty() || job.host_id == self.registration.host_id {
             return Ok(PathBuf::from(&job.worker_executable));
         }
         let cell = self.executables.lock().unwrap_or_else(|p| p.into_inner()).entry(job.job_id).or_default().clone();

@@ -210,20 +210,17 @@ pub(super) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>
                 let shared = shared.clone();
                 async move { Ok::<_, std::convert::Infallible>(shared.answer_metrics(req).await) }
             });
-            let served = match tls {
-                None => hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await
-                    .map_err(|e| e.to_string()),
+            let stream: Box<dyn ray_proto::tls::Stream> = match tls {
+                None => Box::new(stream),
                 Some(tls) => match tokio::time::timeout(HANDSHAKE_LIMIT, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
-                    Err(_) => Err(format!("no TLS handshake within {HANDSHAKE_LIMIT:?}")),
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(e)) => return tracing::debug!("a metrics TLS handshake failed: {e}"),
+                    Err(_) => return tracing::debug!("no metrics TLS handshake within {HANDSHAKE_LIMIT:?}"),
                 },
             };
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
             if let Err(e) = served {
                 tracing::debug!("a metrics connection ended: {e}");
             }
