@@ -8,8 +8,11 @@
 //! A [`Gate`] admits every connection but holds it as *waiting* until a call on
 //! it presents the cluster token ([`Peer::authenticated`], which
 //! [`crate::CheckToken`] calls). A waiting connection is closed after
-//! [`AUTH_DEADLINE`]; when more than the gate's cap wait, the oldest is closed to
-//! make room, and so is it when the process runs out of descriptors. A flood then
+//! [`AUTH_DEADLINE`]; when more than the gate's cap wait, one is closed to make
+//! room, and so is one when the process runs out of descriptors: the oldest of
+//! those that have not sent a byte, else the oldest. A flood's connections are
+//! silent, while a real peer sends its HTTP/2 preface at once, so a sustained
+//! flood does not push out a peer that is slow to send its first call. A flood then
 //! costs at most the cap in descriptors, and a real peer, which presents its token
 //! in its first round trip, gets in while it goes on. Connections are closed by
 //! `shutdown(2)`, which the connection's reader sees as its end, so closing one
@@ -41,8 +44,11 @@ pub const MAX_WAITING: usize = 1024;
 /// Which connections wait for their token, oldest first, and which to close.
 #[derive(Debug)]
 pub struct Admission {
-    /// Waiting connections by id; ids grow, so the first is the oldest.
+    /// Waiting connections by id, with their deadlines; ids grow, so the first
+    /// is the oldest.
     waiting: BTreeMap<u64, Instant>,
+    /// The waiting connections that have sent nothing yet, the first to go.
+    silent: std::collections::BTreeSet<u64>,
     next_id: u64,
     cap: usize,
     deadline: Duration,
@@ -51,7 +57,7 @@ pub struct Admission {
 impl Admission {
     /// At most `cap` waiting connections, each for at most `deadline`.
     pub fn new(cap: usize, deadline: Duration) -> Self {
-        Admission { waiting: BTreeMap::new(), next_id: 0, cap: cap.max(1), deadline }
+        Admission { waiting: BTreeMap::new(), silent: Default::default(), next_id: 0, cap: cap.max(1), deadline }
     }
 
     /// Admits a connection at `now`: its id, and the ids to close to make room.
@@ -60,34 +66,44 @@ impl Admission {
         self.next_id += 1;
         let mut close = Vec::new();
         while self.waiting.len() >= self.cap {
-            close.extend(self.waiting.pop_first().map(|(old, _)| old));
+            close.extend(self.oldest());
         }
         self.waiting.insert(id, now + self.deadline);
+        self.silent.insert(id);
         (id, close)
+    }
+
+    /// `id` sent its first bytes: it goes after the silent ones.
+    pub fn talking(&mut self, id: u64) {
+        self.silent.remove(&id);
     }
 
     /// A call on `id` presented the token: it no longer waits.
     pub fn authenticated(&mut self, id: u64) {
-        self.waiting.remove(&id);
+        self.closed(id);
     }
 
     /// `id` is closed.
     pub fn closed(&mut self, id: u64) {
         self.waiting.remove(&id);
+        self.silent.remove(&id);
     }
 
     /// The waiting connections whose time is up at `now`; they no longer wait.
     pub fn overdue(&mut self, now: Instant) -> Vec<u64> {
         let overdue: Vec<u64> = self.waiting.iter().filter(|(_, due)| **due <= now).map(|(id, _)| *id).collect();
         for id in &overdue {
-            self.waiting.remove(id);
+            self.closed(*id);
         }
         overdue
     }
 
-    /// The oldest waiting connection, closed to free a descriptor.
+    /// The waiting connection to close to make room: the oldest silent one,
+    /// else the oldest. It no longer waits.
     pub fn oldest(&mut self) -> Option<u64> {
-        self.waiting.pop_first().map(|(id, _)| id)
+        let id = self.silent.first().or_else(|| self.waiting.keys().next()).copied()?;
+        self.closed(id);
+        Some(id)
     }
 
     /// When the next waiting connection's time is up.
@@ -133,7 +149,12 @@ impl Gate {
         state.open.insert(id, stream.as_raw_fd());
         shut_down(&state, &close);
         drop(state);
-        let ticket = Arc::new(Ticket { id, authenticated: AtomicBool::new(false), gate: Arc::downgrade(self) });
+        let ticket = Arc::new(Ticket {
+            id,
+            authenticated: AtomicBool::new(false),
+            talking: AtomicBool::new(false),
+            gate: Arc::downgrade(self),
+        });
         Gated { stream, peer: Peer { remote, ticket } }
     }
 
@@ -185,6 +206,8 @@ fn shut_down(state: &GateState, ids: &[u64]) {
 struct Ticket {
     id: u64,
     authenticated: AtomicBool,
+    /// Whether the peer has sent a byte yet.
+    talking: AtomicBool,
     gate: Weak<Gate>,
 }
 
@@ -241,7 +264,19 @@ impl Drop for Gated {
 
 impl AsyncRead for Gated {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let ticket = &self.peer.ticket;
+        // Every read comes here: a load first keeps the common case a read.
+        if buf.filled().len() > before
+            && !ticket.talking.load(Ordering::Relaxed)
+            && !ticket.talking.swap(true, Ordering::Relaxed)
+            && !ticket.authenticated.load(Ordering::Relaxed)
+            && let Some(gate) = ticket.gate.upgrade()
+        {
+            gate.lock().admission.talking(ticket.id);
+        }
+        read
     }
 }
 
@@ -378,9 +413,26 @@ mod tests {
         assert_eq!(a.next_due(), None);
     }
 
+    #[test]
+    fn a_connection_that_talks_outlasts_a_silent_flood() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(2, AUTH_DEADLINE);
+        let (peer, _) = a.admit(t0);
+        a.talking(peer);
+        let mut closed = Vec::new();
+        for _ in 0..100 {
+            closed.extend(a.admit(t0).1);
+        }
+        assert!(!closed.contains(&peer), "the flood pushed out a peer that had started talking");
+        assert_eq!(closed.len(), 99, "each silent connection made room for the next");
+        assert_eq!(a.oldest(), Some(100), "the silent one goes first to free a descriptor");
+        assert_eq!(a.oldest(), Some(peer), "then the one that talks");
+    }
+
     #[derive(Debug, Clone)]
     enum Event {
         Connect,
+        Talk(usize),
         Authenticate(usize),
         Close(usize),
         Wait(u64),
@@ -389,6 +441,7 @@ mod tests {
     fn event() -> impl Strategy<Value = Event> {
         prop_oneof![
             4 => Just(Event::Connect),
+            2 => (0usize..64).prop_map(Event::Talk),
             2 => (0usize..64).prop_map(Event::Authenticate),
             1 => (0usize..64).prop_map(Event::Close),
             1 => (0u64..3_000).prop_map(Event::Wait),
@@ -397,7 +450,8 @@ mod tests {
 
     proptest! {
         /// Never more than the cap wait; an authenticated connection is never
-        /// closed; a waiting one is closed by its deadline.
+        /// closed; a waiting one is closed by its deadline; one that talks is
+        /// closed to make room only when no silent one waits.
         #[test]
         fn waiting_is_bounded_and_only_the_unauthenticated_are_closed(
             cap in 1usize..8,
@@ -408,14 +462,28 @@ mod tests {
             let mut a = Admission::new(cap, Duration::from_secs(5));
             // id -> (admitted at, authenticated, closed)
             let mut conns: Vec<(Instant, bool, bool)> = Vec::new();
+            let mut talking: Vec<bool> = Vec::new();
             for ev in events {
                 let mut closing = Vec::new();
                 match ev {
                     Event::Connect => {
+                        let silent_waiting =
+                            conns.iter().zip(&talking).filter(|((_, auth, closed), talks)| !auth && !closed && !**talks).count();
                         let (id, close) = a.admit(now);
                         prop_assert_eq!(id as usize, conns.len());
+                        for old in &close {
+                            prop_assert!(
+                                !talking[*old as usize] || silent_waiting == 0,
+                                "a talking connection made room while a silent one waited"
+                            );
+                        }
                         conns.push((now, false, false));
+                        talking.push(false);
                         closing = close;
+                    }
+                    Event::Talk(i) if i < conns.len() && !conns[i].2 => {
+                        talking[i] = true;
+                        a.talking(i as u64);
                     }
                     Event::Authenticate(i) if i < conns.len() && !conns[i].2 => {
                         conns[i].1 = true;
